@@ -1,0 +1,3 @@
+"""Reference reproduction of UGPCL and its semi-supervised baselines."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,63 @@
+"""`ugpcl`: the one command the workflow rules and users call.
+
+Each subcommand lives beside the code it drives; a module listed in COMMAND_MODULES exposes
+`register(subparsers)` that adds its parsers and sets `func` on them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from . import __version__
+from .config import load_config
+from .errors import UserError
+
+COMMAND_MODULES = [
+    "ugpcl.data.commands",      # demo-data, download, prepare
+    "ugpcl.engine.commands",    # train, bench
+    "ugpcl.evaluation",         # evaluate
+    "ugpcl.predict",            # predict
+    "ugpcl.report.commands",    # runs, report, figures
+]
+
+
+def add_config_args(parser: argparse.ArgumentParser) -> None:
+    """--config / --profile / --set, shared by every subcommand that reads params.yaml."""
+    parser.add_argument("--config", default=None, help="params.yaml to read (default: the repository's)")
+    parser.add_argument("--profile", default=None, help="profile to apply (default: `profile:` in the config)")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override one config value, e.g. --set train.iterations=100 (repeatable)",
+    )
+
+
+def config_from_args(args: argparse.Namespace) -> dict:
+    return load_config(args.config, args.profile, args.overrides)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ugpcl", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"ugpcl {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result = args.func(args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""Loading params.yaml: merge the active profile, validate against the schema, resolve paths."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+from .errors import UserError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "params.schema.yaml"
+DEFAULT_CONFIG = REPO_ROOT / "params.yaml"
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    """Return `base` with `override` merged in recursively (override wins on leaves)."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError("config file not found", path=path, fix="pass --config pointing at params.yaml")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise UserError(f"not valid YAML ({exc})", path=path, fix="correct the YAML syntax") from exc
+    if not isinstance(data, dict):
+        raise UserError("expected a mapping at the top level", path=path)
+    return data
+
+
+def parse_override(text: str) -> tuple[list[str], object]:
+    """Parse `a.b.c=value` (value in YAML syntax) into (['a','b','c'], value)."""
+    if "=" not in text:
+        raise UserError(f"override {text!r} is not KEY=VALUE", fix="write e.g. train.iterations=100")
+    key, raw = text.split("=", 1)
+    return key.strip().split("."), yaml.safe_load(raw)
+
+
+def set_dotted(cfg: dict, keys: list[str], value) -> None:
+    node = cfg
+    for k in keys[:-1]:
+        node = node.setdefault(k, {})
+        if not isinstance(node, dict):
+            raise UserError(f"cannot set {'.'.join(keys)}: {k} is not a mapping")
+    node[keys[-1]] = value
+
+
+def validate(cfg: dict, source: str | Path = "params.yaml") -> None:
+    schema = yaml.safe_load(SCHEMA_PATH.read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(cfg), key=lambda e: list(e.absolute_path))
+    if errors:
+        lines = []
+        for err in errors[:10]:
+            where = ".".join(str(p) for p in err.absolute_path) or "(top level)"
+            lines.append(f"  {where}: {err.message}")
+        raise UserError(
+            "invalid configuration:\n" + "\n".join(lines),
+            path=source,
+            fix=f"correct these keys; the schema is {SCHEMA_PATH.relative_to(REPO_ROOT)}",
+        )
+
+
+def load_config(path: str | Path | None = None, profile: str | None = None, overrides: list[str] = ()) -> dict:
+    """Read params.yaml, merge `profiles[profile]` and KEY=VALUE overrides, validate.
+
+    The returned dict has `profile` set to the profile in force and no `profiles` section.
+    """
+    path = Path(path) if path else DEFAULT_CONFIG
+    raw = read_yaml(path)
+    return resolve(raw, profile=profile, overrides=overrides, source=path)
+
+
+def resolve(raw: dict, profile: str | None = None, overrides: list[str] = (), source="params.yaml") -> dict:
+    """Merge a profile into an already-read configuration (Snakemake passes its `config`)."""
+    profiles = raw.get("profiles") or {}
+    name = profile or raw.get("profile", "paper")
+    if name not in profiles:
+        raise UserError(
+            f"unknown profile {name!r}; known: {', '.join(sorted(profiles)) or 'none'}",
+            path=source,
+            fix="choose one of the profiles listed under `profiles:`",
+        )
+    base = {k: v for k, v in raw.items() if k != "profiles"}
+    cfg = deep_merge(base, profiles[name] or {})
+    cfg["profile"] = name
+    for text in overrides:
+        keys, value = parse_override(text)
+        set_dotted(cfg, keys, value)
+    validate(cfg, source)
+    return cfg
+
+
+def results_dir(cfg: dict) -> Path:
+    return resolve_path(cfg["paths"]["results"]) / cfg["profile"]
+
+
+def reports_dir(cfg: dict) -> Path:
+    return resolve_path(cfg["paths"]["reports"]) / cfg["profile"]
+
+
+def raw_dir(cfg: dict) -> Path:
+    return resolve_path(cfg["paths"]["raw"])
+
+
+def prepared_path(cfg: dict, dataset: str) -> Path:
+    """The prepared HDF5 file of `dataset` ('acdc' or 'isic') for the profile in force."""
+    return results_dir(cfg) / "data" / f"{dataset}.h5"
+
+
+def resolve_path(p: str | Path) -> Path:
+    """Relative paths in params.yaml are relative to the repository root."""
+    p = Path(p)
+    return p if p.is_absolute() else REPO_ROOT / p

@@ -1,0 +1,189 @@
+"""The prepared-data HDF5 file: one per dataset, the only data input of training and evaluation.
+
+Layout (format_version 1):
+
+    attrs: format_version, dataset ('acdc' | 'isic'), num_classes, class_names (JSON list),
+           in_channels, image_size, source, provenance (JSON: where the raw data came from)
+    train/images   N x C x S x S   float32 in [0, 1] (ACDC) or uint8 in 0..255 (ISIC)
+    train/labels   N x S x S       uint8, values < num_classes
+    train/names    N               slice or image ids (utf-8)
+    train/groups   N               patient id (ACDC) or image id (ISIC)
+    labeled/<regime>  n            int64 indices into train/, ascending; the rest is unlabeled
+    val/images     M x C x S x S   as train/images
+    val/labels     M x S x S       uint8
+    val/names      M               slice or image ids
+    val/cases      M               the case (volume or image) each slice belongs to; a case's
+                                   slices are contiguous and in slice order
+    val/original/<case>  D x H x W or H x W uint8: the case's labels at original resolution
+                                   (ACDC only; evaluation resizes predictions back to them)
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from ..errors import UserError
+from ..fileio import atomic_path
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Split:
+    images: np.ndarray
+    labels: np.ndarray
+    names: list[str]
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def float_images(self, index=slice(None)) -> np.ndarray:
+        """Images as float32 in [0, 1] whatever their stored dtype."""
+        x = self.images[index]
+        return x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32, copy=False)
+
+
+@dataclass
+class Prepared:
+    path: Path
+    dataset: str
+    num_classes: int
+    class_names: list[str]
+    in_channels: int
+    image_size: int
+    train: Split
+    train_groups: list[str]
+    labeled: dict[str, np.ndarray]
+    val: Split
+    val_cases: list[str]
+    val_original: dict[str, np.ndarray] = field(default_factory=dict)
+    attrs: dict = field(default_factory=dict)
+
+    def labeled_indices(self, regime: str) -> np.ndarray:
+        if regime not in self.labeled:
+            raise UserError(
+                f"labeled regime {regime!r} not in this file (has {', '.join(sorted(self.labeled))})",
+                path=self.path,
+                fix="prepare the data again with this regime listed under data.<dataset>.regimes",
+            )
+        return self.labeled[regime]
+
+    def unlabeled_indices(self, regime: str) -> np.ndarray:
+        mask = np.ones(len(self.train), dtype=bool)
+        mask[self.labeled_indices(regime)] = False
+        return np.flatnonzero(mask)
+
+    def case_slices(self) -> dict[str, np.ndarray]:
+        """case -> indices of its validation slices, in order."""
+        out: dict[str, list[int]] = {}
+        for i, case in enumerate(self.val_cases):
+            out.setdefault(case, []).append(i)
+        return {k: np.asarray(v) for k, v in out.items()}
+
+
+def _strings(ds) -> list[str]:
+    return [s.decode() if isinstance(s, bytes) else str(s) for s in ds[()]]
+
+
+def write_prepared(
+    path: str | Path,
+    *,
+    dataset: str,
+    class_names: list[str],
+    train_images: np.ndarray,
+    train_labels: np.ndarray,
+    train_names: list[str],
+    train_groups: list[str],
+    labeled: dict[str, np.ndarray],
+    val_images: np.ndarray,
+    val_labels: np.ndarray,
+    val_names: list[str],
+    val_cases: list[str],
+    val_original: dict[str, np.ndarray] | None = None,
+    source: str = "",
+    provenance: dict | None = None,
+) -> Path:
+    """Validate and write a prepared file atomically (the old file survives any failure)."""
+    path = Path(path)
+    num_classes = len(class_names)
+    for split, images, labels, names in (
+        ("train", train_images, train_labels, train_names),
+        ("val", val_images, val_labels, val_names),
+    ):
+        if images.ndim != 4 or labels.ndim != 3 or images.shape[0] != labels.shape[0] != len(names):
+            raise ValueError(f"{split}: images {images.shape}, labels {labels.shape}, {len(names)} names disagree")
+        if images.shape[2:] != labels.shape[1:] or images.shape[2] != images.shape[3]:
+            raise ValueError(f"{split}: image {images.shape[2:]} and label {labels.shape[1:]} sizes disagree")
+        if labels.size and int(labels.max()) >= num_classes:
+            raise ValueError(f"{split}: label value {int(labels.max())} >= {num_classes} classes")
+    string = h5py.string_dtype()
+    with atomic_path(path, suffix=".h5") as tmp:
+        with h5py.File(tmp, "w") as f:
+            f.attrs.update(
+                format_version=FORMAT_VERSION,
+                dataset=dataset,
+                num_classes=num_classes,
+                class_names=json.dumps(class_names),
+                in_channels=int(train_images.shape[1]),
+                image_size=int(train_images.shape[2]),
+                source=source,
+                provenance=json.dumps(provenance or {}),
+            )
+            f.create_dataset("train/images", data=train_images, chunks=(1, *train_images.shape[1:]))
+            f.create_dataset("train/labels", data=train_labels.astype(np.uint8))
+            f.create_dataset("train/names", data=np.array(train_names, dtype=object), dtype=string)
+            f.create_dataset("train/groups", data=np.array(train_groups, dtype=object), dtype=string)
+            for regime, idx in labeled.items():
+                f.create_dataset(f"labeled/{regime}", data=np.sort(np.asarray(idx, dtype=np.int64)))
+            f.create_dataset("val/images", data=val_images, chunks=(1, *val_images.shape[1:]))
+            f.create_dataset("val/labels", data=val_labels.astype(np.uint8))
+            f.create_dataset("val/names", data=np.array(val_names, dtype=object), dtype=string)
+            f.create_dataset("val/cases", data=np.array(val_cases, dtype=object), dtype=string)
+            for case, lab in (val_original or {}).items():
+                f.create_dataset(f"val/original/{case}", data=lab.astype(np.uint8), compression="gzip")
+    return path
+
+
+def load_prepared(path: str | Path) -> Prepared:
+    """Read a prepared file fully into memory, with clear errors for missing or corrupt files."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError("prepared data file not found", path=path, fix="run the data stage first (`ugpcl prepare ...`)")
+    try:
+        with h5py.File(path, "r") as f:
+            version = int(f.attrs.get("format_version", -1))
+            if version != FORMAT_VERSION:
+                raise UserError(
+                    f"format_version {version}, expected {FORMAT_VERSION}",
+                    path=path,
+                    fix="delete the file and run the data stage again",
+                )
+            originals = {k: f["val/original"][k][()] for k in f["val/original"]} if "val/original" in f else {}
+            return Prepared(
+                path=path,
+                dataset=str(f.attrs["dataset"]),
+                num_classes=int(f.attrs["num_classes"]),
+                class_names=json.loads(f.attrs["class_names"]),
+                in_channels=int(f.attrs["in_channels"]),
+                image_size=int(f.attrs["image_size"]),
+                train=Split(f["train/images"][()], f["train/labels"][()], _strings(f["train/names"])),
+                train_groups=_strings(f["train/groups"]),
+                labeled={k: f["labeled"][k][()] for k in f["labeled"]},
+                val=Split(f["val/images"][()], f["val/labels"][()], _strings(f["val/names"])),
+                val_cases=_strings(f["val/cases"]),
+                val_original=originals,
+                attrs={k: f.attrs[k] for k in f.attrs},
+            )
+    except UserError:
+        raise
+    except (OSError, KeyError) as exc:
+        raise UserError(
+            f"not a readable prepared HDF5 file ({exc})",
+            path=path,
+            fix="the file is truncated or corrupt: delete it and run the data stage again",
+        ) from exc

@@ -1,0 +1,1 @@
+from .unet import build_decoder, build_unet  # noqa: F401

@@ -1,0 +1,97 @@
+"""The experiment matrix of params.yaml turned into distinct training runs.
+
+A run is (dataset, labeled regime, method, method overrides); each is trained once per seed,
+however many tables it appears in. Its id names what differs from the method's defaults, so
+Table 1 UGPCL on ACDC-136, Table 2 row 7 and Table 3 conv2 are the same id.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .config import deep_merge, results_dir
+from .errors import UserError
+
+SHORT = {"consistency_loss": "con", "equivariance_loss": "eqv", "embed_stage": "embed"}
+
+
+@dataclass
+class Run:
+    dataset: str
+    regime: str
+    method: str
+    overrides: dict = field(default_factory=dict)   # only keys that differ from the defaults
+    tables: list[str] = field(default_factory=list)  # e.g. ["table1", "table2:7", "table3:conv2"]
+
+    @property
+    def id(self) -> str:
+        parts = [f"{self.dataset}{self.regime}", self.method]
+        for key in sorted(self.overrides):
+            value = self.overrides[key]
+            name = SHORT.get(key, key)
+            if isinstance(value, bool):
+                parts.append(name if value else f"no{name}")
+            else:
+                parts.append(f"{name}-{value}")
+        return "_".join(parts)
+
+    def config(self, cfg: dict, seed: int | None = None) -> dict:
+        """The configuration this run trains with."""
+        out = deep_merge(cfg, {"methods": {self.method: self.overrides}})
+        if seed is not None:
+            out["train"]["seed"] = seed
+        return out
+
+    def run_dir(self, cfg: dict, seed: int) -> Path:
+        return results_dir(cfg) / "runs" / self.id / f"seed{seed}"
+
+
+def _make(cfg: dict, dataset: str, regime: str, method: str, overrides: dict | None, tag: str) -> Run:
+    defaults = cfg["methods"][method]
+    unknown = set(overrides or {}) - set(defaults)
+    if unknown:
+        raise UserError(
+            f"experiments: {tag} overrides unknown {method} keys {sorted(unknown)}",
+            path="params.yaml",
+            fix=f"use keys of methods.{method}",
+        )
+    diff = {k: v for k, v in (overrides or {}).items() if defaults[k] != v}
+    return Run(dataset, str(regime), method, diff, [tag])
+
+
+def distinct_runs(cfg: dict) -> list[Run]:
+    """Every distinct run of Tables 1-3, in table order, each listing the tables it serves."""
+    exp = cfg["experiments"]
+    wanted: list[Run] = []
+    for dataset, regimes in exp["table1"]["datasets"].items():
+        for regime in regimes:
+            for method in exp["table1"]["methods"]:
+                wanted.append(_make(cfg, dataset, regime, method, None, "table1"))
+    t2 = exp["table2"]
+    for row in t2["rows"]:
+        wanted.append(_make(cfg, t2["dataset"], t2["regime"], row["method"], row.get("overrides"), f"table2:{row['row']}"))
+    t3 = exp["table3"]
+    for stage in t3["stages"]:
+        wanted.append(_make(cfg, t3["dataset"], t3["regime"], "ugpcl", {"embed_stage": stage}, f"table3:{stage}"))
+
+    by_id: dict[str, Run] = {}
+    for run in wanted:
+        if run.id in by_id:
+            by_id[run.id].tables.extend(run.tables)
+        else:
+            by_id[run.id] = run
+    for run in by_id.values():
+        if run.regime not in cfg["data"][run.dataset]["regimes"]:
+            raise UserError(
+                f"experiments use regime {run.regime!r} of {run.dataset}, which data.{run.dataset}.regimes lacks",
+                path="params.yaml",
+            )
+    return list(by_id.values())
+
+
+def find_run(cfg: dict, run_id: str) -> Run:
+    for run in distinct_runs(cfg):
+        if run.id == run_id:
+            return run
+    raise UserError(f"no run {run_id!r} in the experiment matrix", fix="list them with `ugpcl runs`")
