@@ -23,3 +23,48 @@ def isic_dir() -> Path:
     path = SHARED_DATA / "ISIC2018-mini"
     assert path.is_dir(), f"real ISIC data expected at {path} (../shared/data beside the repo)"
     return path
+
+
+def make_tiny_acdc(acdc_dir: Path, out: Path, size: int = 64, n_slices: int = 8, n_unlabeled: int = 8) -> Path:
+    """A small prepared file from real ACDC training slices: `n_slices` labeled slices that are also
+    the validation cases (with their original-resolution labels), plus `n_unlabeled` unlabeled ones."""
+    import cv2
+    import h5py
+    import numpy as np
+
+    from ugpcl.data.prepared import write_prepared
+
+    names = (acdc_dir / "train_slices.list").read_text().split()
+    # mid-ventricular slices of the first patients: every class present
+    chosen = [n for n in names if n.endswith(("_slice_4", "_slice_5"))][: n_slices + n_unlabeled]
+    images, labels, originals = [], [], {}
+    for name in chosen:
+        with h5py.File(acdc_dir / "data" / "slices" / f"{name}.h5", "r") as f:
+            img, lab = f["image"][()], f["label"][()]
+        images.append(cv2.resize(img, (size, size), interpolation=cv2.INTER_LINEAR))
+        labels.append(cv2.resize(lab, (size, size), interpolation=cv2.INTER_NEAREST))
+        originals[name] = lab
+    images = np.stack(images)[:, None].astype(np.float32)
+    labels = np.stack(labels).astype(np.uint8)
+    val = slice(0, n_slices)
+    return write_prepared(
+        out,
+        dataset="acdc",
+        class_names=["background", "RV", "Myo", "LV"],
+        train_images=images,
+        train_labels=labels,
+        train_names=chosen,
+        train_groups=[n.split("_")[0] for n in chosen],
+        labeled={"tiny": np.arange(n_slices)},
+        val_images=images[val],
+        val_labels=labels[val],
+        val_names=chosen[val],
+        val_cases=chosen[val],
+        val_original={n: originals[n] for n in chosen[val]},
+        source="test",
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_acdc(acdc_dir, tmp_path_factory) -> Path:
+    return make_tiny_acdc(acdc_dir, tmp_path_factory.mktemp("tiny") / "acdc.h5")

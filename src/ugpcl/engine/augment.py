@@ -1,0 +1,125 @@
+"""Batch augmentation on the device: one affine warp per sample, then colour jitter.
+
+The paper's augmentations (random crop, rotation, flip, colour jitter) are folded into a single
+affine transform per sample, applied with one `grid_sample` to the images (bilinear) and one to
+the labels (nearest), so augmentation costs two kernel launches whatever the batch size.
+Randomness comes from torch's global RNG, which the trainer checkpoints.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def _uniform(n: int, low: float, high: float, device) -> torch.Tensor:
+    return torch.rand(n, device=device) * (high - low) + low
+
+
+def _bernoulli(n: int, p: float, device) -> torch.Tensor:
+    return torch.rand(n, device=device) < p
+
+
+def warp(images: torch.Tensor, labels: torch.Tensor | None, theta: torch.Tensor):
+    """Apply per-sample affine maps (B x 2 x 3, output -> input coordinates); fill with 0."""
+    grid = F.affine_grid(theta.to(images.dtype), list(images.shape), align_corners=False)
+    images = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    if labels is not None:
+        lab = F.grid_sample(labels[:, None].float(), grid[: labels.shape[0]].float(), mode="nearest", align_corners=False)
+        labels = lab[:, 0].round().to(labels.dtype)
+    return images, labels
+
+
+def rotation_theta(angles_deg: torch.Tensor, quarter_turns: torch.Tensor | None = None) -> torch.Tensor:
+    """Affine maps rotating each sample by quarter_turns * 90 + angle degrees, in torch.rot90's sense."""
+    total = angles_deg.float()
+    if quarter_turns is not None:
+        total = total + 90.0 * quarter_turns.float()
+    rad = torch.deg2rad(total)
+    cos, sin = torch.cos(rad), torch.sin(rad)
+    zero = torch.zeros_like(cos)
+    return torch.stack([torch.stack([cos, -sin, zero], -1), torch.stack([sin, cos, zero], -1)], 1)
+
+
+def rot90(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Rotate each sample of x (B x ... x H x W) by its own k quarter turns, exactly (no resampling)."""
+    out = x.clone()
+    for turns in range(1, 4):
+        sel = k == turns
+        if sel.any():
+            out[sel] = torch.rot90(x[sel], turns, dims=(-2, -1))
+    return out
+
+
+def geometric_theta(batch: int, aug: dict, device) -> torch.Tensor:
+    """Random crop (area fraction in crop_scale), rot90+flip, small rotation and horizontal flip."""
+    side = torch.sqrt(_uniform(batch, *aug["crop_scale"], device))
+    cx = (torch.rand(batch, device=device) * 2 - 1) * (1 - side)
+    cy = (torch.rand(batch, device=device) * 2 - 1) * (1 - side)
+
+    angle = torch.zeros(batch, device=device)
+    rotate = _bernoulli(batch, aug["rotate_p"], device)
+    angle = torch.where(rotate, _uniform(batch, -aug["rotate_deg"], aug["rotate_deg"], device), angle)
+    quarter = torch.where(_bernoulli(batch, aug["rot90_flip_p"], device), torch.randint(0, 4, (batch,), device=device), 0)
+    flip = _bernoulli(batch, aug["hflip_p"], device)
+
+    theta = rotation_theta(angle, quarter)
+    theta[:, :, :2] *= side[:, None, None]
+    theta[:, 0, :2] *= torch.where(flip, -1.0, 1.0)[:, None]
+    theta[:, 0, 2] = cx
+    theta[:, 1, 2] = cy
+    return theta
+
+
+def _grey(x: torch.Tensor) -> torch.Tensor:
+    if x.shape[1] == 1:
+        return x
+    w = torch.tensor([0.299, 0.587, 0.114], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    return (x * w).sum(1, keepdim=True)
+
+
+def color_jitter(x: torch.Tensor, aug: dict) -> torch.Tensor:
+    """Brightness, contrast, saturation and hue jitter with probability color_jitter_p per sample.
+
+    Factors are U[1-s, 1+s] (hue shift U[-h, h] of a turn), as torchvision's ColorJitter, applied
+    in a fixed order. Saturation and hue act on RGB only (they are no-ops on grey images anyway).
+    """
+    n, device = x.shape[0], x.device
+    on = _bernoulli(n, aug["color_jitter_p"], device).view(n, 1, 1, 1)
+
+    def factor(strength):
+        return _uniform(n, 1 - strength, 1 + strength, device).clamp_min(0).view(n, 1, 1, 1)
+
+    out = (x * factor(aug["brightness"])).clamp(0, 1)
+    mean = _grey(out).mean(dim=(1, 2, 3), keepdim=True)
+    out = ((out - mean) * factor(aug["contrast"]) + mean).clamp(0, 1)
+    if x.shape[1] == 3:
+        grey = _grey(out)
+        out = ((out - grey) * factor(aug["saturation"]) + grey).clamp(0, 1)
+        out = _hue_shift(out, _uniform(n, -aug["hue"], aug["hue"], device)).clamp(0, 1)
+    return torch.where(on, out, x)
+
+
+def _hue_shift(x: torch.Tensor, turns: torch.Tensor) -> torch.Tensor:
+    """Rotate the chroma plane of YIQ space by `turns` of a full circle (a fast hue shift)."""
+    to_yiq = torch.tensor(
+        [[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], device=x.device, dtype=x.dtype
+    )
+    from_yiq = torch.linalg.inv(to_yiq)
+    angle = 2 * math.pi * turns
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    one, zero = torch.ones_like(cos), torch.zeros_like(cos)
+    rot = torch.stack(
+        [torch.stack([one, zero, zero], -1), torch.stack([zero, cos, -sin], -1), torch.stack([zero, sin, cos], -1)], 1
+    )
+    m = from_yiq @ rot @ to_yiq  # B x 3 x 3
+    return torch.einsum("bij,bjhw->bihw", m, x)
+
+
+def augment_batch(images: torch.Tensor, labels: torch.Tensor, aug: dict):
+    """Augment a batch whose first labels.shape[0] images are labeled; returns (images, labels)."""
+    theta = geometric_theta(images.shape[0], aug, images.device)
+    images, labels = warp(images, labels, theta)
+    return color_jitter(images, aug), labels

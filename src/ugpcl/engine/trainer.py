@@ -1,0 +1,251 @@
+"""The training loop every method shares: batches, optimiser, LR schedule, AMP, checkpoints,
+validation, logging and the final evaluation. Methods supply only their `train_step`."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import subprocess
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from tqdm import tqdm
+
+from ..config import REPO_ROOT, prepared_path
+from ..data.prepared import Prepared, load_prepared
+from ..errors import UserError
+from ..fileio import write_json, write_text
+from ..methods import get_method
+from ..methods.base import Batch
+from . import checkpoint
+from .augment import augment_batch
+from .sampler import TwoStreamSampler
+
+
+def pick_device(train_cfg: dict, requested: str | None = None) -> torch.device:
+    choice = requested or train_cfg["device"]
+    if choice == "auto":
+        choice = "cuda" if torch.cuda.is_available() else "cpu"
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise UserError("train.device is cuda but no CUDA device is visible", fix="use --device cpu or run on a GPU machine")
+    if choice == "cpu" and not train_cfg["allow_cpu"]:
+        raise UserError(
+            "no CUDA device: paper-scale training on the CPU would take days, so it is refused",
+            fix="run on a GPU machine, use the demo profile (--profile demo), or pass --set train.allow_cpu=true",
+        )
+    return torch.device(choice)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def poly_lr(t: int, train_cfg: dict) -> float:
+    """lr at 0-based iteration t: lr0 (1 - t/T)^power, floored at min_lr."""
+    decay = (1 - t / train_cfg["iterations"]) ** train_cfg["poly_power"]
+    return max(train_cfg["lr"] * decay, train_cfg["min_lr"])
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+class Trainer:
+    """Trains one run (a method on a dataset regime with a seed) into `run_dir`."""
+
+    def __init__(self, cfg: dict, info: dict, run_dir: str | Path, *, data: Prepared | str | Path | None = None,
+                 device: str | None = None):
+        self.cfg, self.tr = cfg, cfg["train"]
+        self.run_dir = Path(run_dir)
+        self.device = pick_device(self.tr, device)
+        self.data = data if isinstance(data, Prepared) else load_prepared(data or prepared_path(cfg, info["dataset"]))
+        if self.data.image_size != cfg["data"]["image_size"]:
+            raise UserError(
+                f"prepared at {self.data.image_size} px but data.image_size is {cfg['data']['image_size']}",
+                path=self.data.path, fix="prepare the data again with this configuration",
+            )
+        self.info = {**info, "num_classes": self.data.num_classes, "in_channels": self.data.in_channels}
+
+        seed_everything(self.tr["seed"])
+        self.method = get_method(info["method"])(cfg, self.data.num_classes, self.data.in_channels).to(self.device)
+        self.optimizer = torch.optim.SGD(
+            self.method.nets.parameters(), lr=self.tr["lr"], momentum=self.tr["momentum"],
+            weight_decay=self.tr["weight_decay"],
+        )
+        regime = info["regime"]
+        unlabeled = self.data.unlabeled_indices(regime) if self.method.uses_unlabeled else np.array([], dtype=np.int64)
+        batch_size = self.tr["batch_size"] if self.method.uses_unlabeled else self.tr["labeled_bs"]
+        self.sampler = TwoStreamSampler(self.data.labeled_indices(regime), unlabeled, batch_size,
+                                        self.tr["labeled_bs"], self.tr["seed"])
+        self.images = torch.from_numpy(self.data.train.images).to(self.device)
+        self.labels = torch.from_numpy(self.data.train.labels).to(self.device)
+        self.amp = self.device.type == "cuda" and self.tr["amp"] == "bf16"
+        self.best = -math.inf
+        self.elapsed = 0.0
+        self.eval_key = next(k for k, v in self.method.nets.items() if v is self.method.eval_network())
+
+    # --- data -----------------------------------------------------------------------------
+    def next_batch(self) -> Batch:
+        lab, unl = self.sampler.next()
+        idx = torch.from_numpy(np.concatenate([lab, unl])).to(self.device)
+        images = self.images[idx]
+        images = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+        labels = self.labels[idx[: len(lab)]].long()
+        images, labels = augment_batch(images, labels, self.tr["augment"])
+        return Batch(images, labels, len(lab))
+
+    # --- checkpoints ----------------------------------------------------------------------
+    @property
+    def ckpt_dir(self) -> Path:
+        return self.run_dir / "checkpoints"
+
+    def _payload(self, iteration: int, training: bool) -> dict:
+        payload = {
+            "iteration": iteration,
+            "cfg": self.cfg,
+            "info": self.info,
+            "nets": {k: v.state_dict() for k, v in self.method.nets.items()},
+            "frozen": {k: v.state_dict() for k, v in self.method.frozen.items()},
+            "eval_net": self.eval_key,
+            "extra": self.method.extra_state(),
+        }
+        if training:
+            payload.update(optimizer=self.optimizer.state_dict(), sampler=self.sampler.state_dict(),
+                           rng=checkpoint.rng_state(), best=self.best, elapsed=self.elapsed)
+        return payload
+
+    def resume(self) -> int:
+        """Restore `checkpoints/resume.pt` if present; returns the iteration to start from."""
+        path = self.ckpt_dir / "resume.pt"
+        if not path.exists():
+            return 0
+        ckpt = checkpoint.read(path, map_location=self.device)
+        if ckpt["cfg"] != self.cfg or ckpt["info"] != self.info:
+            raise UserError(
+                "this run directory holds an unfinished run with a different configuration",
+                path=path, fix="use --fresh to discard it, or choose another --out",
+            )
+        for k, state in ckpt["nets"].items():
+            self.method.nets[k].load_state_dict(state)
+        for k, state in ckpt["frozen"].items():
+            self.method.frozen[k].load_state_dict(state)
+        self.method.load_extra_state(ckpt["extra"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.sampler.load_state_dict(ckpt["sampler"])
+        checkpoint.set_rng_state(ckpt["rng"])
+        self.best, self.elapsed = ckpt["best"], ckpt["elapsed"]
+        return int(ckpt["iteration"])
+
+    # --- logging --------------------------------------------------------------------------
+    def _open_log(self, name: str, start: int):
+        """Open a JSON-lines log for appending, dropping entries from iterations being redone."""
+        path = self.run_dir / name
+        if path.exists():
+            kept = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["t"] < start]
+            write_text(path, "".join(ln + "\n" for ln in kept))
+        return path.open("a")
+
+    # --- the loop -------------------------------------------------------------------------
+    def validate(self) -> float:
+        from ..evaluation import validation_dice
+
+        return float(validation_dice(self.method.eval_network(), self.data, self.tr["val_batch"], self.device))
+
+    def fit(self, stop_after: int | None = None, progress: bool = True) -> bool:
+        """Train until `train.iterations` (or `stop_after` iterations, to test resuming).
+
+        Returns True when the run finished, False when it stopped early at `stop_after`.
+        """
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        write_text(self.run_dir / "config.yaml", yaml.safe_dump(self.cfg, sort_keys=False))
+        start = self.resume()
+        total = self.tr["iterations"]
+        log, val_log = self._open_log("log.jsonl", start), self._open_log("val.jsonl", start)
+        self.method.train()
+        bar = tqdm(range(start, total), initial=start, total=total, desc=self.info.get("run_id", "train"),
+                   disable=not progress, dynamic_ncols=True, mininterval=2.0)
+        tick = time.perf_counter()
+        try:
+            for t in bar:
+                lr = poly_lr(t, self.tr)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr
+                batch = self.next_batch()
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+                    loss, terms = self.method.train_step(batch, t)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
+                self.method.after_step(t)
+                done = t + 1
+
+                if done % self.tr["log_every"] == 0 or done == total:
+                    row = {"t": t, "lr": lr, "loss": float(loss)}
+                    row.update({k: float(v) for k, v in terms.items()})
+                    if not math.isfinite(row["loss"]):
+                        raise UserError(f"loss became {row['loss']} at iteration {t}: {row}",
+                                        fix="lower train.lr or check the data")
+                    log.write(json.dumps(row) + "\n")
+                    bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{lr:.2e}", refresh=False)
+                if done % self.tr["val_every"] == 0 or done == total:
+                    score = self.validate()
+                    val_log.write(json.dumps({"t": t, "val_dice": score}) + "\n")
+                    val_log.flush()
+                    if score > self.best:
+                        self.best = score
+                        checkpoint.save(self.ckpt_dir / "best.pt", self._payload(done, training=False))
+                stopping = stop_after is not None and done >= stop_after and done < total
+                if done % self.tr["checkpoint_every"] == 0 or stopping:
+                    log.flush()
+                    self.elapsed += time.perf_counter() - tick
+                    tick = time.perf_counter()
+                    checkpoint.save(self.ckpt_dir / "resume.pt", self._payload(done, training=True))
+                if stopping:
+                    return False
+        finally:
+            bar.close()
+            log.close()
+            val_log.close()
+        self.elapsed += time.perf_counter() - tick
+        checkpoint.save(self.ckpt_dir / "last.pt", self._payload(total, training=False))
+        return True
+
+    def finish(self, started: str) -> dict:
+        """Evaluate the chosen checkpoint, write eval/ and run.json, drop the resume file."""
+        from ..evaluation import evaluate_network, write_evaluation
+
+        which = self.cfg["evaluation"]["checkpoint"]
+        loaded = checkpoint.load_run(self.run_dir, which, device=self.device)
+        per_case, summary = evaluate_network(loaded.net, self.data, self.tr["val_batch"], self.device)
+        summary.update({k: self.info[k] for k in ("method", "dataset", "regime", "seed")},
+                       checkpoint=which, iteration=loaded.iteration, protocol=self.cfg["evaluation"]["protocol"])
+        write_evaluation(self.run_dir / "eval", per_case, summary)
+        run = {
+            **self.info,
+            "device": self.device.type,
+            "device_name": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu",
+            "iterations": self.tr["iterations"],
+            "wall_time_s": round(self.elapsed, 1),
+            "started": started,
+            "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "git_commit": git_commit(),
+            "data_source": self.cfg["data"][self.info["dataset"]]["source"],
+            "protocol": self.cfg["evaluation"]["protocol"],
+            "best_val_dice": self.best,
+            "dice": summary["dice"],
+            "status": "finished",
+        }
+        write_json(self.run_dir / "run.json", run)
+        (self.ckpt_dir / "resume.pt").unlink(missing_ok=True)
+        return run

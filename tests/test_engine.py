@@ -1,0 +1,117 @@
+"""The shared engine: batches, augmentation, schedules, exact resume, the train command."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from ugpcl.config import load_config
+from ugpcl.engine.augment import augment_batch, rot90, rotation_theta, warp
+from ugpcl.engine.sampler import TwoStreamSampler
+from ugpcl.engine.trainer import Trainer, poly_lr
+from ugpcl.errors import UserError
+
+NO_AUG = {"crop_scale": [1.0, 1.0], "rot90_flip_p": 0.0, "rotate_p": 0.0, "rotate_deg": 20, "hflip_p": 0.0,
+          "color_jitter_p": 0.0, "brightness": 0.4, "contrast": 0.4, "saturation": 0.4, "hue": 0.1}
+
+
+def test_two_stream_batches_are_labeled_then_unlabeled_and_cover_each_epoch():
+    labeled, unlabeled = np.arange(10), np.arange(10, 40)
+    s = TwoStreamSampler(labeled, unlabeled, batch_size=6, labeled_bs=4, seed=3)
+    firsts = [s.next() for _ in range(2)]  # one labeled epoch = 10 // 4 = 2 batches (2 left over, dropped)
+    seen = np.concatenate([lab for lab, _ in firsts])
+    assert len(set(seen)) == 8 and set(seen) <= set(labeled)
+    assert all(set(unl) <= set(unlabeled) and len(unl) == 2 for _, unl in firsts)
+
+
+def test_sampler_resumes_from_its_state():
+    make = lambda: TwoStreamSampler(np.arange(7), np.arange(7, 30), 5, 3, seed=1)  # noqa: E731
+    a = make()
+    straight = [a.next() for _ in range(9)]
+    b = make()
+    [b.next() for _ in range(4)]
+    c = make()
+    c.load_state_dict(b.state_dict())
+    resumed = [c.next() for _ in range(5)]
+    for (l1, u1), (l2, u2) in zip(straight[4:], resumed):
+        assert (l1 == l2).all() and (u1 == u2).all()
+
+
+def test_sampler_refuses_too_few_labeled_images():
+    with pytest.raises(UserError, match="labeled"):
+        TwoStreamSampler(np.arange(3), np.arange(3, 20), 8, 4, seed=0)
+
+
+def test_augmentation_off_is_identity_and_labels_stay_in_label_set():
+    torch.manual_seed(0)
+    x = torch.rand(3, 1, 32, 32)
+    y = torch.randint(0, 4, (2, 32, 32))
+    ax, ay = augment_batch(x, y, NO_AUG)
+    assert torch.allclose(ax, x, atol=1e-5) and torch.equal(ay, y)
+    full = {**NO_AUG, "crop_scale": [0.7, 1.0], "rotate_p": 1.0, "hflip_p": 0.5, "color_jitter_p": 1.0}
+    ax, ay = augment_batch(x, y, full)
+    assert ax.shape == x.shape and ay.shape == y.shape
+    assert set(ay.unique().tolist()) <= {0, 1, 2, 3}
+    assert 0 <= ax.min() and ax.max() <= 1
+
+
+def test_quarter_turn_warp_equals_exact_rot90():
+    x = torch.arange(2 * 16 * 16, dtype=torch.float32).view(2, 1, 16, 16)
+    y = x[:, 0].long()
+    k = torch.tensor([1, 3])
+    wx, wy = warp(x, y, rotation_theta(torch.zeros(2), k))
+    assert torch.allclose(wx, rot90(x, k), atol=1e-3)
+    assert torch.equal(wy, rot90(y, k))
+
+
+def test_poly_lr_starts_at_lr_and_decays_to_the_floor():
+    tr = {"iterations": 100, "lr": 0.01, "min_lr": 0.001, "poly_power": 0.9}
+    assert poly_lr(0, tr) == pytest.approx(0.01)
+    assert poly_lr(50, tr) == pytest.approx(0.01 * 0.5**0.9)
+    assert poly_lr(99, tr) == pytest.approx(0.001)
+
+
+def tiny_cfg(iterations=8, **train):
+    overrides = [f"train.iterations={iterations}", "train.val_every=4", "train.checkpoint_every=100",
+                 "methods.ugpcl.contrast_start=2", "methods.ugpcl.memory_size=8", "train.batch_size=4",
+                 "train.labeled_bs=2"] + [f"train.{k}={v}" for k, v in train.items()]
+    return load_config(profile="demo", overrides=overrides)
+
+
+INFO = {"run_id": "tiny_ugpcl", "method": "ugpcl", "dataset": "acdc", "regime": "tiny", "seed": 1337,
+        "profile": "demo", "overrides": {}}
+
+
+def test_resume_gives_the_same_parameters_as_training_straight_through(tiny_acdc, tmp_path):
+    cfg = tiny_cfg(iterations=8)
+    straight = Trainer(cfg, INFO, tmp_path / "a", data=tiny_acdc)
+    assert straight.fit(progress=False)
+
+    first = Trainer(cfg, INFO, tmp_path / "b", data=tiny_acdc)
+    assert not first.fit(stop_after=4, progress=False)
+    second = Trainer(cfg, INFO, tmp_path / "b", data=tiny_acdc)
+    assert second.fit(progress=False)
+
+    a = straight.method.nets.state_dict()
+    b = second.method.nets.state_dict()
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert torch.equal(straight.method.queue.state_dict()["queue"], second.method.queue.state_dict()["queue"])
+    logged = [json.loads(line)["t"] for line in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
+    assert logged == list(range(8))
+
+
+def test_resume_refuses_a_run_dir_with_another_configuration(tiny_acdc, tmp_path):
+    Trainer(tiny_cfg(iterations=8), INFO, tmp_path, data=tiny_acdc).fit(stop_after=2, progress=False)
+    with pytest.raises(UserError, match="different configuration"):
+        Trainer(tiny_cfg(iterations=9), INFO, tmp_path, data=tiny_acdc).resume()
+
+
+def test_paper_profile_refuses_cpu_training_unless_allowed(tiny_acdc, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    cfg = load_config(profile="paper")
+    with pytest.raises(UserError, match="allow_cpu"):
+        Trainer(cfg, INFO, tmp_path, data=tiny_acdc)
