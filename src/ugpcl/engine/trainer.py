@@ -191,7 +191,7 @@ class Trainer:
                 done = t + 1
 
                 if done % self.tr["log_every"] == 0 or done == total:
-                    row = {"t": t, "lr": lr, "loss": float(loss)}
+                    row = {"t": t, "lr": lr, "loss": float(loss.detach())}
                     row.update({k: float(v) for k, v in terms.items()})
                     if not math.isfinite(row["loss"]):
                         raise UserError(f"loss became {row['loss']} at iteration {t}: {row}",

@@ -1,0 +1,206 @@
+"""UGPCL's uncertainty-guided pixel contrast (METHODS.md §3.4-3.6, paper eqs. 6-9).
+
+One training step of the caller (`methods/ugpcl.py`) reads:
+
+    targets, info = certainty_pseudo_labels(seg, seg_tf, label_l, t, T, mode)
+    targets_small = downsample_labels(targets, embed.shape[-2:])
+    preds_small = downsample_labels(seg.argmax(1), embed.shape[-2:])
+    anchors, labels = sample_anchors(embed, targets_small, preds_small)
+    keys, key_labels = queue.keys()
+    loss = pixel_contrast_loss(anchors, labels, keys, key_labels)
+    queue.update(embed.detach(), targets_small)
+
+Everything is vectorised over images, classes and pixels; the label maps use -1 for "ignore".
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .losses import entropy_map, sigmoid_rampup
+
+IGNORE = -1
+MODES = ("ugpcl", "pseudo", "sup")
+
+
+def uncertainty_threshold(t: int, total: int) -> float:
+    """tau(t) = (0.75 + 0.25 rampup(t, total)) ln 2: from about 0.521 at t = 0 to ln 2 at t = total."""
+    return (0.75 + 0.25 * sigmoid_rampup(t, total)) * math.log(2)
+
+
+@torch.no_grad()
+def certainty_pseudo_labels(
+    seg: torch.Tensor, seg_tf: torch.Tensor, label_l: torch.Tensor, t: int, total: int, mode: str = "ugpcl"
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Contrast targets for the whole batch (B x H x W long, -1 = not sampled), paper eq. 7.
+
+    p = (softmax(seg) + softmax(seg_tf)) / 2 and y = argmax p on the unlabeled images, then
+    - "ugpcl": y = -1 where the entropy of p exceeds tau(t);
+    - "pseudo": y kept everywhere (no uncertainty mask);
+    - "sup": every unlabeled pixel is -1, so only labeled pixels are used.
+    In every mode the first `len(label_l)` images get their ground truth. (The authors' "pseudo"
+    branch instead uses the CNN head's argmax on every image, labeled ones included; here the
+    three modes differ only in how unlabeled pixels are treated.)
+    info: the threshold and the fraction of unlabeled pixels kept.
+    """
+    if mode not in MODES:
+        raise ValueError(f"unknown contrast mode {mode!r}; expected one of {MODES}")
+    labeled_bs = label_l.shape[0]
+    if label_l.shape[1:] != seg.shape[2:] or labeled_bs > seg.shape[0]:
+        raise ValueError(f"labels {tuple(label_l.shape)} do not match the first images of seg {tuple(seg.shape)}")
+    probs = (seg.float().softmax(1) + seg_tf.float().softmax(1)) / 2
+    targets = probs.argmax(1)
+    threshold = uncertainty_threshold(t, total)
+    if mode == "ugpcl":
+        targets[entropy_map(probs) > threshold] = IGNORE
+    elif mode == "sup":
+        targets[labeled_bs:] = IGNORE
+    targets[:labeled_bs] = label_l.long()
+    unlabeled = targets[labeled_bs:]
+    kept = (unlabeled != IGNORE).sum().item() / max(unlabeled.numel(), 1)
+    return targets, {"threshold": threshold, "certain_fraction": kept}
+
+
+def downsample_labels(labels: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
+    """Nearest resize of an integer B x H x W map (the code's F.interpolate 'nearest'); -1 survives."""
+    return F.interpolate(labels[:, None].float(), size=size, mode="nearest")[:, 0].long()
+
+
+def sample_anchors(
+    embed: torch.Tensor,
+    targets_small: torch.Tensor,
+    preds_small: torch.Tensor,
+    views_per_class: int = 1,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Anchors (N x D, with gradient) and their classes (N,) drawn from `embed` (B x D x h x w).
+
+    Every (image, class) whose target pixels (-1 excluded, background included) number more
+    than `views_per_class` gives `views_per_class` random pixels, split between "hard"
+    (target == c, pred != c) and "easy" (target == c, pred == c) pixels by the authors' rule:
+    half and half when both have enough, otherwise all of the scarce kind and the rest from the
+    other. With one view this is: a random easy pixel if one exists, else a random hard one.
+    (The code's cap of 1024 anchors in total never binds at these batch sizes and is omitted.)
+    """
+    if targets_small.shape != preds_small.shape or targets_small.shape != (embed.shape[0], *embed.shape[2:]):
+        raise ValueError(
+            f"targets {tuple(targets_small.shape)} and preds {tuple(preds_small.shape)} "
+            f"must be B x h x w of embeddings {tuple(embed.shape)}"
+        )
+    batch, views = embed.shape[0], views_per_class
+    targets = targets_small.reshape(batch, 1, -1)
+    preds = preds_small.reshape(batch, 1, -1)
+    num_pixels = targets.shape[-1]
+    num_classes = max(int(targets.max().item()) + 1, 1)  # no class present: no anchors, graph kept
+    classes = torch.arange(num_classes, device=targets.device).view(1, -1, 1)
+    member = targets == classes  # B x C x P
+    easy = member & (preds == classes)
+    hard = member & ~easy
+    valid = member.sum(-1) > views  # B x C
+    n_easy, n_hard = easy.sum(-1), hard.sum(-1)
+    enough_easy, enough_hard = n_easy >= views / 2, n_hard >= views / 2
+    hard_keep = torch.where(
+        enough_easy & enough_hard, views // 2, torch.where(enough_hard, views - n_easy, n_hard)
+    )
+    easy_keep = views - hard_keep
+
+    # A uniform random subset of size k of a pixel set = its k highest random scores.
+    device = generator.device if generator is not None else embed.device
+    scores = torch.rand(member.shape, generator=generator, device=device).to(targets.device)
+    k = min(views, num_pixels)
+    hard_idx = torch.where(hard, scores, -1.0).topk(k, dim=-1).indices
+    easy_idx = torch.where(easy, scores, -1.0).topk(k, dim=-1).indices
+    rank = torch.arange(k, device=targets.device)
+    chosen = torch.cat([rank < hard_keep[..., None], rank < easy_keep[..., None]], dim=-1) & valid[..., None]
+    image, cls, slot = chosen.nonzero(as_tuple=True)
+    pixel = torch.cat([hard_idx, easy_idx], dim=-1)[image, cls, slot]
+    anchors = embed.flatten(2).transpose(1, 2)[image, pixel]
+    return anchors, cls
+
+
+class MemoryQueue(nn.Module):
+    """Per-class queue of segment prototypes (num_classes x size x dim), the code's segment queue.
+
+    It starts as L2-normalised Gaussian noise (so the first contrast steps see random
+    prototypes, as in the code). `update` enqueues, for every image and class c > 0 present,
+    the L2-normalised mean embedding of that image's class-c pixels. The class-0 queue is
+    never written or read: `keys` uses all-zero rows as background keys, as the code does.
+    The code's pixel queue is not implemented: it is updated there but never read (and its
+    pointer advances by 1 instead of K, a bug without effect). The buffers follow the
+    embeddings' device and are saved with `state_dict`.
+    """
+
+    def __init__(self, num_classes: int, size: int, dim: int, generator: torch.Generator | None = None):
+        super().__init__()
+        device = generator.device if generator is not None else None
+        noise = torch.randn(num_classes, size, dim, generator=generator, device=device)
+        self.register_buffer("queue", F.normalize(noise, dim=2).cpu())
+        self.register_buffer("ptr", torch.zeros(num_classes, dtype=torch.long))
+
+    @torch.no_grad()
+    def update(self, embed: torch.Tensor, targets_small: torch.Tensor) -> None:
+        """Enqueue per-image class means of `embed` (B x D x h x w) labelled by `targets_small` (B x h x w)."""
+        if targets_small.shape != (embed.shape[0], *embed.shape[2:]):
+            raise ValueError(f"targets {tuple(targets_small.shape)} do not match embeddings {tuple(embed.shape)}")
+        if self.queue.device != embed.device:
+            self.to(embed.device)
+        num_classes, size = self.queue.shape[:2]
+        feats = embed.float().flatten(2)  # B x D x P
+        classes = torch.arange(num_classes, device=embed.device).view(1, -1, 1)
+        onehot = (targets_small.flatten(1)[:, None] == classes).float()  # B x C x P
+        counts = onehot.sum(-1)  # B x C
+        means = onehot @ feats.transpose(1, 2) / counts.clamp(min=1)[..., None]  # B x C x D
+        present = counts > 0
+        present[:, 0] = False  # background is never enqueued
+        # Image b's entry for class c goes to slot ptr_c + (its rank among images holding c).
+        # When a class fills the whole queue in one batch, only its last `size` entries survive.
+        rank = present.long().cumsum(0) - 1
+        total = present.sum(0)
+        write = present & (rank >= total - size)
+        image, cls = write.nonzero(as_tuple=True)
+        slot = (self.ptr[cls] + rank[image, cls]) % size
+        self.queue[cls, slot] = F.normalize(means[image, cls], dim=1)
+        self.ptr.copy_((self.ptr + total) % size)
+
+    def keys(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Contrast set as the code builds it: the queues of classes 1..C-1, then `size` zero rows of class 0."""
+        num_classes, size, dim = self.queue.shape
+        rows = torch.cat([self.queue[1:].reshape(-1, dim), self.queue.new_zeros(size, dim)])
+        classes = torch.arange(num_classes, device=self.queue.device)
+        labels = torch.cat([classes[1:], classes[:1]]).repeat_interleave(size)
+        return rows, labels
+
+
+def pixel_contrast_loss(
+    anchors: torch.Tensor,
+    anchor_labels: torch.Tensor,
+    keys: torch.Tensor,
+    key_labels: torch.Tensor,
+    temperature: float = 0.07,
+    base_temperature: float = 0.07,
+) -> torch.Tensor:
+    """Supervised InfoNCE of anchors against the queue (paper eq. 8-9, as the code computes it).
+
+    l_ij = a_i.k_j / tau - max_j (detached), P = same class, N = other classes;
+    loss_i = -(tau / tau_base) sum_{j in P} [l_ij - log(e^l_ij + sum_{n in N} e^l_in)] / (|P_i| + 1e-5),
+    averaged over anchors. The code also zeroes entry (i, i) of P, a leftover of anchor-vs-anchor
+    contrast that here would drop an unrelated queue row i; that quirk is not reproduced.
+    Computed in float32 (autocast off). No anchors: a zero that still backpropagates.
+    """
+    if anchors.shape[0] == 0:
+        return anchors.float().sum() * 0.0
+    with torch.autocast(anchors.device.type, enabled=False):
+        anchors = anchors.float()
+        keys = keys.to(anchors.device, torch.float32)
+        logits = anchors @ keys.T / temperature
+        logits = logits - logits.max(dim=1, keepdim=True).values.detach()
+        positive = (anchor_labels.to(keys.device)[:, None] == key_labels.to(keys.device)[None, :]).float()
+        exp_logits = logits.exp()
+        negatives = (exp_logits * (1 - positive)).sum(dim=1, keepdim=True)
+        log_prob = logits - torch.log(exp_logits + negatives)
+        mean_log_prob_pos = (positive * log_prob).sum(1) / (positive.sum(1) + 1e-5)
+        return -(temperature / base_temperature) * mean_log_prob_pos.mean()

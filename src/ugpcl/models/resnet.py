@@ -1,0 +1,169 @@
+"""ResNet-50 encoder with torchvision's parameter names, so its ImageNet weights load as they are.
+
+`width` is the base width (64 = ResNet-50); every channel count scales with it, so stage
+outputs are [w, 4w, 8w, 16w, 32w]. The forward returns the six feature maps smp's encoder
+returns: the input, then strides 2, 4, 8, 16 and 32.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..config import resolve_path
+from ..errors import UserError
+
+IMAGENET_URL = "https://download.pytorch.org/models/resnet50-19c8e357.pth"  # torchvision V1, as smp
+STANDARD_WIDTH = 64
+EXPANSION = 4
+
+
+class Bottleneck(nn.Module):
+    """torchvision's Bottleneck (stride on the 3x3 conv)."""
+
+    def __init__(self, in_channels: int, planes: int, stride: int = 1):
+        super().__init__()
+        out_channels = planes * EXPANSION
+        self.conv1 = nn.Conv2d(in_channels, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, out_channels, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(out_channels)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = None
+        if stride != 1 or in_channels != out_channels:
+            self.downsample = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False), nn.BatchNorm2d(out_channels)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + identity)
+
+
+class ResNetEncoder(nn.Module):
+    """Bottleneck ResNet [3, 4, 6, 3]; `out_channels` lists the channels of f0..f5."""
+
+    def __init__(self, in_channels: int = 3, width: int = STANDARD_WIDTH, blocks=(3, 4, 6, 3)):
+        super().__init__()
+        self.in_channels = in_channels
+        self.width = width
+        self.conv1 = nn.Conv2d(in_channels, width, 7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+        channels = width
+        for i, n in enumerate(blocks):
+            planes = width * 2**i
+            stride = 1 if i == 0 else 2
+            layer = [Bottleneck(channels, planes, stride)]
+            channels = planes * EXPANSION
+            layer += [Bottleneck(channels, planes) for _ in range(n - 1)]
+            setattr(self, f"layer{i + 1}", nn.Sequential(*layer))
+        self.out_channels = [in_channels, width] + [width * 2**i * EXPANSION for i in range(len(blocks))]
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        f1 = self.relu(self.bn1(self.conv1(x)))
+        f2 = self.layer1(self.maxpool(f1))
+        f3 = self.layer2(f2)
+        f4 = self.layer3(f3)
+        f5 = self.layer4(f4)
+        return [x, f1, f2, f3, f4, f5]
+
+
+def adapt_first_conv(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
+    """Turn the RGB conv1 weight (O x 3 x k x k) into one for `in_channels` inputs (as smp does).
+
+    Grey: the channel sum, which on a grey image equals the RGB net fed the grey image repeated.
+    Otherwise: the RGB channels repeated cyclically and scaled by 3 / in_channels.
+    """
+    if in_channels == weight.shape[1]:
+        return weight
+    if in_channels == 1:
+        return weight.sum(dim=1, keepdim=True)
+    index = torch.arange(in_channels) % weight.shape[1]
+    return weight[:, index] * (weight.shape[1] / in_channels)
+
+
+def _read_state_dict(weights_path) -> tuple[dict, str]:
+    """The state dict at `weights_path`, or from torch.hub's cache / download when None."""
+    if weights_path is not None:
+        path = resolve_path(weights_path)
+        if not path.is_file():
+            raise UserError(
+                "ResNet-50 weights file not found",
+                path=path,
+                fix=f"download {IMAGENET_URL} to that path, or set model.weights to where the file is",
+            )
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # torch.load raises many types for a corrupt or foreign file
+            raise UserError(
+                f"cannot read the ResNet-50 weights ({type(exc).__name__}: {exc})",
+                path=path,
+                fix=f"download {IMAGENET_URL} again to that path (a torchvision resnet50 state dict)",
+            ) from exc
+        source = str(path)
+    else:
+        try:
+            state = torch.hub.load_state_dict_from_url(IMAGENET_URL, map_location="cpu", progress=False)
+        except Exception as exc:  # no network, proxy errors, a broken cache file
+            raise UserError(
+                f"cannot get the ImageNet ResNet-50 weights from the torch.hub cache or {IMAGENET_URL} "
+                f"({type(exc).__name__}: {exc})",
+                fix=f"on a machine with network, download {IMAGENET_URL} into $TORCH_HOME/hub/checkpoints/ "
+                "(default ~/.cache/torch/hub/checkpoints/) on this machine, or set model.weights to the "
+                "file's path (or model.pretrained: false to train from scratch)",
+            ) from exc
+        source = IMAGENET_URL
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UserError(
+            "not a state dict (a mapping of parameter names to tensors)",
+            path=source,
+            fix=f"use torchvision's resnet50 state dict, {IMAGENET_URL}",
+        )
+    return state, source
+
+
+def load_imagenet_weights(model: ResNetEncoder, weights_path: str | None = None) -> None:
+    """Load torchvision's ImageNet resnet50 weights into `model` (strict keys, `fc.*` ignored)."""
+    if model.width != STANDARD_WIDTH:
+        raise UserError(
+            f"ImageNet weights exist only for ResNet-50 width {STANDARD_WIDTH}, not width {model.width}",
+            path="params.yaml",
+            fix=f"set model.width: {STANDARD_WIDTH}, or model.pretrained: false",
+        )
+    state, source = _read_state_dict(weights_path)
+    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    if "conv1.weight" in state:
+        state["conv1.weight"] = adapt_first_conv(state["conv1.weight"], model.in_channels)
+    expected = model.state_dict()
+    # Weights saved before PyTorch 0.4.1 have no BN counters; BatchNorm fills those in itself.
+    missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state if k not in expected]
+    wrong_shape = [
+        f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and state[k].shape != v.shape
+    ]
+    if missing or unexpected or wrong_shape:
+        problems = []
+        for title, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong_shape)):
+            if keys:
+                problems.append(f"{len(keys)} {title} ({', '.join(keys[:5])}{', ...' if len(keys) > 5 else ''})")
+        raise UserError(
+            "not a torchvision resnet50 state dict: " + "; ".join(problems),
+            path=source,
+            fix=f"use torchvision's resnet50 weights, {IMAGENET_URL}",
+        )
+    model.load_state_dict(state, strict=False)

@@ -1,0 +1,256 @@
+"""UGPCL's pixel contrast pieces, checked against values worked out by hand on tiny tensors."""
+
+import math
+
+import pytest
+import torch
+
+from ugpcl.contrast import (
+    MemoryQueue,
+    certainty_pseudo_labels,
+    downsample_labels,
+    pixel_contrast_loss,
+    sample_anchors,
+    uncertainty_threshold,
+)
+
+S = 1 / math.sqrt(2)
+
+
+def test_threshold_rises_from_about_0_52_to_ln2():
+    assert uncertainty_threshold(0, 1000) == pytest.approx((0.75 + 0.25 * math.exp(-5)) * math.log(2))
+    assert uncertainty_threshold(0, 1000) == pytest.approx(0.5210, abs=1e-4)
+    assert uncertainty_threshold(500, 1000) == pytest.approx((0.75 + 0.25 * math.exp(-1.25)) * math.log(2))
+    assert uncertainty_threshold(1000, 1000) == pytest.approx(math.log(2))
+    assert uncertainty_threshold(5000, 1000) == pytest.approx(math.log(2))
+
+
+def _two_heads():
+    """Image 0 labeled, image 1 unlabeled; 2 classes on 2 x 2 pixels (logits as class-0, class-1 pairs)."""
+    seg = torch.tensor(
+        [
+            [[(2.0, 0.0), (5.0, 0.0)], [(0.0, 5.0), (4.0, 0.0)]],  # labeled: anything
+            [[(2.0, 0.0), (5.0, 0.0)], [(0.0, 5.0), (4.0, 0.0)]],
+        ]
+    ).permute(0, 3, 1, 2)
+    seg_tf = torch.tensor(
+        [
+            [[(0.0, 2.5), (5.0, 0.0)], [(0.0, 5.0), (3.0, 0.0)]],
+            [[(0.0, 2.5), (5.0, 0.0)], [(0.0, 5.0), (3.0, 0.0)]],
+        ]
+    ).permute(0, 3, 1, 2)
+    label_l = torch.tensor([[[1, 0], [0, 1]]], dtype=torch.uint8)
+    return seg.requires_grad_(), seg_tf, label_l
+
+
+def test_certainty_labels_mask_only_the_uncertain_unlabeled_pixel():
+    # Pixel (0, 0): the heads disagree, p = ((0.8808 + 0.0759) / 2, (0.1192 + 0.9241) / 2).
+    p1 = (1 / (1 + math.exp(2.0)) + 1 / (1 + math.exp(-2.5))) / 2
+    entropy = -((1 - p1) * math.log(1 - p1 + 1e-6) + p1 * math.log(p1 + 1e-6))
+    tau = uncertainty_threshold(0, 100)
+    assert p1 > 0.5 and entropy > tau  # argmax is class 1, but too uncertain
+    p0 = (1 / (1 + math.exp(-4.0)) + 1 / (1 + math.exp(-3.0))) / 2  # pixel (1, 1), most uncertain of the rest
+    assert -(p0 * math.log(p0) + (1 - p0) * math.log(1 - p0)) < tau
+
+    seg, seg_tf, label_l = _two_heads()
+    truth = torch.tensor([[1, 0], [0, 1]])
+    expected = {
+        "ugpcl": ([[-1, 0], [1, 0]], 0.75),
+        "pseudo": ([[1, 0], [1, 0]], 1.0),
+        "sup": ([[-1, -1], [-1, -1]], 0.0),
+    }
+    for mode, (unlabeled, kept) in expected.items():
+        targets, info = certainty_pseudo_labels(seg, seg_tf, label_l, 0, 100, mode)
+        assert targets.dtype == torch.long and targets.shape == (2, 2, 2)
+        assert not targets.requires_grad
+        assert torch.equal(targets[0], truth), mode  # ground truth, even where uncertain
+        assert targets[1].tolist() == unlabeled, mode
+        assert info["certain_fraction"] == pytest.approx(kept)
+        assert info["threshold"] == pytest.approx(tau)
+
+
+def test_certainty_labels_threshold_follows_iteration():
+    seg, seg_tf, label_l = _two_heads()
+    # At t = T the threshold is ln 2: the disagreeing pixel (entropy 0.692) is kept.
+    targets, info = certainty_pseudo_labels(seg, seg_tf, label_l, 100, 100, "ugpcl")
+    assert info["threshold"] == pytest.approx(math.log(2))
+    assert targets[1].tolist() == [[1, 0], [1, 0]]
+
+
+def test_certainty_labels_reject_bad_arguments():
+    seg, seg_tf, label_l = _two_heads()
+    with pytest.raises(ValueError, match="mode"):
+        certainty_pseudo_labels(seg, seg_tf, label_l, 0, 100, "none")
+    with pytest.raises(ValueError, match="do not match"):
+        certainty_pseudo_labels(seg, seg_tf, torch.zeros(1, 3, 3, dtype=torch.long), 0, 100, "ugpcl")
+
+
+def test_downsample_keeps_ignore_and_class_ids():
+    labels = torch.tensor([[[-1, 5, 2, 2], [7, 7, 2, 2], [3, 3, -1, 0], [3, 3, 0, 0]]], dtype=torch.long)
+    small = downsample_labels(labels, (2, 2))
+    assert small.dtype == torch.long
+    assert small.tolist() == [[[-1, 2], [3, -1]]]  # nearest: rows/cols 0 and 2
+    assert torch.equal(downsample_labels(labels, 4), labels)
+
+
+def _anchor_example():
+    """Two images of 2 x 3 pixels; embedding of pixel p of image b is (b, p, 1) (D = 3)."""
+    targets = torch.tensor([[[0, 0, 1], [1, 1, -1]], [[2, 2, 2], [0, -1, -1]]])
+    preds = torch.tensor([[[0, 1, 1], [1, 0, 0]], [[0, 1, 1], [0, 0, 0]]])
+    # image 0: class 0 = pixels {0 easy, 1 hard}; class 1 = {2, 3 easy, 4 hard}
+    # image 1: class 2 = {0, 1, 2} all hard; class 0 = one pixel only (excluded)
+    b, p = torch.meshgrid(torch.arange(2.0), torch.arange(6.0), indexing="ij")
+    embed = torch.stack([b, p, torch.ones(2, 6)], dim=1).view(2, 3, 2, 3).requires_grad_()
+    return embed, targets, preds
+
+
+def _picked(anchors, labels):
+    """(image, pixel, class) of every anchor, read back from its embedding."""
+    return sorted((int(a[0]), int(a[1]), int(c)) for a, c in zip(anchors.tolist(), labels.tolist()))
+
+
+def test_anchor_per_image_and_class_prefers_easy_pixels():
+    embed, targets, preds = _anchor_example()
+    seen = set()
+    for seed in range(30):
+        anchors, labels = sample_anchors(embed, targets, preds, generator=torch.Generator().manual_seed(seed))
+        picked = _picked(anchors, labels)
+        assert anchors.shape == (3, 3) and labels.dtype == torch.long
+        assert [(i, c) for i, _, c in picked] == [(0, 0), (0, 1), (1, 2)]
+        assert picked[0][1] == 0  # the only easy background pixel, not the hard one
+        assert picked[1][1] in (2, 3)  # easy pixels of class 1; pixel 4 is hard
+        assert picked[2][1] in (0, 1, 2)  # no easy pixel: a hard one
+        seen.add((picked[1][1], picked[2][1]))
+    assert {p for p, _ in seen} == {2, 3} and {p for _, p in seen} == {0, 1, 2}  # random, not fixed
+
+
+def test_anchors_are_embedding_vectors_with_gradient_and_reproducible():
+    embed, targets, preds = _anchor_example()
+    anchors, labels = sample_anchors(embed, targets, preds, generator=torch.Generator().manual_seed(3))
+    again, _ = sample_anchors(embed, targets, preds, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(anchors, again)
+    flat = embed.detach().flatten(2).transpose(1, 2)
+    for (image, pixel, cls), row in zip(_picked(anchors, labels), sorted(anchors.tolist())):
+        assert flat[image, pixel].tolist() == row
+        assert targets[image].flatten()[pixel] == cls
+    anchors.sum().backward()
+    assert int((embed.grad.abs().sum(1) > 0).sum()) == 3  # exactly the three anchor pixels
+    assert torch.all(embed.grad.sum(1)[embed.grad.sum(1) > 0] == 3)
+
+
+def test_two_views_split_hard_and_easy_like_the_code():
+    embed, targets, preds = _anchor_example()
+    generator = torch.Generator().manual_seed(0)
+    anchors, labels = sample_anchors(embed, targets, preds, views_per_class=2, generator=generator)
+    picked = _picked(anchors, labels)
+    # Only classes with more than 2 pixels: image 0 class 1 (1 hard + 1 easy), image 1 class 2 (2 hard).
+    assert [(i, c) for i, _, c in picked] == [(0, 1), (0, 1), (1, 2), (1, 2)]
+    image0 = sorted(p for i, p, _ in picked if i == 0)
+    assert image0[0] in (2, 3) and image0[1] == 4
+    image1 = [p for i, p, _ in picked if i == 1]
+    assert len(set(image1)) == 2 and set(image1) <= {0, 1, 2}
+
+
+def test_no_anchor_when_everything_is_ignored():
+    embed = torch.randn(1, 4, 2, 2, requires_grad=True)
+    ignore = torch.full((1, 2, 2), -1)
+    anchors, labels = sample_anchors(embed, ignore, ignore)
+    assert anchors.shape == (0, 4) and labels.shape == (0,)
+    loss = pixel_contrast_loss(anchors, labels, torch.randn(6, 4), torch.zeros(6, dtype=torch.long))
+    assert loss.item() == 0.0
+    loss.backward()
+    assert torch.equal(embed.grad, torch.zeros_like(embed))
+
+
+def test_contrast_loss_matches_hand_computation():
+    # Queue of 2 classes x 2 rows as keys() lays it out: class-1 rows, then zero rows of class 0.
+    keys = torch.tensor([[0.6, 0.8], [0.0, 1.0], [0.0, 0.0], [0.0, 0.0]])
+    key_labels = torch.tensor([1, 1, 0, 0])
+    anchors = torch.tensor([[1.0, 0.0], [0.6, 0.8]], requires_grad=True)
+    labels = torch.tensor([1, 0])  # the second anchor is background: its positives are the zero rows
+    tau, base = 0.5, 0.25
+    # anchor 1: a.k / tau = (1.2, 0, 0, 0) -> shifted logits (0, -1.2, -1.2, -1.2); negatives = zero rows
+    neg1 = 2 * math.exp(-1.2)
+    loss1 = -(tau / base) * ((0 - math.log(1 + neg1)) + (-1.2 - math.log(math.exp(-1.2) + neg1))) / (2 + 1e-5)
+    # anchor 2: a.k / tau = (2.0, 1.6, 0, 0) -> (0, -0.4, -2, -2); negatives = the two class-1 rows
+    neg2 = 1 + math.exp(-0.4)
+    loss2 = -(tau / base) * 2 * (-2 - math.log(math.exp(-2) + neg2)) / (2 + 1e-5)
+    loss = pixel_contrast_loss(anchors, labels, keys, key_labels, temperature=tau, base_temperature=base)
+    assert loss.dtype == torch.float32
+    assert loss.item() == pytest.approx((loss1 + loss2) / 2, rel=1e-6)
+    loss.backward()
+    assert anchors.grad is not None and anchors.grad.abs().sum() > 0
+
+
+def test_contrast_loss_casts_bf16_to_float32():
+    anchors = torch.tensor([[1.0, 0.0], [0.6, 0.8]])
+    keys = torch.tensor([[0.6, 0.8], [0.0, 1.0], [0.0, 0.0], [0.0, 0.0]])
+    args = (torch.tensor([1, 0]), keys, torch.tensor([1, 1, 0, 0]))
+    reference = pixel_contrast_loss(anchors.bfloat16().float(), *args)
+    loss = pixel_contrast_loss(anchors.bfloat16(), *args)
+    assert loss.dtype == torch.float32 and loss.item() == pytest.approx(reference.item(), rel=1e-6)
+
+
+def _queue_batch():
+    """3 images of 2 x 2 pixels, D = 2; background and ignored pixels carry loud values."""
+    targets = torch.tensor([[[1, 1], [0, -1]], [[2, 1], [1, 0]], [[1, -1], [-1, -1]]])
+    pixels = torch.tensor(
+        [
+            [(1.0, 0.0), (0.0, 1.0), (5.0, 5.0), (-9.0, 3.0)],  # class-1 mean (0.5, 0.5)
+            [(0.0, 2.0), (3.0, 0.0), (1.0, 0.0), (7.0, -7.0)],  # class 2 (0, 2); class-1 mean (2, 0)
+            [(3.0, 4.0), (-5.0, 1.0), (-5.0, 1.0), (-5.0, 1.0)],  # class 1 (3, 4)
+        ]
+    )
+    return pixels.permute(0, 2, 1).reshape(3, 2, 2, 2), targets
+
+
+def test_queue_enqueues_normalised_class_means_and_wraps():
+    queue = MemoryQueue(3, 2, 2, generator=torch.Generator().manual_seed(0))
+    initial = queue.queue.clone()
+    assert torch.allclose(initial.norm(dim=2), torch.ones(3, 2))
+    embed, targets = _queue_batch()
+    queue.update(embed, targets)
+    # class 1: image 0 -> slot 0, image 1 -> slot 1, image 2 -> slot 0 again (wrapped)
+    assert torch.allclose(queue.queue[1], torch.tensor([[0.6, 0.8], [1.0, 0.0]]))
+    assert torch.allclose(queue.queue[2, 0], torch.tensor([0.0, 1.0]))
+    assert torch.equal(queue.queue[2, 1], initial[2, 1])
+    assert torch.equal(queue.queue[0], initial[0])  # background never enqueued
+    assert queue.ptr.tolist() == [0, 1, 1]
+
+    pixels = torch.tensor([[(1.0, 1.0), (3.0, 3.0), (9.0, 0.0), (0.0, 9.0)]])  # class-2 mean (2, 2)
+    queue.update(pixels.permute(0, 2, 1).reshape(1, 2, 2, 2), torch.tensor([[[2, 2], [-1, 0]]]))
+    assert torch.allclose(queue.queue[2, 1], torch.tensor([S, S]))
+    assert queue.ptr.tolist() == [0, 1, 0]
+    assert torch.allclose(queue.queue[1], torch.tensor([[0.6, 0.8], [1.0, 0.0]]))
+
+
+def test_queue_keys_layout_as_in_the_code():
+    queue = MemoryQueue(3, 2, 4, generator=torch.Generator().manual_seed(1))
+    rows, labels = queue.keys()
+    assert labels.tolist() == [1, 1, 2, 2, 0, 0]
+    assert torch.equal(rows[:2], queue.queue[1]) and torch.equal(rows[2:4], queue.queue[2])
+    assert torch.equal(rows[4:], torch.zeros(2, 4))
+
+
+def test_queue_state_dict_round_trip_resumes_exactly():
+    embed, targets = _queue_batch()
+    queue = MemoryQueue(3, 2, 2, generator=torch.Generator().manual_seed(0))
+    queue.update(embed, targets)
+    restored = MemoryQueue(3, 2, 2, generator=torch.Generator().manual_seed(99))
+    restored.load_state_dict(queue.state_dict())
+    assert torch.equal(restored.queue, queue.queue) and torch.equal(restored.ptr, queue.ptr)
+    queue.update(embed[1:2], targets[1:2])
+    restored.update(embed[1:2], targets[1:2])
+    assert torch.equal(restored.queue, queue.queue) and torch.equal(restored.ptr, queue.ptr)
+
+
+def test_queue_rejects_mismatched_targets():
+    queue = MemoryQueue(3, 2, 2)
+    with pytest.raises(ValueError, match="do not match"):
+        queue.update(torch.randn(1, 2, 2, 2), torch.zeros(1, 4, 4, dtype=torch.long))
+
+
+def test_anchors_reject_maps_of_another_size():
+    embed, targets, preds = _anchor_example()
+    with pytest.raises(ValueError, match="must be B x h x w"):
+        sample_anchors(embed, targets[:, :1], preds[:, :1])

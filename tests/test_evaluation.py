@@ -1,0 +1,257 @@
+import argparse
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from ugpcl import evaluation
+from ugpcl.config import load_config
+from ugpcl.data.prepared import load_prepared, write_prepared
+from ugpcl.errors import UserError
+from ugpcl.evaluation import (
+    evaluate_network,
+    predict_slices,
+    resize_labels,
+    score_cases,
+    score_volume,
+    summarise,
+    validation_dice,
+    write_evaluation,
+)
+from ugpcl.methods import get_method
+
+ACDC_CLASSES = ["background", "RV", "Myo", "LV"]
+S = 16  # prepared image size in these tests
+
+
+class LabelNet(nn.Module):
+    """Reads the label encoded in the image (label / (C - 1)) and returns large logits for it."""
+
+    def __init__(self, num_classes: int = 4, shift: int = 0):
+        super().__init__()
+        self.num_classes = num_classes
+        self.shift = shift  # roll the prediction along W to get imperfect but known outputs
+        self.scale = nn.Parameter(torch.ones(()))  # gives the module a device and a train flag to restore
+
+    def forward(self, x):
+        label = torch.round(x[:, 0] * (self.num_classes - 1)).long().roll(self.shift, dims=-1)
+        return 20.0 * self.scale * nn.functional.one_hot(label, self.num_classes).permute(0, 3, 1, 2).float()
+
+
+def square(size=32, top=8, left=8, side=8, value=1):
+    m = np.zeros((size, size), np.uint8)
+    m[top : top + side, left : left + side] = value
+    return m
+
+
+def make_acdc(tmp_path, shapes=((3, 32, 48), (2, 48, 32)), size=S):
+    """A prepared ACDC-like file whose non-square originals are the size x size labels scaled up by whole blocks."""
+    rng = np.random.default_rng(0)
+    val_labels, originals, cases = [], {}, []
+    for i, (d, h, w) in enumerate(shapes):
+        small = np.zeros((d, S, S), np.uint8)
+        small[:, 2:7, 3:9] = 1
+        small[:, 8:13, 4:12] = 2
+        small[1:, 6:10, 10:15] = 3
+        small = resize_labels(small, (size, size))
+        case = f"patient{i:03d}_frame01"
+        originals[case] = np.stack([np.kron(s, np.ones((h // size, w // size), np.uint8)) for s in small])
+        val_labels.append(small)
+        cases += [case] * d
+    val_labels = np.concatenate(val_labels)
+    val_images = (val_labels / 3.0).astype(np.float32)[:, None]
+    train_labels = rng.integers(0, 4, (4, size, size)).astype(np.uint8)
+    path = write_prepared(
+        tmp_path / "acdc.h5", dataset="acdc", class_names=ACDC_CLASSES,
+        train_images=(train_labels / 3.0).astype(np.float32)[:, None], train_labels=train_labels,
+        train_names=[f"t{i}" for i in range(4)], train_groups=["p"] * 4, labeled={"2": np.array([0, 1])},
+        val_images=val_images, val_labels=val_labels, val_names=[f"v{i}" for i in range(len(cases))],
+        val_cases=cases, val_original=originals,
+    )
+    return load_prepared(path)
+
+
+def test_identical_prediction_scores_perfectly():
+    truth = np.zeros((4, 20, 24), np.uint8)
+    truth[1:3, 4:10, 5:12] = 1
+    truth[:, 12:18, 2:8] = 2
+    truth[0:2, 2:6, 15:22] = 3
+    s = score_volume(truth.copy(), truth, 4)
+    np.testing.assert_allclose(s["dice"], 1.0)
+    np.testing.assert_allclose(s["jaccard"], 1.0)
+    np.testing.assert_allclose(s["hd95"], 0.0)
+    np.testing.assert_allclose(s["asd"], 0.0)
+
+
+def test_shifted_square_matches_hand_computed_scores():
+    # 8x8 square shifted by k = 2 columns: overlap 8x6 = 48 px.
+    # Dice = 2*48 / (64 + 64) = 0.75; Jaccard = 48 / (64 + 64 - 48) = 0.6.
+    # Boundary rings (28 px each): distances from one ring to the other are 0 (12 px), 1 (4 px)
+    # and 2 (12 px), in both directions, so HD95 = 2 and ASD = (4*1 + 12*2) / 28 = 1.
+    s = score_volume(square(left=10), square(left=8), 2)
+    assert s["dice"][0] == pytest.approx(0.75)
+    assert s["jaccard"][0] == pytest.approx(0.6)
+    assert s["hd95"][0] == pytest.approx(2.0)
+    assert s["asd"][0] == pytest.approx(1.0)
+    assert s["pred_voxels"][0] == s["truth_voxels"][0] == 64
+
+
+def test_edge_cases_absent_empty_and_spurious():
+    truth = square(value=1)
+    truth[20:26, 20:26] = 2
+    pred = np.zeros_like(truth)
+    pred[0:4, 0:4] = 3  # class 1 and 2 missed entirely; class 3 predicted but absent from truth
+    s = score_volume(pred, truth, 5)  # class 4 absent from both
+    np.testing.assert_array_equal(s["dice"][:3], [0, 0, 0])
+    np.testing.assert_array_equal(s["jaccard"][:3], [0, 0, 0])
+    assert np.isnan(s["hd95"]).all() and np.isnan(s["asd"]).all()  # never the optimistic 0
+    assert math.isnan(s["dice"][3]) and math.isnan(s["jaccard"][3])
+
+
+def test_summary_excludes_absent_classes_and_counts_empty_predictions():
+    per_case = pd.DataFrame({
+        "case": ["a", "a", "b", "b"],
+        "class": ["RV", "LV", "RV", "LV"],
+        "dice": [0.8, np.nan, 0.0, 0.6],       # LV absent from both in case a
+        "jaccard": [0.7, np.nan, 0.0, 0.5],
+        "hd95": [2.0, np.nan, np.nan, 4.0],     # RV empty prediction in case b
+        "asd": [1.0, np.nan, np.nan, 3.0],
+        "pred_voxels": [10, 0, 0, 7],
+        "truth_voxels": [12, 0, 9, 8],
+    })
+    s = summarise(per_case, ["background", "RV", "LV"])
+    assert s["per_class"]["RV"]["dice"] == pytest.approx(0.4)   # (0.8 + 0) / 2: the miss counts as 0
+    assert s["per_class"]["LV"]["dice"] == pytest.approx(0.6)   # case a excluded, not 0 and not 1
+    assert s["dice"] == pytest.approx(0.5)
+    assert s["hd95"] == pytest.approx(3.0)                      # (2 + 4) / 2
+    assert s["empty_predictions"] == 1 and s["per_class"]["RV"]["empty_predictions"] == 1
+    assert s["n_cases"] == 2
+    assert list(s["per_class"]) == ["RV", "LV"]
+
+
+def test_resize_labels_nearest_keeps_whole_blocks():
+    small = np.array([[[0, 1], [2, 3]]], np.uint8)
+    big = resize_labels(small, (4, 6))
+    np.testing.assert_array_equal(big[0], np.kron(small[0], np.ones((2, 3), np.uint8)))
+
+
+def test_acdc_scored_at_original_resolution(tmp_path):
+    prepared = make_acdc(tmp_path)
+    per_case = score_cases(prepared.val.labels.copy(), prepared)
+    assert len(per_case) == 2 * 3 and set(per_case["class"]) == {"RV", "Myo", "LV"}
+    np.testing.assert_allclose(per_case["dice"], 1.0)
+    np.testing.assert_allclose(per_case["hd95"], 0.0)
+    for case, original in prepared.val_original.items():
+        rows = per_case[per_case["case"] == case].set_index("class")
+        assert rows.loc["LV", "truth_voxels"] == (original == 3).sum()
+        assert rows.loc["LV", "truth_voxels"] != (prepared.val.labels[np.array(prepared.val_cases) == case] == 3).sum()
+
+    # Moving the 16 px prediction one column moves it 3 original px in the 32 x 48 volume
+    # (3 px per column) and 2 px in the 48 x 32 one: HD95 is measured at original resolution.
+    shifted = np.roll(prepared.val.labels, 1, axis=-1)
+    per_case = score_cases(shifted, prepared).set_index(["case", "class"])
+    assert per_case.loc[("patient000_frame01", "RV"), "hd95"] == pytest.approx(3.0)
+    assert per_case.loc[("patient001_frame01", "RV"), "hd95"] == pytest.approx(2.0)
+
+
+def test_evaluate_network_with_label_reading_net_gives_dice_one(tmp_path):
+    prepared = make_acdc(tmp_path)
+    net = LabelNet().train()
+    per_case, summary = evaluate_network(net, prepared, batch_size=2)
+    assert net.training  # mode restored
+    assert summary["dice"] == pytest.approx(1.0) and summary["jaccard"] == pytest.approx(1.0)
+    assert summary["hd95"] == pytest.approx(0.0) and summary["asd"] == pytest.approx(0.0)
+    assert summary["n_cases"] == 2 and summary["empty_predictions"] == 0
+    assert set(summary["per_class"]) == {"RV", "Myo", "LV"}
+
+    write_evaluation(tmp_path / "eval", per_case, summary)
+    assert json.loads((tmp_path / "eval" / "summary.json").read_text())["dice"] == pytest.approx(1.0)
+    assert len(pd.read_csv(tmp_path / "eval" / "per_case.csv")) == 6
+
+
+def test_predict_slices_uint8_and_float_agree_and_restore_eval_mode():
+    labels = np.random.default_rng(1).integers(0, 2, (5, 8, 8)).astype(np.uint8)
+    net = LabelNet(num_classes=2).eval()
+    as_float = predict_slices(net, labels[:, None].astype(np.float32), batch_size=2)
+    as_uint8 = predict_slices(net, (labels[:, None] * 255).astype(np.uint8), batch_size=3)
+    np.testing.assert_array_equal(as_float, labels)
+    np.testing.assert_array_equal(as_uint8, labels)
+    assert as_float.dtype == np.uint8 and not net.training
+
+
+def test_validation_dice_matches_monai_per_case_scores(tmp_path):
+    prepared = make_acdc(tmp_path)
+    assert validation_dice(LabelNet(), prepared, batch_size=2) == pytest.approx(1.0)
+
+    net = LabelNet(shift=2)
+    pred = predict_slices(net, prepared.val.images, 4)
+    per_class = []
+    for _, index in prepared.case_slices().items():
+        per_class.append(score_volume(pred[index], prepared.val.labels[index], 4)["dice"])
+    expected = np.nanmean(np.stack(per_class), axis=0).mean()
+    assert 0.2 < expected < 0.95
+    assert validation_dice(net, prepared, batch_size=3) == pytest.approx(expected)
+
+
+def test_isic_scored_per_image_at_image_size(tmp_path):
+    labels = np.stack([square(16, 4, 4, 6), square(16, 2, 3, 5), np.zeros((16, 16), np.uint8)])
+    images = np.repeat((labels * 255)[:, None], 3, axis=1).astype(np.uint8)
+    path = write_prepared(
+        tmp_path / "isic.h5", dataset="isic", class_names=["background", "lesion"], train_images=images,
+        train_labels=labels, train_names=list("abc"), train_groups=list("abc"), labeled={"1": np.array([0])},
+        val_images=images, val_labels=labels, val_names=list("abc"), val_cases=list("abc"),
+    )
+    prepared = load_prepared(path)
+    per_case, summary = evaluate_network(LabelNet(num_classes=2), prepared)
+    assert list(per_case["case"]) == list("abc") and list(per_case["truth_voxels"]) == [36, 25, 0]
+    assert summary["per_class"]["lesion"]["dice"] == pytest.approx(1.0)
+    assert math.isnan(per_case["dice"][2])  # lesion absent from both: excluded
+    assert summary["n_cases"] == 3
+
+
+def save_run(run_dir, num_classes, in_channels, image_size, dataset="acdc", method="supervised"):
+    """A run directory in the engine's checkpoint format, holding an untrained tiny UNet; returns its net."""
+    cfg = load_config(profile="demo", overrides=[f"data.image_size={image_size}"])
+    info = {"method": method, "dataset": dataset, "regime": "2", "seed": 1, "run_id": "test-run",
+            "profile": "demo", "num_classes": num_classes, "in_channels": in_channels}
+    torch.manual_seed(0)
+    model = get_method(method)(cfg, num_classes, in_channels)
+    payload = {"format": "ugpcl-checkpoint-1", "iteration": 7, "cfg": cfg, "info": info,
+               "nets": {k: v.state_dict() for k, v in model.nets.items()}, "eval_net": "model"}
+    (run_dir / "checkpoints").mkdir(parents=True)
+    torch.save(payload, run_dir / "checkpoints" / "best.pt")
+    (run_dir / "run.json").write_text(json.dumps(info))
+    return model.nets["model"].eval()
+
+
+def run_cli(module, argv):
+    """Parse and run one subcommand of `module` alone (the full CLI imports every stage)."""
+    parser = argparse.ArgumentParser()
+    module.register(parser.add_subparsers())
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+def test_cli_evaluate_writes_summary_with_run_description(tmp_path):
+    prepared = make_acdc(tmp_path, shapes=((2, 64, 96),), size=32)
+    net = save_run(tmp_path / "run", 4, 1, 32)
+    assert run_cli(evaluation, ["evaluate", "--run-dir", str(tmp_path / "run"), "--data", str(prepared.path),
+                                "--device", "cpu"]) == 0
+    summary = json.loads((tmp_path / "run" / "eval" / "summary.json").read_text())
+    assert {k: summary[k] for k in ("method", "dataset", "regime", "seed", "checkpoint", "iteration", "protocol")} == {
+        "method": "supervised", "dataset": "acdc", "regime": "2", "seed": 1, "checkpoint": "best", "iteration": 7,
+        "protocol": "volume"}
+    _, expected = evaluate_network(net, prepared)
+    for key in ("dice", "jaccard", "empty_predictions", "n_cases"):
+        assert summary[key] == pytest.approx(expected[key], nan_ok=True)
+    per_case = pd.read_csv(tmp_path / "run" / "eval" / "per_case.csv")
+    assert list(per_case.columns[:6]) == ["case", "class", "dice", "jaccard", "hd95", "asd"]
+
+
+def test_cli_evaluate_missing_run_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="checkpoint not found"):
+        run_cli(evaluation, ["evaluate", "--run-dir", str(tmp_path / "nope"), "--device", "cpu"])
