@@ -1,0 +1,45 @@
+"""Deep Co-Training (Qiao et al. 2018) in the SSL4MIS 2D form (train_deep_co_training_2D.py).
+
+One UNet, two views of the unlabeled images: x_u and rot90(x_u, k) with one k per iteration.
+No second network and no adversarial examples (METHODS.md §2 "DCT").
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .base import Batch, Method
+
+
+def rotation_consistency(net: nn.Module, image_u: torch.Tensor, logits_u: torch.Tensor, k: int) -> torch.Tensor:
+    """0.5 [mean (sg(s) - r)^2 + mean (s - sg(r))^2], s = softmax f(rot_k x_u), r = rot_k softmax f(x_u).
+
+    Rotating the plain view's prediction aligns the two before they are compared.
+    """
+    rotated = logits_u.float().softmax(1).rot90(k, (2, 3))
+    of_rotated = net(image_u.rot90(k, (2, 3))).float().softmax(1)
+    return 0.5 * (F.mse_loss(rotated, of_rotated.detach()) + F.mse_loss(of_rotated, rotated.detach()))
+
+
+class DeepCoTraining(Method):
+    name = "dct"
+
+    def __init__(self, cfg: dict, num_classes: int, in_channels: int):
+        super().__init__(cfg, num_classes, in_channels)
+        self.nets["model"] = self.build_net()
+
+    def train_step(self, batch: Batch, t: int) -> tuple[torch.Tensor, dict[str, float]]:
+        n_l = batch.labeled_bs
+        model = self.nets["model"]
+        logits = model(batch.image)
+        sup = self.supervised_loss(logits[:n_l], batch.label)
+        k = int(torch.randint(4, ()))  # torch's RNG, so a resumed run draws the same k
+        unsup = rotation_consistency(model, batch.unlabeled, logits[n_l:], k)
+        weight = self.ramp(t)
+        loss = sup + weight * unsup
+        return loss, {"sup": sup.item(), "unsup": unsup.item(), "weight": weight}
+
+
+METHOD = DeepCoTraining

@@ -1,0 +1,361 @@
+"""The supervised baseline and the six SSL baselines (METHODS.md §1-§2) on the shared Method API."""
+
+import math
+
+import h5py
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ugpcl.config import load_config
+from ugpcl.engine.ema import ema_update, make_teacher
+from ugpcl.losses import cross_entropy
+from ugpcl.methods import get_method
+from ugpcl.methods.base import Batch
+from ugpcl.methods.cct import feature_drop, feature_dropout, feature_noise
+from ugpcl.methods.dct import rotation_consistency
+from ugpcl.methods.em import normalised_entropy
+from ugpcl.methods.uamt import certain_mask, masked_mse
+
+BASELINES = ("supervised", "mt", "uamt", "em", "dct", "cct", "cps")
+SIZE = 64
+CLASSES = 4
+
+
+def make_cfg(*overrides: str) -> dict:
+    """The demo profile (width 8, 64 px) with every consistency weight at its maximum from t = 1,
+    so a few steps exercise the unsupervised terms."""
+    ramps = [f"methods.{m}.{k}=1" for m in BASELINES[1:] for k in ("ramp_epoch", "ramp_length")]
+    return load_config(profile="demo", overrides=[*ramps, "methods.mt.gate_iterations=0", *overrides])
+
+
+def build(name: str, *overrides: str):
+    torch.manual_seed(0)
+    return get_method(name)(make_cfg(*overrides), CLASSES, 1)
+
+
+@pytest.fixture(scope="module")
+def acdc_batch(acdc_dir) -> Batch:
+    """4 real ACDC slices of one volume at 64 px: 2 labeled, then 2 unlabeled."""
+    images, labels = [], []
+    for k in (6, 7, 5, 8):
+        with h5py.File(acdc_dir / "data" / "slices" / f"patient099_frame01_slice_{k}.h5", "r") as f:
+            images.append(torch.from_numpy(f["image"][()]))
+            labels.append(torch.from_numpy(f["label"][()].astype(np.int64)))
+    image = F.interpolate(torch.stack(images)[:, None], size=(SIZE, SIZE), mode="bilinear", align_corners=False)
+    label = F.interpolate(torch.stack(labels)[:, None].float(), size=(SIZE, SIZE), mode="nearest")[:, 0].long()
+    assert (label[:2] > 0).any(), "the labeled slices should contain heart structures"
+    return Batch(image, label[:2], 2)
+
+
+def batch_for(method, batch: Batch) -> Batch:
+    """What the engine hands a method: labeled images only when it does not use unlabeled data."""
+    return batch if method.uses_unlabeled else Batch(batch.labeled, batch.label, batch.labeled_bs)
+
+
+def sgd_step(method, optimizer, batch: Batch, t: int) -> tuple[float, dict]:
+    """One iteration in the engine's order: train_step, backward, optimizer.step, after_step."""
+    loss, logs = method.train_step(batch, t)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    method.after_step(t)
+    return loss.item(), logs
+
+
+class FixedLogits(nn.Module):
+    """A fake network whose output is a learnable tensor, whatever the input."""
+
+    def __init__(self, logits: torch.Tensor):
+        super().__init__()
+        self.logits = nn.Parameter(logits.clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.logits * 1.0
+
+
+# --- EMA teacher (MT, UA-MT) -----------------------------------------------------------------
+
+
+def test_ema_teacher_is_the_alpha_average_of_the_student_and_gets_no_gradient(acdc_batch):
+    method = build("mt")
+    student, teacher = method.nets["model"], method.frozen["teacher"]
+    assert not any(p.requires_grad for p in teacher.parameters())
+    assert all(id(p) not in {id(q) for q in method.nets.parameters()} for p in teacher.parameters())
+    optimizer = torch.optim.SGD(method.nets.parameters(), lr=0.05, momentum=0.9)
+    method.train()
+    for t in range(6):
+        before = [p.detach().clone() for p in teacher.parameters()]
+        loss, logs = method.train_step(acdc_batch, t)
+        assert logs["weight"] > 0  # the consistency term is on, so a leak into the teacher would show
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        assert all(p.grad is None for p in teacher.parameters())
+        optimizer.step()
+        method.after_step(t)
+        alpha = 1 - 1 / (t + 1)  # below ema_decay 0.99 for t < 99
+        if t in (0, 5):
+            for old, new, s in zip(before, teacher.parameters(), student.parameters()):
+                torch.testing.assert_close(new, alpha * old + (1 - alpha) * s.detach(), rtol=1e-5, atol=1e-6)
+    assert teacher.training, "the teacher stays in train mode (SSL4MIS)"
+
+
+def test_mt_teacher_sees_clamped_noisy_unlabeled_images_and_consistency_is_gated(acdc_batch):
+    method = build("mt", "methods.mt.gate_iterations=1000", "methods.mt.ramp_epoch=150", "methods.mt.ramp_length=200")
+    inputs = []
+    method.frozen["teacher"].register_forward_hook(lambda mod, args, out: inputs.append(args[0].clone()))
+    method.train()
+    assert method.train_step(acdc_batch, 999)[1]["weight"] == 0.0
+    noise = inputs[0] - acdc_batch.unlabeled
+    assert noise.abs().max().item() == pytest.approx(0.2) and noise.std().item() == pytest.approx(0.1, rel=0.1)
+    assert method.train_step(acdc_batch, 1000)[1]["weight"] == pytest.approx(0.1 * math.exp(-5 * (1 - 6 / 200) ** 2))
+
+
+def test_ema_update_caps_alpha_at_decay_and_leaves_bn_buffers_alone():
+    student = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2))
+    teacher = make_teacher(student)
+    with torch.no_grad():
+        for p in student.parameters():
+            p.add_(1.0)
+        student[1].running_mean.fill_(5.0)
+    before = [p.clone() for p in teacher.parameters()]
+    ema_update(teacher, student, decay=0.99, t=1000)
+    for old, new, s in zip(before, teacher.parameters(), student.parameters()):
+        torch.testing.assert_close(new, 0.99 * old + 0.01 * s)
+    assert torch.equal(teacher[1].running_mean, torch.zeros(2))
+
+
+# --- UA-MT ---------------------------------------------------------------------------------------
+
+
+def test_uamt_threshold_follows_the_schedule():
+    method = build("uamt")
+    total = method.iterations
+    for t in (0, total // 2, total):
+        expected = (0.75 + 0.25 * math.exp(-5 * (1 - t / total) ** 2)) * math.log(2)
+        assert method.threshold(t) == pytest.approx(expected)
+    assert method.threshold(0) == pytest.approx(0.5210, abs=1e-4)
+    assert method.threshold(total) == pytest.approx(math.log(2))
+
+
+def test_uamt_mask_removes_high_entropy_pixels():
+    method = build("uamt")
+    # pixel entropies: 0.17 (confident), 1.386 (uniform), 0.611 (between the start and end thresholds)
+    probs = torch.tensor([[0.97, 0.01, 0.01, 0.01], [0.25, 0.25, 0.25, 0.25], [0.7, 0.3, 0.0, 0.0]])
+    mean_probs = probs.T.reshape(1, CLASSES, 1, 3)
+    early = certain_mask(mean_probs, method.threshold(0))
+    late = certain_mask(mean_probs, method.threshold(method.iterations))
+    assert early.shape == (1, 1, 1, 3)
+    assert early.flatten().tolist() == [1.0, 0.0, 0.0]
+    assert late.flatten().tolist() == [1.0, 0.0, 1.0]
+
+    student = torch.rand(1, CLASSES, 1, 3)
+    teacher = torch.rand(1, CLASSES, 1, 3)
+    sq = ((student - teacher) ** 2).sum(1).flatten()  # per-pixel sum over classes
+    assert masked_mse(student, teacher, late).item() == pytest.approx((sq[0] + sq[2]).item() / 4)
+
+
+def test_uamt_averages_mc_passes_of_x_u_twice_with_fresh_noise(acdc_batch):
+    method = build("uamt", "methods.uamt.mc_passes=4")
+    inputs = []
+    method.frozen["teacher"].register_forward_hook(lambda mod, args, out: inputs.append(args[0].clone()))
+    method.train()
+    _, logs = method.train_step(acdc_batch, 0)
+    unlabeled = acdc_batch.unlabeled
+    # one noisy pass for the consistency target, then mc_passes / 2 passes on x_u repeated twice
+    assert [len(x) for x in inputs] == [2, 4, 4]
+    for x in inputs[1:]:
+        assert (x - unlabeled.repeat(2, 1, 1, 1)).abs().max() <= 0.2 + 1e-6
+    assert not torch.equal(inputs[1], inputs[2]) and not torch.equal(inputs[1][:2], inputs[1][2:])
+    assert 0.0 <= logs["certain"] <= 1.0 and logs["threshold"] == pytest.approx(method.threshold(0))
+
+
+# --- EM ------------------------------------------------------------------------------------------
+
+
+def test_em_loss_is_the_normalised_entropy_over_all_images():
+    logits = torch.tensor([[[[2.0]], [[0.0]], [[-1.0]]], [[[0.5]], [[0.5]], [[0.5]]]])  # 2 x 3 x 1 x 1
+    by_hand = []
+    for row in ([2.0, 0.0, -1.0], [0.5, 0.5, 0.5]):
+        z = sum(math.exp(v) for v in row)
+        p = [math.exp(v) / z for v in row]
+        by_hand.append(-sum(q * math.log(q + 1e-6) for q in p) / math.log(3))
+    assert normalised_entropy(logits).item() == pytest.approx(sum(by_hand) / 2, rel=1e-5)
+
+    method = build("em")
+    fixed = torch.randn(4, CLASSES, 8, 8)
+    method.nets["model"] = FixedLogits(fixed)
+    batch = Batch(torch.zeros(4, 1, 8, 8), torch.zeros(2, 8, 8, dtype=torch.long), 2)
+    _, logs = method.train_step(batch, 10)
+    # labeled images count too (SSL4MIS), so the term differs from the unlabeled-only entropy
+    assert logs["unsup"] == pytest.approx(normalised_entropy(fixed).item(), rel=1e-5)
+    assert logs["unsup"] != pytest.approx(normalised_entropy(fixed[2:]).item(), rel=1e-3)
+
+
+# --- DCT -----------------------------------------------------------------------------------------
+
+
+def test_dct_aligns_the_rotated_view_before_comparing():
+    torch.manual_seed(0)
+    equivariant = nn.Conv2d(1, CLASSES, 1)  # a pointwise net commutes with rot90
+    image = torch.rand(2, 1, 8, 8)
+    logits = equivariant(image)
+    for k in range(4):
+        assert rotation_consistency(equivariant, image, logits, k).item() < 1e-12
+    for k in (1, 2, 3):  # comparing without rotating the plain view back would not vanish
+        unaligned = F.mse_loss(equivariant(image.rot90(k, (2, 3))).softmax(1), logits.softmax(1))
+        assert unaligned.item() > 1e-4
+
+    # a net that is not equivariant: the loss is the mean squared gap between the aligned views
+    position_bias = torch.randn(1, CLASSES, 8, 8)
+    biased = lambda x: equivariant(x) + position_bias  # noqa: E731
+    for k in (1, 3):
+        expected = F.mse_loss(biased(image.rot90(k, (2, 3))).softmax(1), biased(image).softmax(1).rot90(k, (2, 3)))
+        got = rotation_consistency(biased, image, biased(image), k)
+        assert got.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_dct_consistency_reaches_both_views_and_its_rotation_replays_from_torch_rng(acdc_batch):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(1, CLASSES, 3, padding=1)
+    image = torch.rand(2, 1, 8, 8)
+    logits_u = conv(image).detach().requires_grad_(True)  # plain view; the rotated view runs through conv
+    rotation_consistency(conv, image, logits_u, 1).backward()
+    assert logits_u.grad.abs().sum() > 0 and conv.weight.grad.abs().sum() > 0
+
+    runs = []
+    for _ in range(2):
+        method = build("dct")
+        torch.manual_seed(7)
+        runs.append(method.train_step(acdc_batch, 3)[1]["unsup"])
+    assert runs[0] == runs[1]
+
+
+# --- CCT -----------------------------------------------------------------------------------------
+
+
+def test_cct_feature_noise_is_bounded_and_shared_across_the_batch():
+    x = torch.randn(3, 5, 6, 6)
+    out = feature_noise(x, 0.3)
+    assert ((out - x).abs() <= 0.3 * x.abs() + 1e-6).all()
+    ratio = (out - x) / x
+    assert torch.allclose(ratio[0], ratio[1], atol=1e-5) and torch.allclose(ratio[0], ratio[2], atol=1e-5)
+    assert ratio.abs().max() > 0.2  # really perturbed, over most of the range
+
+
+def test_cct_dropout_zeros_about_30_percent():
+    out = feature_dropout(torch.ones(4, 8, 16, 16), 0.3)
+    assert (out == 0).float().mean().item() == pytest.approx(0.3, abs=0.03)
+    assert torch.allclose(out[out != 0], torch.tensor(1 / 0.7))
+
+
+def test_cct_feature_drop_zeros_exactly_the_high_attention_positions():
+    torch.manual_seed(0)
+    x = torch.rand(4, 6, 10, 10) ** 2
+    out = feature_drop(x, (0.7, 0.9))
+    dropped = (out == 0).all(1)
+    kept = (out == x).all(1)
+    assert (dropped | kept).all(), "a position is either zeroed in every channel or untouched"
+    attention = x.mean(1)
+    relative = attention / attention.flatten(1).amax(1).view(-1, 1, 1)
+    # one gamma in [0.7, 0.9] separates the zeroed positions (a >= gamma max a) from the rest
+    assert relative[dropped].min() >= 0.7 and relative[kept].max() < 0.9
+    assert relative[kept].max() < relative[dropped].min()
+    assert dropped.flatten(1).any(1).all(), "each sample's peak position is dropped"
+
+
+def test_cct_every_auxiliary_decoder_gets_gradients(acdc_batch):
+    method = build("cct")
+    method.train()
+    received = []
+    for decoder in method.nets["aux"]:
+        decoder.register_forward_hook(lambda mod, args, out: received.append(args[0]))
+    features = method.nets["model"].encode(acdc_batch.image)
+    loss, logs = method.train_step(acdc_batch, 5)
+    loss.backward()
+    assert len(method.nets["aux"]) == 3 and logs["weight"] == pytest.approx(0.1)
+    for decoder in method.nets["aux"]:
+        assert all(p.grad is not None for p in decoder.parameters())
+        assert sum(p.grad.abs().sum() for p in decoder.parameters()) > 0
+    for feats in received:  # each auxiliary decoder saw perturbed maps, not the clean ones
+        assert all(not torch.allclose(a, b) for a, b in zip(feats[1:], features[1:]))
+    assert method.eval_network() is method.nets["model"]
+
+
+# --- CPS -----------------------------------------------------------------------------------------
+
+
+def test_cps_pseudo_labels_come_from_the_other_net_without_gradient():
+    method = build("cps")
+    torch.manual_seed(1)
+    method.nets["model"] = FixedLogits(torch.randn(4, CLASSES, 6, 6))
+    method.nets["model2"] = FixedLogits(torch.randn(4, CLASSES, 6, 6))
+    batch = Batch(torch.zeros(4, 1, 6, 6), torch.randint(CLASSES, (2, 6, 6)), 2)
+    loss, logs = method.train_step(batch, 10)
+    loss.backward()
+    weight = logs["weight"]
+    nets = method.nets["model"], method.nets["model2"]
+    for own, other in (nets, nets[::-1]):
+        own_u, other_u = own.logits[2:], other.logits[2:]
+        assert not torch.equal(own_u.argmax(1), other_u.argmax(1))
+        # dL/dlogits_u = w (softmax - onehot(argmax of the OTHER net)) / pixels: nothing flows via the target
+        target = F.one_hot(other_u.detach().argmax(1), CLASSES).permute(0, 3, 1, 2)
+        expected = weight * (own_u.detach().softmax(1) - target) / target[:, 0].numel()
+        torch.testing.assert_close(own.logits.grad[2:], expected, rtol=1e-4, atol=1e-7)
+    expected_unsup = cross_entropy(nets[0].logits[2:], nets[1].logits[2:].argmax(1)) + cross_entropy(
+        nets[1].logits[2:], nets[0].logits[2:].argmax(1)
+    )
+    assert logs["unsup"] == pytest.approx(expected_unsup.item(), rel=1e-5)
+
+
+def test_cps_networks_are_initialised_independently():
+    method = build("cps")
+    first = dict(method.nets["model"].named_parameters())
+    second = dict(method.nets["model2"].named_parameters())
+    assert first.keys() == second.keys()
+    assert not torch.equal(first["decoder.head.weight"], second["decoder.head.weight"])
+
+
+# --- every method trains ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", BASELINES)
+def test_method_trains_on_real_slices(name, acdc_batch):
+    method = build(name)
+    assert method.name == name
+    batch = batch_for(method, acdc_batch)
+    optimizer = torch.optim.SGD(method.nets.parameters(), lr=0.02, momentum=0.9, weight_decay=1e-4)
+    method.train()
+    losses = []
+    for t in range(20):
+        loss, logs = sgd_step(method, optimizer, batch, t)
+        assert math.isfinite(loss) and all(math.isfinite(float(v)) for v in logs.values())
+        losses.append(loss)
+    assert np.mean(losses[-3:]) < 0.9 * np.mean(losses[:3]), losses
+    net = method.eval_network()
+    net.eval()
+    with torch.no_grad():
+        logits = net(acdc_batch.image)
+    assert logits.shape == (4, CLASSES, SIZE, SIZE)
+    assert any(net is m for m in method.nets.values()), "the evaluated network is saved with the optimised ones"
+
+
+@pytest.mark.parametrize("name", BASELINES)
+def test_method_resumes_exactly_through_the_engine(name, tiny_acdc, tmp_path):
+    """Teachers, rotations, noise and perturbations replay from the engine's checkpointed RNG."""
+    from ugpcl.engine.trainer import Trainer
+
+    cfg = make_cfg("train.iterations=3", "train.val_every=100", "train.checkpoint_every=100")
+    info = {"run_id": f"tiny_{name}", "method": name, "dataset": "acdc", "regime": "tiny", "seed": 1337,
+            "profile": "demo", "overrides": {}}
+    straight = Trainer(cfg, info, tmp_path / "a", data=tiny_acdc)
+    assert straight.fit(progress=False)
+    assert not Trainer(cfg, info, tmp_path / "b", data=tiny_acdc).fit(stop_after=1, progress=False)
+    resumed = Trainer(cfg, info, tmp_path / "b", data=tiny_acdc)
+    assert resumed.fit(progress=False)
+    for part in ("nets", "frozen"):
+        a, b = getattr(straight.method, part).state_dict(), getattr(resumed.method, part).state_dict()
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), part
+    assert bool(straight.method.frozen) == (name in ("mt", "uamt"))
