@@ -15,7 +15,7 @@ from .config import load_config
 from .errors import UserError
 
 COMMAND_MODULES = [
-    "ugpcl.data.commands",      # demo-data, download, prepare
+    "ugpcl.data.commands",      # fetch, prepare, demo-data
     "ugpcl.engine.commands",    # train, bench
     "ugpcl.evaluation",         # evaluate
     "ugpcl.predict",            # predict

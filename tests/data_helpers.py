@@ -1,0 +1,170 @@
+"""Shared helpers of the data-stage tests: configs, small copies of the real data, fake archives,
+and a local HTTP server with Range support."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gzip
+import hashlib
+import shutil
+import threading
+import zipfile
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import h5py
+import nibabel as nib
+import numpy as np
+
+from ugpcl.config import load_config
+from ugpcl.data import commands
+from ugpcl.data.isic import GT_FOLDER, INPUT_FOLDER
+
+
+def config(*overrides: str, profile: str | None = None) -> dict:
+    return load_config(None, profile, list(overrides))
+
+
+def run_cli(*argv: str):
+    """Run one of the data subcommands through its own argparse registration."""
+    parser = argparse.ArgumentParser()
+    commands.register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(list(argv))
+    return args.func(args)
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def folder_state(folder: Path) -> dict[str, bytes]:
+    """Every file under `folder` with its bytes, to show that a failure changed nothing."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(Path(folder).rglob("*")) if p.is_file()}
+
+
+# ---------------------------------------------------------------- ACDC
+
+
+def read_h5(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    with h5py.File(path, "r") as f:
+        return f["image"][()], f["label"][()]
+
+
+def write_h5(path: Path, image: np.ndarray, label: np.ndarray) -> None:
+    with h5py.File(path, "w") as f:
+        f["image"], f["label"] = image, label
+
+
+def write_lists(folder: Path, train_slices: list[str], val: list[str], test: list[str]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    train = sorted({n.rsplit("_slice_", 1)[0] for n in train_slices})
+    lists = {"train.list": train, "val.list": val, "test.list": test, "train_slices.list": train_slices}
+    for name, lines in lists.items():
+        (folder / name).write_text("".join(f"{line}\n" for line in lines))
+    return folder
+
+
+def mini_acdc_folder(src: Path, dst: Path, train_patients: int = 2, val_cases: int = 2) -> tuple[Path, Path]:
+    """A small SSL4MIS folder copied from the real one: the first training patients' slices and
+    a few validation volumes. Returns (folder, lists folder)."""
+    names = (src / "train_slices.list").read_text().split()
+    patients = list(dict.fromkeys(n[:10] for n in names))[:train_patients]
+    train = [n for n in names if n[:10] in patients]
+    val = (src / "val.list").read_text().split()[:val_cases]
+    (dst / "data" / "slices").mkdir(parents=True)
+    for n in train:
+        shutil.copy(src / "data" / "slices" / f"{n}.h5", dst / "data" / "slices")
+    for c in val:
+        shutil.copy(src / "data" / f"{c}.h5", dst / "data")
+    return dst, write_lists(dst / "lists", train, val[:1], val[1:])
+
+
+def nifti_gz(volume_zyx: np.ndarray) -> bytes:
+    """A (Z, Y, X) array as gzipped NIfTI bytes holding (X, Y, Z), as the Creatis files do."""
+    img = nib.Nifti1Image(np.ascontiguousarray(volume_zyx.transpose(2, 1, 0)), np.eye(4))
+    return gzip.compress(img.to_bytes(), compresslevel=1)
+
+
+def fake_acdc_zip(path: Path, volumes: dict[str, tuple[np.ndarray, np.ndarray]], extra: dict[str, bytes] = {}) -> Path:
+    """A Creatis-layout zip holding the given (image, label) volumes, (Z, Y, X) each."""
+    with zipfile.ZipFile(path, "w") as zf:
+        for patient in dict.fromkeys(case[:10] for case in volumes):
+            zf.writestr(f"ACDC/database/training/{patient}/Info.cfg", "ED: 1\n")
+        for case, (image, label) in volumes.items():
+            prefix = f"ACDC/database/training/{case[:10]}/"
+            zf.writestr(prefix + f"{case}.nii.gz", nifti_gz(image))
+            zf.writestr(prefix + f"{case}_gt.nii.gz", nifti_gz(label))
+        for name, data in extra.items():
+            zf.writestr(name, data)
+    return path
+
+
+# ---------------------------------------------------------------- ISIC
+
+
+def mini_isic(src: Path, dst: Path, n: int) -> Path:
+    """A copy of the first `n` image/mask pairs of the real mini set, in the unzipped layout."""
+    for folder in (INPUT_FOLDER, GT_FOLDER):
+        (dst / folder).mkdir(parents=True)
+    for image in sorted((src / INPUT_FOLDER).glob("ISIC_*.jpg"))[:n]:
+        shutil.copy(image, dst / INPUT_FOLDER)
+        shutil.copy(src / GT_FOLDER / f"{image.stem}_segmentation.png", dst / GT_FOLDER)
+    return dst
+
+
+def zip_folder(folder: Path, archive: Path) -> Path:
+    """Zip `folder` with its own name as the top-level member folder (the official layout)."""
+    with zipfile.ZipFile(archive, "w") as zf:
+        for p in sorted(folder.iterdir()):
+            zf.write(p, f"{folder.name}/{p.name}")
+    return archive
+
+
+# ---------------------------------------------------------------- HTTP
+
+
+class _RangeHandler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        server = self.server
+        server.ranges_seen.append(self.headers.get("Range"))
+        data = server.files.get(self.path.lstrip("/"))
+        if data is None:
+            self.send_error(404)
+            return
+        start, requested = 0, self.headers.get("Range")
+        if requested and server.honour_range:
+            start = int(requested.split("=")[1].split("-")[0])
+            if start >= len(data):
+                self.send_response(416)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        else:
+            self.send_response(200)
+        body = data[start:]
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if server.drop_after is not None:  # simulate a connection lost mid-transfer, once
+            body, server.drop_after = body[: server.drop_after], None
+            self.close_connection = True
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@contextlib.contextmanager
+def http_server(files: dict[str, bytes], *, honour_range: bool = True, drop_after: int | None = None):
+    """Serve `files` (name -> bytes) on 127.0.0.1; yields (base URL, server)."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _RangeHandler)
+    server.files, server.honour_range, server.drop_after, server.ranges_seen = files, honour_range, drop_after, []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", server
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -1,0 +1,108 @@
+"""ACDC preparation on the real SSL4MIS data (source local) and through the official zip path."""
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+from data_helpers import fake_acdc_zip, read_h5, run_cli, sha256, write_lists
+
+from ugpcl.data.prepared import load_prepared
+
+
+@pytest.fixture(scope="session")
+def acdc_prepared(acdc_dir, tmp_path_factory):
+    """The real ACDC prepared once (at 64 px to stay fast; the zip test below uses 224 px)."""
+    out = tmp_path_factory.mktemp("acdc") / "acdc.h5"
+    run_cli("prepare", "acdc", "--out", str(out), "--set", f"data.image_size={SIZE}",
+            "--set", "data.acdc.source=local", "--set", f"data.acdc.local_dir={acdc_dir}")
+    return load_prepared(out)
+
+
+SIZE = 64
+
+
+def patients(names):
+    return {n[:10] for n in names}
+
+
+def test_split_counts_and_regimes(acdc_prepared, acdc_dir):
+    p = acdc_prepared
+    assert (p.dataset, p.num_classes, p.class_names) == ("acdc", 4, ["background", "RV", "Myo", "LV"])
+    assert len(p.train) == 1312 and len(patients(p.train.names)) == 70
+    assert p.train.names == (acdc_dir / "train_slices.list").read_text().split()
+    assert p.train_groups == [n[:10] for n in p.train.names]
+    for regime, n_slices, n_patients in (("68", 68, 3), ("136", 136, 7)):
+        idx = p.labeled_indices(regime)
+        assert np.array_equal(idx, np.arange(n_slices))
+        labeled = patients(p.train.names[i] for i in idx)
+        assert len(labeled) == n_patients
+        unlabeled = patients(p.train.names[i] for i in p.unlabeled_indices(regime))
+        assert not labeled & unlabeled, "a labeled patient must have all its slices labeled"
+
+
+def test_validation_volumes(acdc_prepared, acdc_dir):
+    p = acdc_prepared
+    expected = (acdc_dir / "val.list").read_text().split() + (acdc_dir / "test.list").read_text().split()
+    slices = p.case_slices()
+    assert list(slices) == expected and len(expected) == 60
+    assert len(patients(expected)) == 30
+    assert not patients(expected) & patients(p.train.names)
+    for case in expected[::7]:
+        image, label = read_h5(acdc_dir / "data" / f"{case}.h5")
+        assert np.array_equal(p.val_original[case], label)
+        assert len(slices[case]) == len(label)
+        assert [p.val.names[i] for i in slices[case]] == [f"{case}_slice_{k}" for k in range(len(label))]
+        k = len(label) // 2
+        resized = cv2.resize(image[k], (SIZE, SIZE), interpolation=cv2.INTER_LINEAR)
+        np.testing.assert_allclose(p.val.images[slices[case][k], 0], resized, atol=1e-6)
+
+
+def test_arrays_at_image_size(acdc_prepared):
+    p = acdc_prepared
+    assert p.image_size == SIZE and p.in_channels == 1
+    assert p.train.images.shape == (1312, 1, SIZE, SIZE) and p.train.images.dtype == np.float32
+    assert p.train.labels.shape == (1312, SIZE, SIZE) and p.train.labels.dtype == np.uint8
+    assert p.val.images.shape[1:] == (1, SIZE, SIZE) and len(p.val) == p.val.labels.shape[0] == 590
+    for split in (p.train, p.val):
+        assert 0.0 <= split.images.min() and split.images.max() <= 1.0
+        assert set(np.unique(split.labels)) == {0, 1, 2, 3}
+
+
+def test_class_fractions_match_source(acdc_prepared, acdc_dir):
+    p = acdc_prepared
+    every = slice(None, None, 3)  # a third of the slices reads fast and is plenty for the check
+    counts = np.zeros(4)
+    for name in p.train.names[every]:
+        counts += np.bincount(read_h5(acdc_dir / "data" / "slices" / f"{name}.h5")[1].ravel(), minlength=4)
+    source = counts / counts.sum()
+    prepared = np.bincount(p.train.labels[every].ravel(), minlength=4) / p.train.labels[every].size
+    # nearest resizing to a square changes fractions only through the aspect ratio and rounding
+    np.testing.assert_allclose(prepared, source, rtol=0.05)
+
+
+def test_official_zip_matches_ssl4mis_orientation(acdc_dir, tmp_path):
+    """Real volumes written as Creatis NIfTI (X, Y, Z) come out as the SSL4MIS (Z, Y, X) arrays."""
+    cases = (acdc_dir / "test.list").read_text().split()[:6]   # 3 patients, ED and ES
+    volumes = {c: read_h5(acdc_dir / "data" / f"{c}.h5") for c in cases}
+    scaled = {c: (img * 700 + 13, lab) for c, (img, lab) in volumes.items()}  # raw scanner-like units
+    archive = fake_acdc_zip(tmp_path / "ACDC.zip", scaled, extra={"ACDC/database/testing/README": b"x"})
+    train_slices = [f"{c}_slice_{k}" for c in cases[:4] for k in reversed(range(len(volumes[c][0])))]
+    lists = write_lists(tmp_path / "lists", train_slices, cases[4:5], cases[5:])
+    out = tmp_path / "acdc.h5"
+    run_cli("prepare", "acdc", "--out", str(out), "--set", "data.image_size=224",
+            "--set", f"data.acdc.archive={archive}", "--set", f"data.acdc.sha256='{sha256(archive)}'",
+            "--set", f"data.acdc.lists={lists}", "--set", 'data.acdc.regimes={"1": 1}')
+    p = load_prepared(out)
+    provenance = json.loads(p.attrs["provenance"])
+    assert p.attrs["source"] == "official" and provenance["archive"] == str(archive)
+    assert p.train.names == train_slices
+    assert np.array_equal(p.labeled_indices("1"), np.arange(len(volumes[cases[0]][0]) * 2))
+    for i, name in enumerate(p.train.names):
+        case, k = name.rsplit("_slice_", 1)
+        image, label = volumes[case]
+        np.testing.assert_allclose(p.train.images[i, 0], cv2.resize(image[int(k)], (224, 224)), atol=1e-5)
+        assert np.array_equal(p.train.labels[i], cv2.resize(label[int(k)], (224, 224), interpolation=cv2.INTER_NEAREST))
+    assert p.train.images.shape[1:] == (1, 224, 224) and p.val.labels.shape[1:] == (224, 224)
+    for case in cases[4:]:
+        assert np.array_equal(p.val_original[case], volumes[case][1])

@@ -1,0 +1,274 @@
+"""Bad input: each case is a corrupted copy in tmp_path. Every failure is a UserError naming the
+file at fault, and leaves the output folder exactly as it was (earlier output byte-identical,
+no partial or temporary files)."""
+
+import hashlib
+import zipfile
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+from data_helpers import (config, fake_acdc_zip, folder_state, http_server, mini_acdc_folder, mini_isic, read_h5,
+                          sha256, write_h5, write_lists, zip_folder)
+
+from ugpcl.config import DEFAULT_CONFIG, load_config
+from ugpcl.data import commands
+from ugpcl.data.download import download
+from ugpcl.data.isic import GT_FOLDER, INPUT_FOLDER
+from ugpcl.errors import UserError
+
+
+def fails_cleanly(out, prepare, *named):
+    """Run `prepare` over an earlier output `out`; it must raise a UserError naming `named`."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(b"an earlier prepared file")
+    before = folder_state(out.parent)
+    with pytest.raises(UserError) as info:
+        prepare()
+    for name in named:
+        assert str(name) in str(info.value)
+    assert folder_state(out.parent) == before
+    return str(info.value)
+
+
+# ---------------------------------------------------------------- ACDC, SSL4MIS folder
+
+
+@pytest.fixture
+def mini_acdc(acdc_dir, tmp_path):
+    folder, lists = mini_acdc_folder(acdc_dir, tmp_path / "ACDC")
+    cfg = config("data.image_size=32", "data.acdc.source=local", f"data.acdc.local_dir={folder}",
+                 f"data.acdc.lists={lists}", 'data.acdc.regimes={"1": 1}')
+    return folder, lists, cfg, tmp_path / "out" / "acdc.h5"
+
+
+def test_mini_acdc_is_valid(mini_acdc):
+    _, _, cfg, out = mini_acdc
+    assert commands.prepare(cfg, "acdc", out)["train"].endswith("/ 2 patients")
+
+
+def _first_slice(folder, lists):
+    name = (lists / "train_slices.list").read_text().split()[0]
+    return folder / "data" / "slices" / f"{name}.h5"
+
+
+@pytest.mark.parametrize("corruption, message", [
+    ("label", "label values outside 0..3"),
+    ("nan", "NaN"),
+    ("shape", "image shape"),
+    ("garbage", "not a readable SSL4MIS h5 file"),
+])
+def test_acdc_corrupt_slice(mini_acdc, corruption, message):
+    folder, lists, cfg, out = mini_acdc
+    path = _first_slice(folder, lists)
+    image, label = read_h5(path)
+    if corruption == "label":
+        label[label.shape[0] // 2, :4] = 4
+        write_h5(path, image, label)
+    elif corruption == "nan":
+        image[3, 3] = np.nan
+        write_h5(path, image, label)
+    elif corruption == "shape":
+        write_h5(path, image, label[:-1])
+    else:
+        path.write_bytes(path.read_bytes()[:500])
+    assert message in fails_cleanly(out, lambda: commands.prepare(cfg, "acdc", out), path)
+
+
+@pytest.mark.parametrize("list_name", ["train_slices.list", "test.list"])
+def test_acdc_list_naming_a_missing_file(mini_acdc, list_name):
+    _, lists, cfg, out = mini_acdc
+    with open(lists / list_name, "a") as f:
+        f.write("patient100_frame01_slice_3\n" if list_name == "train_slices.list" else "patient100_frame01\n")
+    text = fails_cleanly(out, lambda: commands.prepare(cfg, "acdc", out), lists / list_name)
+    assert "patient100_frame01" in text
+
+
+def test_acdc_lists_sharing_a_patient(mini_acdc):
+    _, lists, cfg, out = mini_acdc
+    train_case = (lists / "train_slices.list").read_text().split()[0].rsplit("_slice_", 1)[0]
+    with open(lists / "val.list", "a") as f:
+        f.write(f"{train_case}\n")
+    assert "patient-disjoint" in fails_cleanly(out, lambda: commands.prepare(cfg, "acdc", out), lists)
+
+
+# ---------------------------------------------------------------- ACDC, official zip
+
+
+@pytest.fixture
+def acdc_zip(acdc_dir, tmp_path):
+    """Real volumes of 1 patient (train) + 1 (val, test) for a Creatis-layout zip, and its config."""
+    cases = (acdc_dir / "test.list").read_text().split()[:4]
+    volumes = {c: read_h5(acdc_dir / "data" / f"{c}.h5") for c in cases}
+    train = [f"{c}_slice_{k}" for c in cases[:2] for k in range(len(volumes[c][0]))]
+    lists = write_lists(tmp_path / "lists", train, cases[2:3], cases[3:])
+
+    def configured(archive, digest=None):
+        return config("data.image_size=32", f"data.acdc.archive={archive}", f"data.acdc.lists={lists}",
+                      f"data.acdc.sha256='{digest or sha256(archive)}'", 'data.acdc.regimes={"1": 1}')
+
+    return volumes, configured, tmp_path / "out" / "acdc.h5"
+
+
+def test_acdc_archive_with_wrong_checksum_is_kept_and_refused(acdc_zip, tmp_path):
+    volumes, configured, out = acdc_zip
+    archive = fake_acdc_zip(tmp_path / "ACDC.zip", volumes)
+    cfg = configured(archive, digest="0" * 64)
+    fails_cleanly(out, lambda: commands.prepare(cfg, "acdc", out), archive, "0" * 64, sha256(archive))
+    assert archive.exists(), "a file the user pointed at is never deleted"
+
+
+@pytest.mark.parametrize("damage", ["truncated", "flipped byte"])
+def test_acdc_corrupt_zip(acdc_zip, tmp_path, damage):
+    volumes, configured, out = acdc_zip
+    archive = fake_acdc_zip(tmp_path / "ACDC.zip", volumes)
+    data = bytearray(archive.read_bytes())
+    if damage == "truncated":
+        data = data[: len(data) // 2]
+    else:  # inside the first NIfTI member: the zip's CRC check must catch it
+        with zipfile.ZipFile(archive) as zf:
+            info = next(i for i in zf.infolist() if i.filename.endswith(".nii.gz"))
+        data[info.header_offset + 30 + len(info.filename) + 100] ^= 0xFF
+    archive.write_bytes(bytes(data))
+    fails_cleanly(out, lambda: commands.prepare(configured(archive), "acdc", out), archive)
+
+
+def test_acdc_zip_label_outside_range(acdc_zip, tmp_path):
+    volumes, configured, out = acdc_zip
+    case = list(volumes)[2]
+    image, label = volumes[case]
+    volumes[case] = image, np.where(label == 3, 7, label).astype(np.uint8)
+    archive = fake_acdc_zip(tmp_path / "ACDC.zip", volumes)
+    text = fails_cleanly(out, lambda: commands.prepare(configured(archive), "acdc", out), archive, f"{case}_gt.nii.gz")
+    assert "label values outside 0..3: [7]" in text
+
+
+@pytest.mark.parametrize("member", ["../evil.txt", "/abs/evil.txt", "ACDC/../../evil.txt"])
+def test_acdc_zip_unsafe_member_path(acdc_zip, tmp_path, member):
+    volumes, configured, out = acdc_zip
+    archive = fake_acdc_zip(tmp_path / "ACDC.zip", volumes, extra={member: b"pwned"})
+    text = fails_cleanly(out, lambda: commands.prepare(configured(archive), "acdc", out), archive)
+    assert "unsafe member path" in text and member in text
+
+
+# ---------------------------------------------------------------- ISIC
+
+
+@pytest.fixture
+def mini(isic_dir, tmp_path):
+    folder = mini_isic(isic_dir, tmp_path / "isic", 6)
+    cfg = config("data.image_size=32", "data.isic.source=local", f"data.isic.local_dir={folder}",
+                 'data.isic.regimes={"2": 2}')
+    return folder, cfg, tmp_path / "out" / "isic.h5"
+
+
+def test_isic_image_without_mask(mini):
+    folder, cfg, out = mini
+    mask = sorted((folder / GT_FOLDER).iterdir())[2]
+    mask.unlink()
+    image = mask.name.replace("_segmentation.png", ".jpg")
+    text = fails_cleanly(out, lambda: commands.prepare(cfg, "isic", out), folder / INPUT_FOLDER, image)
+    assert "have no mask" in text
+
+
+def test_isic_mask_without_image(mini):
+    folder, cfg, out = mini
+    image = sorted((folder / INPUT_FOLDER).iterdir())[0]
+    image.unlink()
+    mask = f"{image.stem}_segmentation.png"
+    assert "have no image" in fails_cleanly(out, lambda: commands.prepare(cfg, "isic", out), folder / GT_FOLDER, mask)
+
+
+@pytest.mark.parametrize("corruption, message", [
+    ("grey", "mask values other than 0 and 255: [128]"),
+    ("size", "differs from its image"),
+    ("garbage", "not a readable mask"),
+])
+def test_isic_bad_mask(mini, corruption, message):
+    folder, cfg, out = mini
+    path = sorted((folder / GT_FOLDER).iterdir())[3]
+    mask = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    if corruption == "grey":
+        mask[:5, :5] = 128
+        cv2.imwrite(str(path), mask)
+    elif corruption == "size":
+        cv2.imwrite(str(path), mask[:-3])
+    else:
+        path.write_bytes(b"not a png")
+    assert message in fails_cleanly(out, lambda: commands.prepare(cfg, "isic", out), path)
+
+
+def _official_isic(tmp_path, input_zip, gt_zip):
+    """Place the two zips as already-downloaded archives and configure their sizes and digests."""
+    raw = tmp_path / "raw"
+    (raw / "isic").mkdir(parents=True)
+    overrides = [f"paths.raw={raw}", "data.image_size=32", 'data.isic.regimes={"2": 2}']
+    for key, archive in (("input", input_zip), ("gt", gt_zip)):
+        placed = raw / "isic" / archive.name
+        placed.write_bytes(archive.read_bytes())
+        overrides += [f"data.isic.{key}_sha256='{sha256(placed)}'", f"data.isic.{key}_bytes={placed.stat().st_size}"]
+    return raw / "isic", config(*overrides)
+
+
+@pytest.mark.parametrize("member", ["../evil.txt", "/abs/evil.txt"])
+def test_isic_zip_unsafe_member_path(mini, tmp_path, member):
+    folder, _, out = mini
+    input_zip = zip_folder(folder / INPUT_FOLDER, tmp_path / f"{INPUT_FOLDER}.zip")
+    with zipfile.ZipFile(input_zip, "a") as zf:
+        zf.writestr(f"{INPUT_FOLDER}/{member}" if member.startswith("..") else member, b"pwned")
+    gt_zip = zip_folder(folder / GT_FOLDER, tmp_path / f"{GT_FOLDER}.zip")
+    raw_isic, cfg = _official_isic(tmp_path, input_zip, gt_zip)
+    before = folder_state(raw_isic)
+    fails_cleanly(out, lambda: commands.prepare(cfg, "isic", out), raw_isic / input_zip.name, "unsafe member path")
+    assert {p.name for p in raw_isic.parent.iterdir()} == {"isic"} and not list(tmp_path.rglob("evil.txt"))
+    assert {k for k in folder_state(raw_isic) if not k.endswith(".verified")} == set(before)
+
+
+def test_isic_truncated_zip(mini, tmp_path):
+    folder, _, out = mini
+    input_zip = zip_folder(folder / INPUT_FOLDER, tmp_path / f"{INPUT_FOLDER}.zip")
+    gt_zip = zip_folder(folder / GT_FOLDER, tmp_path / f"{GT_FOLDER}.zip")
+    gt_zip.write_bytes(gt_zip.read_bytes()[:-200])
+    raw_isic, cfg = _official_isic(tmp_path, input_zip, gt_zip)
+    fails_cleanly(out, lambda: commands.prepare(cfg, "isic", out), raw_isic / gt_zip.name)
+    assert not (raw_isic / GT_FOLDER).exists()
+    assert not [p for p in raw_isic.iterdir() if p.name.startswith(".")], "no half-extracted temp folder"
+
+
+# ---------------------------------------------------------------- download and config
+
+
+def test_download_with_wrong_checksum_removes_the_file(tmp_path):
+    data = b"not the archive you are looking for" * 1000
+    expected = hashlib.sha256(b"the real archive").hexdigest()
+    dest = tmp_path / "ACDC.zip"
+    with http_server({"ACDC.zip": data}) as (url, _):
+        with pytest.raises(UserError) as info:
+            download(f"{url}/ACDC.zip", dest, sha256=expected)
+    text = str(info.value)
+    assert str(dest) in text and expected in text and hashlib.sha256(data).hexdigest() in text
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_download_with_wrong_size_is_refused(tmp_path):
+    data = b"x" * 5000
+    with http_server({"f.zip": data}) as (url, _):
+        with pytest.raises(UserError, match="5000 bytes, expected 4000"):
+            download(f"{url}/f.zip", tmp_path / "f.zip", sha256=hashlib.sha256(data).hexdigest(), size=4000)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("edit, key", [
+    (lambda p: p["data"]["acdc"].update(sorce="local"), "sorce"),
+    (lambda p: p["data"].update(image_size="224"), "data.image_size"),
+    (lambda p: p["data"]["isic"].update(input_sha256="not-a-digest"), "data.isic.input_sha256"),
+])
+def test_bad_config_key(tmp_path, edit, key):
+    params = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    edit(params)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    with pytest.raises(UserError) as info:
+        load_config(path)
+    assert str(path) in str(info.value) and key in str(info.value)
