@@ -1,0 +1,342 @@
+"""Our results beside the paper's, one cell per table entry, and where the report writes them.
+
+A cell holds the run that fills it (if the experiment matrix has one), the Dice and Jaccard of
+every finished seed, and the paper's values. Its verdict compares the mean Dice over seeds with
+the paper's: within TOLERANCE Dice points it "matches", otherwise it is "above" or "below".
+Runs that have not finished are shown as missing, never filled in.
+
+This module imports nothing heavy: the Snakefile reads the output layout from it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..config import REPO_ROOT, reports_dir
+from ..errors import UserError
+from ..study import Run, distinct_runs
+
+TOLERANCE = 2.0  # Dice points (%): |ours - paper| <= TOLERANCE reads "matches"
+PAPER_DIR = REPO_ROOT / "workflow" / "resources" / "paper"
+TABLES = ("table1", "table2", "table3")
+PAPER_COLUMNS = {
+    "table1": ["method", "dataset", "labeled", "dice", "jaccard"],
+    "table2": ["row", "l_con", "l_e", "l_c_sup", "l_c_pseudo", "l_c_ugpcl", "dice", "jaccard"],
+    "table3": ["feature", "resolution", "dice", "jaccard"],
+}
+SYNTHETIC_WARNING = (
+    "SYNTHETIC DATA: these are smoke-test results of the demo profile on generated images, "
+    "not a reproduction of the paper. Nothing here says anything about UGPCL or its baselines."
+)
+FIGURE3_METHODS = ("mt", "cps", "ugpcl")  # the paper's Figure 3: MT and CPS against UGPCL, ACDC-136
+FIGURE3_REGIME = ("acdc", "136")
+FIGURE4_ROWS = {4: "no contrast (row 4)", 6: "pseudo-label contrast (row 6)", 7: "UGPCL (row 7)"}
+
+
+# --- where things go ----------------------------------------------------------------------
+def report_outputs(cfg: dict) -> dict[str, Path]:
+    """Files `ugpcl report` writes: tables (md, csv), metrics.json, report.html, bar charts."""
+    out_dir = reports_dir(cfg)
+    files = {}
+    for table in TABLES:
+        files[f"{table}_md"] = out_dir / f"{table}.md"
+        files[f"{table}_csv"] = out_dir / f"{table}.csv"
+        files[f"{table}_bars"] = out_dir / "figures" / f"bars_{table}.png"
+    files["metrics"] = out_dir / "metrics.json"
+    files["html"] = out_dir / "report.html"
+    return files
+
+
+def figure_outputs(cfg: dict) -> dict[str, Path]:
+    """Files `ugpcl figures` writes: Figure 3, Figure 4 and one training-curve plot per run."""
+    fig_dir = reports_dir(cfg) / "figures"
+    files = {"figure3": fig_dir / "figure3.png", "figure4": fig_dir / "figure4.png"}
+    for run in distinct_runs(cfg):
+        files[f"curves:{run.id}"] = fig_dir / "curves" / f"{run.id}.png"
+    return files
+
+
+def figure3_runs(cfg: dict) -> dict[str, Run | None]:
+    """Figure 3's methods -> their Table 1 ACDC-136 run (None where the matrix lacks it)."""
+    dataset, regime = FIGURE3_REGIME
+    found = {r.method: r for r in distinct_runs(cfg)
+             if "table1" in r.tables and (r.dataset, r.regime) == (dataset, regime)}
+    return {method: found.get(method) for method in FIGURE3_METHODS}
+
+
+def figure4_runs(cfg: dict) -> dict[str, Run | None]:
+    """Figure 4's panels -> the Table 2 run of that row (None where the matrix lacks it)."""
+    by_tag = {tag: r for r in distinct_runs(cfg) for tag in r.tables}
+    return {label: by_tag.get(f"table2:{row}") for row, label in FIGURE4_ROWS.items()}
+
+
+def synthetic(cfg: dict) -> bool:
+    """True when any dataset of the study comes from the synthetic demo generator."""
+    datasets = {r.dataset for r in distinct_runs(cfg)}
+    return cfg["profile"] == "demo" or any(cfg["data"][d]["source"] == "demo" for d in datasets)
+
+
+# --- reading results ----------------------------------------------------------------------
+def read_finished(run_dir: Path) -> dict | None:
+    """{'run': run.json, 'summary': eval/summary.json} of a finished run, else None."""
+    run_json, summary_json = run_dir / "run.json", run_dir / "eval" / "summary.json"
+    if not (run_json.is_file() and summary_json.is_file()):
+        return None
+    try:
+        info = json.loads(run_json.read_text())
+        summary = json.loads(summary_json.read_text())
+    except json.JSONDecodeError as exc:
+        raise UserError(f"not valid JSON ({exc})", path=run_dir,
+                        fix="delete the run directory and train it again") from exc
+    if info.get("status") != "finished":
+        return None
+    return {"run": info, "summary": summary}
+
+
+def collect_results(cfg: dict) -> dict[str, dict[int, dict]]:
+    """run id -> {seed: finished result} for every run of the matrix (seeds not finished left out)."""
+    results = {}
+    for run in distinct_runs(cfg):
+        per_seed = {}
+        for seed in cfg["experiments"]["seeds"]:
+            result = read_finished(run.run_dir(cfg, seed))
+            if result is not None:
+                per_seed[seed] = result
+        results[run.id] = per_seed
+    return results
+
+
+RESTORE_PAPER = "restore it from git (workflow/resources/paper/ holds the paper's tables as CSV)"
+
+
+def read_paper_table(table: str, paper_dir: Path = PAPER_DIR) -> list[dict]:
+    path = Path(paper_dir) / f"{table}.csv"
+    if not path.is_file():
+        raise UserError("the paper's table is missing", path=path, fix=RESTORE_PAPER)
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    missing = set(PAPER_COLUMNS[table]) - set(rows[0] if rows else {})
+    if missing:
+        raise UserError(f"columns {sorted(missing)} missing", path=path, fix=RESTORE_PAPER)
+    return rows
+
+
+# --- cells --------------------------------------------------------------------------------
+@dataclass
+class Cell:
+    labels: dict                      # the columns that name the cell, e.g. dataset/labeled/method
+    run_id: str | None                # None: the experiment matrix does not include this cell
+    seeds_planned: int
+    dice: list[float] = field(default_factory=list)      # % per finished seed
+    jaccard: list[float] = field(default_factory=list)
+    hd95: list[float] = field(default_factory=list)
+    paper_dice: float | None = None
+    paper_jaccard: float | None = None
+
+    @property
+    def dice_mean(self) -> float | None:
+        return statistics.fmean(self.dice) if self.dice else None
+
+    @property
+    def jaccard_mean(self) -> float | None:
+        return statistics.fmean(self.jaccard) if self.jaccard else None
+
+    @property
+    def dice_diff(self) -> float | None:
+        return _diff(self.dice_mean, self.paper_dice)
+
+    @property
+    def jaccard_diff(self) -> float | None:
+        return _diff(self.jaccard_mean, self.paper_jaccard)
+
+    @property
+    def verdict(self) -> str:
+        if self.run_id is None:
+            return "not run"
+        if not self.dice:
+            return "missing"
+        if self.paper_dice is None:
+            return "no paper value"
+        diff = self.dice_diff
+        return "matches" if abs(diff) <= TOLERANCE else ("above" if diff > 0 else "below")
+
+    def row(self) -> dict:
+        """The CSV row: labels, then numbers (blank where there is none)."""
+        def std(v):
+            return _round(statistics.stdev(v)) if len(v) > 1 else None
+
+        return {
+            **self.labels,
+            "run": self.run_id or "",
+            "seeds": len(self.dice),
+            "seeds_planned": self.seeds_planned if self.run_id else 0,
+            "dice": _round(self.dice_mean),
+            "dice_std": std(self.dice),
+            "dice_paper": self.paper_dice,
+            "dice_diff": _round(self.dice_diff),
+            "verdict": self.verdict,
+            "jaccard": _round(self.jaccard_mean),
+            "jaccard_std": std(self.jaccard),
+            "jaccard_paper": self.paper_jaccard,
+            "jaccard_diff": _round(self.jaccard_diff),
+            "hd95": _round(statistics.fmean(self.hd95)) if self.hd95 else None,
+        }
+
+
+def _diff(ours: float | None, paper: float | None) -> float | None:
+    return None if ours is None or paper is None else ours - paper
+
+
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(x, 2)
+
+
+def fill(cell: Cell, results: dict[str, dict[int, dict]]) -> Cell:
+    """Add each finished seed's Dice and Jaccard (fractions in summary.json) as percentages."""
+    for result in results.get(cell.run_id, {}).values():
+        summary = result["summary"]
+        cell.dice.append(100.0 * float(summary["dice"]))
+        cell.jaccard.append(100.0 * float(summary["jaccard"]))
+        if summary.get("hd95") is not None:
+            cell.hd95.append(float(summary["hd95"]))
+    return cell
+
+
+def _paper_value(row: dict | None, key: str) -> float | None:
+    return float(row[key]) if row is not None and row.get(key) not in (None, "") else None
+
+
+def build_tables(cfg: dict, results: dict[str, dict[int, dict]], paper_dir: Path = PAPER_DIR) -> dict[str, list[Cell]]:
+    """Cells of Tables 1-3: the paper's entries in its order, then matrix entries the paper lacks."""
+    runs = distinct_runs(cfg)
+    n_seeds = len(cfg["experiments"]["seeds"])
+    by_tag = {tag: r for r in runs for tag in r.tables}
+
+    def cell(labels: dict, run: Run | None, paper: dict | None) -> Cell:
+        c = Cell(labels, run.id if run else None, n_seeds, paper_dice=_paper_value(paper, "dice"),
+                 paper_jaccard=_paper_value(paper, "jaccard"))
+        return fill(c, results)
+
+    # Table 1: (dataset, labeled, method)
+    t1_runs = {(r.dataset, r.regime, r.method): r for r in runs if "table1" in r.tables}
+    t1_paper = {(p["dataset"], p["labeled"], p["method"]): p for p in read_paper_table("table1", paper_dir)}
+    keys = list(t1_paper) + [k for k in t1_runs if k not in t1_paper]
+    table1 = [cell({"dataset": d, "labeled": n, "method": m}, t1_runs.get((d, n, m)), t1_paper.get((d, n, m)))
+              for d, n, m in keys]
+
+    # Table 2: rows, their loss-term switches as the paper's columns
+    t2_paper = {int(p["row"]): p for p in read_paper_table("table2", paper_dir)}
+    t2_rows = [int(r["row"]) for r in cfg["experiments"]["table2"]["rows"]]
+    switches = ("l_con", "l_e", "l_c_sup", "l_c_pseudo", "l_c_ugpcl")
+    table2 = []
+    for row in list(t2_paper) + [r for r in t2_rows if r not in t2_paper]:
+        paper = t2_paper.get(row)
+        labels = {"row": row, **{s: (paper or {}).get(s, "") for s in switches}}
+        table2.append(cell(labels, by_tag.get(f"table2:{row}"), paper))
+
+    # Table 3: embedding stage
+    t3_paper = {p["feature"]: p for p in read_paper_table("table3", paper_dir)}
+    stages = cfg["experiments"]["table3"]["stages"]
+    table3 = []
+    for stage in list(t3_paper) + [s for s in stages if s not in t3_paper]:
+        paper = t3_paper.get(stage)
+        labels = {"feature": stage, "resolution": (paper or {}).get("resolution", "")}
+        table3.append(cell(labels, by_tag.get(f"table3:{stage}"), paper))
+
+    return {"table1": table1, "table2": table2, "table3": table3}
+
+
+# --- writing ------------------------------------------------------------------------------
+def fmt_value(values: list[float]) -> str:
+    """'85.12', or '85.12 ± 0.40' over several seeds."""
+    if not values:
+        return "missing"
+    mean = statistics.fmean(values)
+    return f"{mean:.2f} ± {statistics.stdev(values):.2f}" if len(values) > 1 else f"{mean:.2f}"
+
+
+def fmt_diff(x: float | None) -> str:
+    return "" if x is None else f"{x:+.2f}"
+
+
+def display_rows(cells: list[Cell]) -> list[dict]:
+    """The rows as shown in Markdown and HTML: formatted strings."""
+    rows = []
+    for c in cells:
+        ours_dice = fmt_value(c.dice) if c.run_id else "not run"
+        ours_jac = fmt_value(c.jaccard) if c.run_id else "not run"
+        rows.append({
+            **{k: str(v) for k, v in c.labels.items()},
+            "run": c.run_id or "—",
+            "seeds": f"{len(c.dice)}/{c.seeds_planned}" if c.run_id else "—",
+            "Dice ours": ours_dice,
+            "Dice paper": "—" if c.paper_dice is None else f"{c.paper_dice:.2f}",
+            "Δ Dice": fmt_diff(c.dice_diff),
+            "verdict": c.verdict,
+            "Jaccard ours": ours_jac,
+            "Jaccard paper": "—" if c.paper_jaccard is None else f"{c.paper_jaccard:.2f}",
+            "Δ Jaccard": fmt_diff(c.jaccard_diff),
+        })
+    return rows
+
+
+def markdown_table(rows: list[dict]) -> str:
+    if not rows:
+        return "(no rows)\n"
+    header = list(rows[0])
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(r[h] for h in header) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+TITLES = {
+    "table1": "Table 1: Dice / Jaccard (%) of every method (validation set)",
+    "table2": "Table 2: ablation on ACDC with 136 labeled slices (1 = loss term on)",
+    "table3": "Table 3: UGPCL on ACDC-136 with the contrastive embedding at encoder stage conv1..conv4",
+}
+VERDICTS = (
+    f"Verdict on the mean Dice over seeds: **matches** when within ±{TOLERANCE:g} Dice points of the paper, "
+    "**above** / **below** otherwise; **missing**: the run has not finished; **not run**: the experiment "
+    "matrix (params.yaml `experiments`) leaves this cell out."
+)
+
+PROTOCOL_NOTE = (
+    "Our scores use protocol `volume` (3D per volume at the original resolution, SSL4MIS; METHODS §4); "
+    "the paper's numbers come from the authors' code (2D slices at 224 px, Dice pooled per batch), "
+    "so the two are close but not identical measurements."
+)
+
+
+def markdown_document(cfg: dict, table: str, cells: list[Cell]) -> str:
+    head = (f"# {TITLES[table]}\n\nProfile `{cfg['profile']}`, evaluation protocol "
+            f"`{cfg['evaluation']['protocol']}`. {VERDICTS}\n\n{PROTOCOL_NOTE}\n\n")
+    if synthetic(cfg):
+        head = f"> **{SYNTHETIC_WARNING}**\n\n" + head
+    return head + markdown_table(display_rows(cells))
+
+
+def csv_text(cells: list[Cell]) -> str:
+    rows = [c.row() for c in cells]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: "" if v is None else v for k, v in r.items()} for r in rows)
+    return buf.getvalue()
+
+
+def metrics(tables: dict[str, list[Cell]]) -> dict:
+    """Headline Dice (%, mean over seeds; null if missing) per cell, for `dvc metrics show`."""
+    out: dict = {"table1": {}, "table2": {}, "table3": {}}
+    for c in tables["table1"]:
+        group = out["table1"].setdefault(f"{c.labels['dataset']}-{c.labels['labeled']}", {})
+        group[c.labels["method"]] = _round(c.dice_mean)
+    for c in tables["table2"]:
+        out["table2"][f"row{c.labels['row']}"] = _round(c.dice_mean)
+    for c in tables["table3"]:
+        out["table3"][c.labels["feature"]] = _round(c.dice_mean)
+    return out

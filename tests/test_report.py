@@ -1,0 +1,282 @@
+"""The report against the paper, from fake finished runs; the figures, from tiny real networks."""
+
+import csv
+import json
+from html.parser import HTMLParser
+
+import h5py
+import matplotlib.image
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ugpcl.config import load_config, prepared_path
+from ugpcl.data.prepared import write_prepared
+from ugpcl.engine.checkpoint import FORMAT, build_method
+from ugpcl.report import figures, tables
+from ugpcl.report.commands import list_runs, write_report
+from ugpcl.study import find_run
+
+
+def make_cfg(tmp_path, profile="paper", *overrides):
+    return load_config(profile=profile, overrides=[f"paths.results={tmp_path}/results",
+                                                   f"paths.reports={tmp_path}/reports", *overrides])
+
+
+def fake_run(cfg, run_id, seed, dice, jaccard=None, status="finished"):
+    """A run directory as `ugpcl train` leaves it (no checkpoints)."""
+    run = find_run(cfg, run_id)
+    run_dir = run.run_dir(cfg, seed)
+    (run_dir / "eval").mkdir(parents=True)
+    info = {"run_id": run_id, "method": run.method, "dataset": run.dataset, "regime": run.regime, "seed": seed,
+            "profile": cfg["profile"], "overrides": run.overrides, "device": "cuda", "device_name": "NVIDIA H100",
+            "iterations": 6000, "wall_time_s": 3725.0, "started": "2026-01-01T00:00:00+00:00",
+            "finished": "2026-01-01T01:02:05+00:00", "git_commit": "0123456789abcdef", "data_source": "official",
+            "protocol": "volume", "status": status}
+    (run_dir / "run.json").write_text(json.dumps(info))
+    jaccard = dice - 0.1 if jaccard is None else jaccard
+    summary = {"dice": dice, "jaccard": jaccard, "hd95": 4.5, "asd": 1.2, "per_class": {}, "n_cases": 20,
+               "empty_predictions": 0, "method": run.method, "dataset": run.dataset, "regime": run.regime,
+               "seed": seed, "checkpoint": "best", "protocol": "volume"}
+    (run_dir / "eval" / "summary.json").write_text(json.dumps(summary))
+    log = [{"t": t, "lr": 0.01, "loss": 1.0 / (t + 1), "sup": 0.5 / (t + 1)} for t in range(10)]
+    (run_dir / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
+    (run_dir / "val.jsonl").write_text("".join(json.dumps({"t": t, "val_dice": 0.5 + t / 100}) + "\n" for t in (4, 9)))
+    return run_dir
+
+
+def cell(cells, **labels):
+    (match,) = [c for c in cells if all(str(c.labels[k]) == str(v) for k, v in labels.items())]
+    return match
+
+
+def test_cells_compare_ours_with_the_paper(tmp_path):
+    cfg = make_cfg(tmp_path)
+    fake_run(cfg, "acdc136_ugpcl", 1337, 0.8911, 0.7815)   # paper 88.11 / 79.15
+    fake_run(cfg, "acdc68_mt", 1337, 0.7000)               # paper 74.20
+    fake_run(cfg, "isic181_cps", 1337, 0.8100)             # paper 78.09
+    fake_run(cfg, "isic91_em", 1337, 0.6811)               # paper 66.11: exactly the tolerance above
+    fake_run(cfg, "acdc136_mt", 1337, 0.90, status="running")
+    cells = tables.build_tables(cfg, tables.collect_results(cfg))
+
+    ugpcl = cell(cells["table1"], dataset="acdc", labeled="136", method="ugpcl")
+    assert ugpcl.row()["dice"] == pytest.approx(89.11)
+    assert ugpcl.row()["dice_paper"] == pytest.approx(88.11)
+    assert ugpcl.row()["dice_diff"] == pytest.approx(1.0)
+    assert ugpcl.row()["jaccard_diff"] == pytest.approx(-1.0)
+    assert ugpcl.verdict == "matches"
+    assert cell(cells["table1"], dataset="acdc", labeled="68", method="mt").verdict == "below"
+    assert cell(cells["table1"], dataset="isic", labeled="181", method="cps").verdict == "above"
+    assert cell(cells["table1"], dataset="isic", labeled="91", method="em").verdict == "matches"
+    # a run that has not finished is missing, and so is one never started; nothing is filled in
+    for method in ("mt", "supervised"):
+        unfinished = cell(cells["table1"], dataset="acdc", labeled="136", method=method)
+        assert unfinished.verdict == "missing" and unfinished.row()["dice"] is None
+    # the one shared run fills Table 1, Table 2 row 7 and Table 3 conv2
+    for shared in (cell(cells["table2"], row=7), cell(cells["table3"], feature="conv2")):
+        assert shared.run_id == "acdc136_ugpcl" and shared.dice_mean == pytest.approx(89.11)
+    assert cell(cells["table3"], feature="conv2").paper_dice == pytest.approx(88.11)
+    assert len(cells["table1"]) == 32 and len(cells["table2"]) == 7 and len(cells["table3"]) == 4
+
+    rows = tables.display_rows(cells["table1"])
+    shown = [r for r in rows if r["run"] == "acdc136_ugpcl"][0]
+    shown = [shown[k] for k in ("Dice ours", "Dice paper", "Δ Dice", "verdict")]
+    assert shown == ["89.11", "88.11", "+1.00", "matches"]
+    assert [r for r in rows if r["run"] == "acdc68_supervised"][0]["Dice ours"] == "missing"
+
+
+def test_mean_and_std_over_seeds(tmp_path):
+    cfg = make_cfg(tmp_path, "paper", "experiments.seeds=[1, 2]")
+    fake_run(cfg, "acdc68_ugpcl", 1, 0.80)
+    fake_run(cfg, "acdc68_ugpcl", 2, 0.84)
+    fake_run(cfg, "acdc68_cps", 1, 0.75)
+    cells = tables.build_tables(cfg, tables.collect_results(cfg))
+    both = cell(cells["table1"], dataset="acdc", labeled="68", method="ugpcl")
+    assert both.row()["dice"] == pytest.approx(82.0)
+    assert both.row()["dice_std"] == pytest.approx(2.83, abs=0.005)
+    assert both.row()["dice_diff"] == pytest.approx(82.0 - 80.05)
+    one = [r for r in tables.display_rows(cells["table1"]) if r["run"] == "acdc68_cps"][0]
+    assert one["seeds"] == "1/2" and one["Dice ours"] == "75.00"
+    shown = [r for r in tables.display_rows(cells["table1"]) if r["run"] == "acdc68_ugpcl"][0]
+    assert shown["Dice ours"] == "82.00 ± 2.83"
+
+
+def test_cells_left_out_of_the_matrix_read_not_run(tmp_path):
+    cfg = make_cfg(tmp_path, "paper", "experiments.table1.methods=[supervised, ugpcl]")
+    cells = tables.build_tables(cfg, tables.collect_results(cfg))
+    mt = cell(cells["table1"], dataset="acdc", labeled="68", method="mt")
+    assert mt.run_id is None and mt.verdict == "not run" and mt.paper_dice == pytest.approx(74.20)
+
+
+def test_bad_paper_table_is_a_user_error(tmp_path):
+    (tmp_path / "table1.csv").write_text("method,dice\nmt,1\n")
+    with pytest.raises(Exception, match="table1.csv.*columns"):
+        tables.read_paper_table("table1", tmp_path)
+
+
+class TagChecker(HTMLParser):
+    """Collects tag ids and image sources, and checks that every element is closed in order."""
+
+    VOID = {"meta", "img", "br", "hr", "link", "input"}
+
+    def __init__(self):
+        super().__init__()
+        self.stack, self.ids, self.images, self.errors = [], [], [], []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if "id" in attrs:
+            self.ids.append(attrs["id"])
+        if tag == "img":
+            self.images.append(attrs.get("src", ""))
+        if tag not in self.VOID:
+            self.stack.append(tag)
+
+    def handle_endtag(self, tag):
+        if not self.stack or self.stack.pop() != tag:
+            self.errors.append(tag)
+
+
+def test_report_files(tmp_path):
+    cfg = make_cfg(tmp_path, "paper", "experiments.seeds=[1, 2]")
+    fake_run(cfg, "acdc136_ugpcl", 1, 0.88)
+    fake_run(cfg, "acdc136_ugpcl", 2, 0.90)
+    fake_run(cfg, "isic91_supervised", 1, 0.60)
+    files = write_report(cfg)
+
+    metrics = json.loads(files["metrics"].read_text())
+    assert metrics["table1"]["acdc-136"]["ugpcl"] == pytest.approx(89.0)
+    assert metrics["table2"]["row7"] == pytest.approx(89.0) and metrics["table3"]["conv2"] == pytest.approx(89.0)
+    assert metrics["table1"]["acdc-68"]["mt"] is None
+
+    with files["table1_csv"].open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 32
+    row = [r for r in rows if r["run"] == "isic91_supervised"][0]
+    shown = [row[k] for k in ("dice", "dice_paper", "dice_diff", "verdict", "seeds")]
+    assert shown == ["60.0", "67.02", "-7.02", "below", "1"]
+    md = files["table1_md"].read_text()
+    assert "| isic | 91 | supervised | isic91_supervised | 1/2 | 60.00 | 67.02 | -7.02 | below |" in md
+    assert "| acdc | 136 | ugpcl | acdc136_ugpcl | 2/2 | 89.00 ± 1.41 | 88.11 | +0.89 | matches |" in md
+    assert "SYNTHETIC" not in md
+    for name in ("table2_md", "table3_md"):
+        assert "acdc136_ugpcl" in files[name].read_text()
+
+    page = files["html"].read_text()
+    checker = TagChecker()
+    checker.feed(page)
+    assert page.startswith("<!DOCTYPE html>") and checker.errors == [] and checker.stack == []
+    assert {"table1", "table2", "table3", "settings", "choices", "runs"} <= set(checker.ids)
+    assert checker.images and all(src.startswith("data:image/png;base64,") for src in checker.images)
+    assert "SYNTHETIC" not in page
+    assert "NVIDIA H100" in page and "1:02:05" in page           # device and wall time of a run
+    assert "train.min_lr" in page and "train.iterations" in page  # paper-vs-code choices in force
+
+
+def test_demo_report_says_it_is_synthetic(tmp_path):
+    cfg = make_cfg(tmp_path, "demo")
+    files = write_report(cfg)
+    assert tables.SYNTHETIC_WARNING in files["html"].read_text()
+    for table in tables.TABLES:
+        assert files[f"{table}_md"].read_text().startswith(f"> **{tables.SYNTHETIC_WARNING}**")
+
+
+def test_list_runs_reports_status(tmp_path):
+    cfg = make_cfg(tmp_path)
+    fake_run(cfg, "acdc136_ugpcl", 1337, 0.88)
+    fake_run(cfg, "acdc68_mt", 1337, 0.70, status="running")
+    runs = {r["id"]: r for r in list_runs(cfg)}
+    assert len(runs) == 40
+    assert runs["acdc136_ugpcl"]["tables"] == ["table1", "table2:7", "table3:conv2"]
+    assert runs["acdc136_ugpcl"]["seeds"]["1337"]["status"] == "finished"
+    assert runs["acdc68_mt"]["seeds"]["1337"]["status"] == "started"
+    assert runs["acdc68_cps"]["seeds"]["1337"]["status"] == "missing"
+
+
+# --- figures ------------------------------------------------------------------------------
+def prepared_acdc(cfg, acdc_dir, size):
+    """A small prepared ACDC file from two real validation volumes, resized to `size`."""
+    images, labels, cases = [], [], []
+    for case in (acdc_dir / "val.list").read_text().split()[:2]:
+        with h5py.File(acdc_dir / "data" / f"{case}.h5") as f:
+            image, label = torch.from_numpy(f["image"][()]), torch.from_numpy(f["label"][()].astype(np.int64))
+        images.append(F.interpolate(image[:, None].float(), size=(size, size), mode="bilinear", align_corners=False))
+        labels.append(F.interpolate(label[:, None].float(), size=(size, size), mode="nearest")[:, 0])
+        cases += [case] * len(image)
+    images = torch.cat(images).numpy().astype(np.float32)
+    labels = torch.cat(labels).numpy().astype(np.uint8)
+    names = [f"{c}_slice_{i}" for i, c in enumerate(cases)]
+    return write_prepared(
+        prepared_path(cfg, "acdc"),
+        dataset="acdc", class_names=["background", "RV", "Myo", "LV"], train_images=images, train_labels=labels,
+        train_names=names, train_groups=cases, labeled={"136": np.arange(4)}, val_images=images, val_labels=labels,
+        val_names=names, val_cases=cases, source="local")
+
+
+def save_tiny_checkpoint(cfg, run_id, seed):
+    """A real checkpoint of the run's own (untrained, width-8) networks, in the checkpoint format."""
+    run = find_run(cfg, run_id)
+    run_cfg = run.config(cfg, seed)
+    info = {"run_id": run_id, "method": run.method, "dataset": "acdc", "regime": run.regime, "seed": seed,
+            "profile": cfg["profile"], "num_classes": 4, "in_channels": 1}
+    torch.manual_seed(seed)
+    method = build_method(run_cfg, info)
+    eval_key = next(k for k, net in method.nets.items() if net is method.eval_network())
+    path = run.run_dir(cfg, seed) / "checkpoints" / "best.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"format": FORMAT, "iteration": 30, "cfg": run_cfg, "info": info,
+                "nets": {k: v.state_dict() for k, v in method.nets.items()},
+                "frozen": {k: v.state_dict() for k, v in method.frozen.items()}, "eval_net": eval_key}, path)
+
+
+def test_pixel_sample_is_fixed_and_capped():
+    grid = np.repeat(np.arange(4), [500, 30, 200, 5])
+    first = figures.sample_pixels(grid, per_class=50)
+    assert np.array_equal(first, figures.sample_pixels(grid, per_class=50))
+    assert np.bincount(grid[first]).tolist() == [50, 30, 50, 5]
+
+
+def test_slices_with_most_classes_are_picked():
+    labels = np.zeros((6, 8, 8), np.uint8)
+    labels[1, :2] = 1
+    labels[3, :2], labels[3, 2:4], labels[3, 4:6] = 1, 2, 3
+    labels[4, :2], labels[4, 2:4] = 2, 3
+    assert figures.pick_slices(labels, 1).tolist() == [3]
+    assert figures.pick_slices(labels, 2).tolist() == [3, 4]
+
+
+def test_stage_features_match_downsampled_labels():
+    cfg = load_config(profile="demo")
+    run = find_run(cfg, "acdc136_ugpcl")
+    method = build_method(run.config(cfg), {"method": "ugpcl", "num_classes": 4, "in_channels": 1})
+    labels = np.zeros((2, 64, 64), np.uint8)
+    labels[:, 32:, :32] = 2
+    images = np.random.rand(2, 1, 64, 64).astype(np.float32)
+    feats, grid = figures.stage_features(method.nets["model"], images, labels, 3)
+    assert feats.shape == (2 * 8 * 8, method.nets["model"].encoder_channels[3])
+    expected = np.zeros((2, 8, 8), np.int64)
+    expected[:, 4:, :4] = 2
+    assert np.array_equal(grid, expected.reshape(-1))
+
+
+def test_figures_from_tiny_networks(tmp_path, acdc_dir, monkeypatch):
+    monkeypatch.setattr(figures, "FIGURE4_PIXELS_PER_CLASS", 40)
+    cfg = make_cfg(tmp_path, "demo")
+    prepared_acdc(cfg, acdc_dir, cfg["data"]["image_size"])
+    seed = cfg["experiments"]["seeds"][0]
+    for run_id in ("acdc136_mt", "acdc136_ugpcl", "acdc136_ugpcl_contrast-none", "acdc136_ugpcl_contrast-pseudo"):
+        save_tiny_checkpoint(cfg, run_id, seed)   # acdc136_cps left out: its panel reads "run missing"
+    fake_run(cfg, "acdc68_em", seed, 0.5)
+    files = figures.make_figures(cfg, "cpu")
+
+    assert set(files) == set(tables.figure_outputs(cfg))
+    read = {}
+    for key, path in files.items():
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", key
+        read[key] = matplotlib.image.imread(path)
+    # Figure 3: 4 slices x (image, truth, MT, CPS, UGPCL); Figure 4: three t-SNE panels side by side
+    assert read["figure3"].shape[0] > read["figure3"].shape[1] * 0.5
+    assert read["figure4"].shape[1] > 2 * read["figure4"].shape[0]
+    # a run with logs gets curves; one without gets the placeholder (a much smaller picture)
+    assert read["curves:acdc68_em"].size > 3 * read["curves:acdc68_mt"].size

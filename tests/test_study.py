@@ -1,0 +1,64 @@
+"""The experiment matrix of the paper profile, and the Snakemake DAG that trains it."""
+
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from ugpcl.cli import main
+from ugpcl.config import load_config
+from ugpcl.study import distinct_runs
+
+REPO = Path(__file__).resolve().parents[1]
+METHODS = ["supervised", "mt", "uamt", "em", "dct", "cct", "cps", "ugpcl"]
+TABLE1_IDS = [f"{d}{n}_{m}" for d, n in (("acdc", 68), ("acdc", 136), ("isic", 91), ("isic", 181)) for m in METHODS]
+TABLE2_EXTRA = [  # rows 2-6; row 1 is Table 1's supervised run and row 7 its UGPCL run
+    "acdc136_ugpcl_contrast-none_noeqv",   # l_con only
+    "acdc136_ugpcl_nocon_contrast-none",   # l_e only
+    "acdc136_ugpcl_contrast-none",         # l_con + l_e
+    "acdc136_ugpcl_contrast-sup",
+    "acdc136_ugpcl_contrast-pseudo",
+]
+TABLE3_EXTRA = ["acdc136_ugpcl_embed-conv1", "acdc136_ugpcl_embed-conv3", "acdc136_ugpcl_embed-conv4"]
+
+
+def test_paper_profile_trains_each_distinct_run_once():
+    runs = distinct_runs(load_config(profile="paper"))
+    assert [r.id for r in runs] == TABLE1_IDS + TABLE2_EXTRA + TABLE3_EXTRA
+    tables = {r.id: r.tables for r in runs}
+    assert tables["acdc136_ugpcl"] == ["table1", "table2:7", "table3:conv2"]
+    assert tables["acdc136_supervised"] == ["table1", "table2:1"]
+    assert sum("table1" in t for t in tables.values()) == 32
+    table2 = sorted(tag for t in tables.values() for tag in t if tag.startswith("table2"))
+    assert table2 == [f"table2:{i}" for i in range(1, 8)]
+
+
+def test_runs_command_lists_runs_and_tables(capsys):
+    assert main(["runs", "--profile", "paper", "--format", "json"]) == 0
+    listed = {r["id"]: r for r in json.loads(capsys.readouterr().out)}
+    assert list(listed) == TABLE1_IDS + TABLE2_EXTRA + TABLE3_EXTRA
+    assert listed["acdc136_ugpcl"]["tables"] == ["table1", "table2:7", "table3:conv2"]
+    assert main(["runs", "--profile", "paper"]) == 0
+    table = capsys.readouterr().out
+    assert re.search(r"acdc136_ugpcl\s+\d+/1\s+table1, table2:7, table3:conv2", table)
+
+
+def test_dry_run_schedules_exactly_those_training_jobs():
+    start = time.perf_counter()
+    # the README command, as a forced dry run so that existing results do not hide jobs
+    out = subprocess.run(
+        [str(Path(sys.executable).parent / "snakemake"), "all", "--cores", "1", "--resources", "gpu=1",
+         "--dry-run", "--forceall", "--nolock"],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+    elapsed = time.perf_counter() - start
+    assert out.returncode == 0, out.stderr[-3000:] + out.stdout[-3000:]
+    text = out.stdout + out.stderr
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", text.split("Job stats:")[1], flags=re.M))
+    assert counts["train"] == "40" and counts["prepare"] == "2"
+    assert counts["figures"] == counts["report"] == counts["all"] == "1"
+    jobs = re.findall(r"^rule train:\n(?:    .*\n)*?    wildcards: run=([^,\s]+), seed=(\d+)", text, flags=re.M)
+    assert sorted(jobs) == sorted((run_id, "1337") for run_id in TABLE1_IDS + TABLE2_EXTRA + TABLE3_EXTRA)
+    assert elapsed < 30, f"dry run took {elapsed:.0f} s"

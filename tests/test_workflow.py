@@ -1,0 +1,115 @@
+"""The demo profile end to end, in a copy of the repository: `snakemake all` builds every table,
+figure and the HTML report; `dvc repro` then has nothing to do, and after a change to the report
+code only it re-renders the report and retrains nothing.
+
+Slow (the whole study at demo scale): kept in this one module, marked `workflow`, meant to run last.
+"""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.workflow
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+TIMEOUT = 1800
+
+
+def run(args, cwd, env, timeout=TIMEOUT):
+    return subprocess.run([str(a) for a in args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def failure(result, repo: Path) -> str:
+    logs = "".join(f"\n--- {p}\n{p.read_text()[-1500:]}" for p in sorted((repo / "results").rglob("*.log"))[-3:])
+    return f"exit {result.returncode}\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}{logs}"
+
+
+def copy_checkout(dest: Path) -> None:
+    """The files git would commit (tracked, plus untracked ones not ignored): no results, no venv."""
+    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=REPO,
+                            capture_output=True, text=True, check=True).stdout.split("\0")
+    for name in filter(None, listed):
+        source = REPO / name
+        if source.is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, dest / name)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    ugpcl = BIN / "ugpcl"
+    if not ugpcl.exists() or run([ugpcl, "train", "--help"], REPO, os.environ, 300).returncode != 0:
+        pytest.skip("`ugpcl train` is not available yet (`ugpcl train --help` fails)")
+    repo = tmp_path_factory.mktemp("workflow") / "repo"
+    copy_checkout(repo)
+    # DVC follows `profile:` of params.yaml; Snakemake gets it from workflow/profiles/demo
+    params = repo / "params.yaml"
+    text, n = re.subn(r"^profile: \w+$", "profile: demo", params.read_text(), count=1, flags=re.M)
+    assert n == 1, "params.yaml has no top-level `profile:` line"
+    params.write_text(text)
+    # the copy's own code, and the venv's snakemake/dvc/ugpcl on PATH as after `source .venv/bin/activate`
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "PYTHONPATH": str(repo / "src")}
+    result = run([BIN / "snakemake", "all", "--profile", "workflow/profiles/demo"], repo, env)
+    assert result.returncode == 0, failure(result, repo)
+    return repo, env
+
+
+def test_demo_workflow_builds_every_table_figure_and_the_report(demo):
+    repo, _ = demo
+    reports = repo / "reports" / "demo"
+    for table, cells in (("table1", 32), ("table2", 7), ("table3", 4)):
+        assert "SYNTHETIC DATA" in (reports / f"{table}.md").read_text()
+        assert len((reports / f"{table}.csv").read_text().splitlines()) == 1 + cells
+    metrics = json.loads((reports / "metrics.json").read_text())
+    dice = [v for group in metrics["table1"].values() for v in group.values()]
+    dice += list(metrics["table2"].values()) + list(metrics["table3"].values())
+    assert len(dice) == 32 + 7 + 4 and all(isinstance(v, float) and 0 <= v <= 100 for v in dice)
+
+    run_ids = [p.parent.name for p in (repo / "results" / "demo" / "runs").glob("*/seed1337")]
+    assert len(run_ids) == 40
+    figures = reports / "figures"
+    for name in ["figure3", "figure4", "bars_table1", "bars_table2", "bars_table3"] + [f"curves/{r}" for r in run_ids]:
+        assert (figures / f"{name}.png").read_bytes()[:4] == b"\x89PNG", name
+
+    page = (reports / "report.html").read_text()
+    assert "SYNTHETIC DATA" in page
+    for ident in ("table1", "table2", "table3", "runs", "choices"):
+        assert f'id="{ident}"' in page
+    assert page.count('src="data:image/png;base64,') == 5 + len(run_ids)
+    assert "missing" not in page.split('id="runs"')[1].split("</table>")[0]  # every run finished
+
+
+def test_dvc_repro_retrains_nothing_after_a_report_code_change(demo):
+    repo, env = demo
+
+    def dvc(*args):
+        result = run([BIN / "dvc", *args], repo, env)
+        assert result.returncode == 0, failure(result, repo)
+        return result.stdout + result.stderr
+
+    checkpoints = sorted((repo / "results" / "demo" / "runs").rglob("*.pt"))
+    report = repo / "reports" / "demo" / "report.html"
+    dvc("config", "--local", "core.no_scm", "true")   # the copy is no git repository
+    dvc("commit", "--force")                          # record what Snakemake built as the pipeline's state
+    before = {p: p.stat().st_mtime_ns for p in checkpoints}
+    report_before = report.stat().st_mtime_ns
+
+    out = dvc("repro")
+    assert "Running stage" not in out, out
+    assert report.stat().st_mtime_ns == report_before
+
+    html_code = repo / "src" / "ugpcl" / "report" / "html.py"
+    html_code.write_text(html_code.read_text() + "\n# a report-only change\n")
+    out = dvc("repro")
+    assert "Running stage 'report'" in out, out
+    assert "Running stage 'runs'" not in out and "Running stage 'data'" not in out, out
+    assert report.stat().st_mtime_ns > report_before
+    assert {p: p.stat().st_mtime_ns for p in checkpoints} == before   # nothing retrained
+    assert "Data and pipelines are up to date" in dvc("status")

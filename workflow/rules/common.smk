@@ -1,0 +1,96 @@
+# Shared set-up of the workflow: the ugpcl package of this checkout, paths and run lookups.
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+
+# Import the ugpcl package beside this Snakefile, and make every job do the same, even when
+# another checkout is the one pip-installed (e.g. a copy of the repository run with the same venv).
+SRC = os.path.join(workflow.basedir, "src")
+sys.path.insert(0, SRC)
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH")) if p)
+
+from ugpcl.config import load_config, prepared_path, reports_dir, resolve, results_dir
+from ugpcl.report.tables import PAPER_DIR, TABLES, figure3_runs, figure4_runs, figure_outputs, report_outputs
+from ugpcl.study import distinct_runs
+
+# The venv's interpreter, so that jobs need no activated venv or PATH entry.
+UGPCL = f"{sys.executable} -m ugpcl.cli"
+RUN_FILES = {
+    "run_json": "run.json",
+    "config": "config.yaml",
+    "log": "log.jsonl",
+    "val": "val.jsonl",
+    "best": "checkpoints/best.pt",
+    "last": "checkpoints/last.pt",
+    "summary": "eval/summary.json",
+    "per_case": "eval/per_case.csv",
+}
+
+
+def check_same_as_params(cfg):
+    """The jobs read params.yaml themselves (`ugpcl ... --profile P`): refuse Snakemake config
+    changes they would not see, rather than train something else than Snakemake tracks."""
+    if cfg != load_config(profile=cfg["profile"]):
+        raise WorkflowError(
+            "the Snakemake config differs from params.yaml with profile "
+            f"{cfg['profile']!r}; only --config profile=NAME is passed on to the ugpcl commands.\n"
+            "Fix: edit params.yaml (or add a profile under `profiles:`) instead of other --config/--configfile values."
+        )
+
+
+def rel(path):
+    """A path inside the working directory as a relative one (how Snakemake prints and matches it)."""
+    path = Path(path).resolve()
+    try:
+        return str(path.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+REPORT_CODE = sorted(rel(p) for p in Path(SRC, "ugpcl", "report").glob("*.py"))
+
+
+def digest(obj):
+    return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def run_by_id(run_id):
+    for run in RUNS:
+        if run.id == run_id:
+            return run
+    raise WorkflowError(f"no run {run_id!r} in the experiment matrix (see `ugpcl runs`)")
+
+
+def datasets():
+    return sorted({run.dataset for run in RUNS})
+
+
+def prepared_file(dataset):
+    return rel(prepared_path(CFG, dataset))
+
+
+def run_dir(run, seed):
+    return rel(run.run_dir(CFG, seed))
+
+
+def run_outputs(names=tuple(RUN_FILES)):
+    return [f"{run_dir(run, seed)}/{RUN_FILES[n]}" for run in RUNS for seed in SEEDS for n in names]
+
+
+def figure_checkpoints():
+    """The checkpoints Figures 3 and 4 load (first seed), and the ACDC data they show."""
+    runs = [r for r in {**figure3_runs(CFG), **figure4_runs(CFG)}.values() if r is not None]
+    files = [f"{run_dir(r, SEEDS[0])}/checkpoints/{CFG['evaluation']['checkpoint']}.pt" for r in runs]
+    return files + ([prepared_file("acdc")] if "acdc" in datasets() else [])
+
+
+def figure_files():
+    return [rel(p) for p in figure_outputs(CFG).values()]
+
+
+def report_files():
+    return [rel(p) for p in report_outputs(CFG).values()]

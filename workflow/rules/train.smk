@@ -1,0 +1,32 @@
+# Stage 2: one training job per distinct run and seed; it evaluates the run when it finishes.
+# checkpoints/resume.pt is deliberately not an output: Snakemake deletes the outputs of a failed
+# job, and the resume file must survive so that the rerun continues where the failure stopped.
+
+
+rule train:
+    input:
+        lambda w: prepared_file(run_by_id(w.run).dataset),
+    output:
+        **{name: f"{RESULTS}/runs/{{run}}/seed{{seed}}/{path}" for name, path in RUN_FILES.items()},
+    log:
+        f"{RESULTS}/logs/train/{{run}}/seed{{seed}}.log",
+    params:
+        # rerun when anything this run trains with changes (Snakemake's params trigger)
+        settings=lambda w: digest(
+            {k: run_by_id(w.run).config(CFG, int(w.seed))[k] for k in ("model", "train", "evaluation", "methods")}
+            | {"method": run_by_id(w.run).method}
+        ),
+    wildcard_constraints:
+        run=r"[A-Za-z0-9_.\-]+",
+        seed=r"\d+",
+    threads: 4
+    resources:
+        gpu=1,
+    shell:
+        "OMP_NUM_THREADS={threads} {UGPCL} train --profile {PROFILE} --run {wildcards.run} --seed {wildcards.seed}"
+        " --no-progress > {log} 2>&1"
+
+
+rule runs_all:
+    input:
+        run_outputs(),
