@@ -19,7 +19,7 @@ demo: $(STAMP)
 
 ## The test suite, on the real data in ../shared/data.
 test: $(STAMP)
-	$(BIN)/pytest -n 2 --durations=15 tests
+	$(BIN)/pytest -n 2 --dist loadfile --durations=15 tests
 
 bench: $(STAMP)
 	$(BIN)/ugpcl bench --profile demo --method ugpcl

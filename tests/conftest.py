@@ -68,3 +68,12 @@ def make_tiny_acdc(acdc_dir: Path, out: Path, size: int = 64, n_slices: int = 8,
 @pytest.fixture(scope="session")
 def tiny_acdc(acdc_dir, tmp_path_factory) -> Path:
     return make_tiny_acdc(acdc_dir, tmp_path_factory.mktemp("tiny") / "acdc.h5")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "workflow: the demo study end to end through Snakemake and DVC (slow)")
+
+
+def pytest_collection_modifyitems(items):
+    # the slow end-to-end workflow starts first, so that under xdist the other worker runs the rest meanwhile
+    items.sort(key=lambda item: item.get_closest_marker("workflow") is None)
