@@ -255,3 +255,22 @@ def test_cli_evaluate_writes_summary_with_run_description(tmp_path):
 def test_cli_evaluate_missing_run_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="checkpoint not found"):
         run_cli(evaluation, ["evaluate", "--run-dir", str(tmp_path / "nope"), "--device", "cpu"])
+
+
+def test_slices_protocol_pools_dice_per_batch_of_16(tmp_path):
+    """The authors' protocol: Dice pooled over each batch of 16 slices, then averaged over batches."""
+    prepared = make_acdc(tmp_path, shapes=((16, 32, 32), (4, 32, 32)))
+    pred = prepared.val.labels.copy()
+    pred[:16][pred[:16] == 3] = 0                 # batch 0: LV missed entirely
+    pred[16:18][pred[16:18] == 1] = 0             # batch 1: RV missed in 2 of its 4 slices
+    rows = evaluation.score_batches(pred, prepared)
+    assert list(rows["case"].unique()) == ["batch0000", "batch0001"]
+    lv = rows[rows["class"] == "LV"].set_index("case")["dice"]
+    rv = rows[rows["class"] == "RV"].set_index("case")["dice"]
+    assert lv["batch0000"] == 0 and lv["batch0001"] == 1
+    # RV is the same in every slice: 2 of 4 slices found -> 2*2n / (2n + 4n) = 2/3, pooled over the batch
+    assert rv["batch0001"] == pytest.approx(2 / 3)
+    summary = evaluation.summarise(rows, ACDC_CLASSES)
+    assert summary["per_class"]["LV"]["dice"] == pytest.approx(0.5)
+    assert summary["per_class"]["RV"]["dice"] == pytest.approx((1 + 2 / 3) / 2)
+    assert summary["hd95"] is None

@@ -18,6 +18,12 @@ Edge cases, per (case, class), chosen so that no score is optimistic (METHODS §
 Averages: per class over cases ignoring NaN, then the plain mean over foreground classes.
 A class whose distances are NaN in every case therefore leaves the mean HD95/ASD undefined
 (written as null), rather than silently averaging the other classes.
+
+Protocol "slices" (METHODS §4, the authors' UGPCL code): validation slices at image_size in
+file order, in batches of 16; per batch and class, Dice and Jaccard pooled over the batch's
+pixels (NaN when the class is absent from the whole batch); averaged over batches. No
+resizing back and no distances. The code also applies random rot/flip to its validation
+slices; that is not reproduced (scores would depend on the augmentation draw).
 """
 
 from __future__ import annotations
@@ -165,6 +171,23 @@ def score_cases(pred: np.ndarray, prepared: Prepared) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+def score_batches(pred: np.ndarray, prepared: Prepared, batch_size: int = 16) -> pd.DataFrame:
+    """The "slices" protocol: one row per (batch of `batch_size` slices, foreground class)."""
+    truth = prepared.val.labels
+    rows = []
+    for start in range(0, len(truth), batch_size):
+        p, g = pred[start:start + batch_size], truth[start:start + batch_size]
+        for c, name in enumerate(prepared.class_names[1:], start=1):
+            pc, gc = p == c, g == c
+            inter, n_p, n_g = int((pc & gc).sum()), int(pc.sum()), int(gc.sum())
+            union = n_p + n_g - inter
+            rows.append({"case": f"batch{start // batch_size:04d}", "class": name,
+                         "dice": 2 * inter / (n_p + n_g) if n_p + n_g else np.nan,
+                         "jaccard": inter / union if union else np.nan,
+                         "hd95": np.nan, "asd": np.nan, "pred_voxels": n_p, "truth_voxels": n_g})
+    return pd.DataFrame(rows)
+
+
 def _mean(values) -> float | None:
     values = np.asarray(values, dtype=float)
     if np.isnan(values).all():
@@ -195,10 +218,10 @@ def summarise(per_case: pd.DataFrame, class_names) -> dict:
 
 
 def evaluate_network(net: nn.Module, prepared: Prepared, batch_size: int = 32, device="cpu", amp: bool = False,
-                     progress: bool = False) -> tuple[pd.DataFrame, dict]:
-    """Predict every validation slice and score it with the volume protocol."""
+                     progress: bool = False, protocol: str = "volume") -> tuple[pd.DataFrame, dict]:
+    """Predict every validation slice and score it with `protocol` ("volume" or "slices")."""
     pred = predict_slices(net, prepared.val.images, batch_size, device, amp=amp, progress=progress)
-    per_case = score_cases(pred, prepared)
+    per_case = score_batches(pred, prepared) if protocol == "slices" else score_cases(pred, prepared)
     return per_case, summarise(per_case, prepared.class_names)
 
 
@@ -243,13 +266,15 @@ def write_evaluation(out_dir: str | Path, per_case: pd.DataFrame, summary: dict)
 
 # --- command line -------------------------------------------------------------------------
 def register(subparsers) -> None:
-    p = subparsers.add_parser("evaluate", help="score a trained run on the validation cases (volume protocol)")
+    p = subparsers.add_parser("evaluate", help="score a trained run on the validation cases")
     p.add_argument("--run-dir", required=True, type=Path, help="run directory (run.json, checkpoints/)")
     p.add_argument("--checkpoint", choices=("best", "last"), default="best", help="which checkpoint (default best)")
     p.add_argument("--data", type=Path, default=None, help="prepared HDF5 (default: the run's dataset file)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--batch-size", type=int, default=None, help="slices per forward pass (default train.val_batch)")
     p.add_argument("--out", type=Path, default=None, help="output folder (default RUN_DIR/eval)")
+    p.add_argument("--protocol", choices=("volume", "slices"), default=None,
+                   help="scoring protocol (default: the run's evaluation.protocol)")
     p.set_defaults(func=run_evaluate)
 
 
@@ -268,9 +293,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
         )
     amp = cfg["train"]["amp"] == "bf16"
     batch = args.batch_size or cfg["train"]["val_batch"]
-    per_case, summary = evaluate_network(loaded.net, prepared, batch, device, amp=amp, progress=True)
+    protocol = args.protocol or cfg["evaluation"]["protocol"]
+    per_case, summary = evaluate_network(loaded.net, prepared, batch, device, amp=amp, progress=True, protocol=protocol)
     summary.update({k: info.get(k) for k in ("method", "dataset", "regime", "seed")},
-                   checkpoint=args.checkpoint, iteration=loaded.iteration, protocol=cfg["evaluation"]["protocol"])
+                   checkpoint=args.checkpoint, iteration=loaded.iteration, protocol=protocol)
     out = args.out or Path(args.run_dir) / "eval"
     write_evaluation(out, per_case, summary)
     dice = summary["dice"]

@@ -227,9 +227,10 @@ class Trainer:
 
         which = self.cfg["evaluation"]["checkpoint"]
         loaded = checkpoint.load_run(self.run_dir, which, device=self.device)
-        per_case, summary = evaluate_network(loaded.net, self.data, self.tr["val_batch"], self.device)
+        protocol = self.cfg["evaluation"]["protocol"]
+        per_case, summary = evaluate_network(loaded.net, self.data, self.tr["val_batch"], self.device, protocol=protocol)
         summary.update({k: self.info[k] for k in ("method", "dataset", "regime", "seed")},
-                       checkpoint=which, iteration=loaded.iteration, protocol=self.cfg["evaluation"]["protocol"])
+                       checkpoint=which, iteration=loaded.iteration, protocol=protocol)
         write_evaluation(self.run_dir / "eval", per_case, summary)
         run = {
             **self.info,
