@@ -1,26 +1,28 @@
 """`ugpcl`: the one command the workflow rules and users call.
 
 Each subcommand lives beside the code it drives; a module listed in COMMAND_MODULES exposes
-`register(subparsers)` that adds its parsers and sets `func` on them.
+`register(subparsers)` that adds its parsers and sets `func` on them. Only the module of the
+command being run is imported (a workflow starts this command dozens of times).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from . import __version__
 from .config import load_config
 from .errors import UserError
 
-COMMAND_MODULES = [
-    "ugpcl.data.commands",      # fetch, prepare, demo-data
-    "ugpcl.engine.commands",    # train, bench
-    "ugpcl.evaluation",         # evaluate
-    "ugpcl.predict",            # predict
-    "ugpcl.report.commands",    # runs, report, figures
-]
+COMMAND_MODULES = {
+    "ugpcl.data.commands": ("fetch", "prepare", "demo-data"),
+    "ugpcl.engine.commands": ("train", "bench"),
+    "ugpcl.evaluation": ("evaluate",),
+    "ugpcl.predict": ("predict",),
+    "ugpcl.report.commands": ("runs", "report", "figures"),
+}
 
 
 def add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -37,17 +39,21 @@ def config_from_args(args: argparse.Namespace) -> dict:
     return load_config(args.config, args.profile, args.overrides)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser with every subcommand, or only the module that defines `command`."""
     parser = argparse.ArgumentParser(prog="ugpcl", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"ugpcl {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in COMMAND_MODULES:
+    modules = [m for m, names in COMMAND_MODULES.items() if command in names] or list(COMMAND_MODULES)
+    for name in modules:
         importlib.import_module(name).register(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    command = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(command).parse_args(argv)
     try:
         result = args.func(args)
     except UserError as exc:
@@ -56,6 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into e.g. `head`, which closed early
+        sys.stdout = open(os.devnull, "w")
+        return 0
     return int(result or 0)
 
 
