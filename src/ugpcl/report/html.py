@@ -9,7 +9,7 @@ from html import escape
 from pathlib import Path
 
 from ..study import distinct_runs
-from .tables import PROTOCOL_NOTE, SYNTHETIC_WARNING, TITLES, VERDICTS, Cell, display_rows, synthetic
+from .tables import SYNTHETIC_WARNING, TITLES, VERDICTS, Cell, display_rows, protocol_note, synthetic
 
 # Where the paper and the authors' code disagree (METHODS.md §3.7, params.yaml comments):
 # (key in params.yaml, the paper, the authors' code). The report shows the value in force.
@@ -107,7 +107,7 @@ def render(cfg: dict, tables: dict[str, list[Cell]], results: dict[str, dict[int
     parts.append(f"<h1>UGPCL reproduction against the paper (profile <code>{escape(profile)}</code>)</h1>")
     parts.append(f"<p class=\"note\">Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC from {done} of "
                  f"{planned} planned run-seeds. {escape(VERDICTS.replace('**', ''))}</p>")
-    parts.append(f"<p class=\"note\">{escape(PROTOCOL_NOTE.replace('`', ''))}</p>")
+    parts.append(f"<p class=\"note\">{escape(protocol_note(cfg).replace('`', ''))}</p>")
 
     for name, cells in tables.items():
         parts.append(f"<h2>{escape(TITLES[name])}</h2><p>{escape(verdict_counts(cells))}</p>")
