@@ -41,6 +41,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .data.prepared import Prepared, load_prepared
+from .device import pick_device
 from .errors import UserError
 from .fileio import atomic_path, write_json
 
@@ -48,14 +49,6 @@ METRICS = ("dice", "jaccard", "hd95", "asd")
 
 
 # --- prediction ---------------------------------------------------------------------------
-def pick_device(choice: str = "auto") -> torch.device:
-    if choice == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda but no CUDA device is visible", fix="use --device cpu or auto")
-    return torch.device(choice)
-
-
 def predict_slices(net: nn.Module, images: np.ndarray, batch_size: int = 32, device="cpu", amp: bool = False,
                    progress: bool = False) -> np.ndarray:
     """Argmax labels (M x S x S uint8) of M x C x S x S images (float32 in [0, 1] or uint8 0..255).

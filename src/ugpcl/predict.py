@@ -27,7 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import UserError
-from .evaluation import pick_device, predict_slices, resize_labels
+from .device import pick_device
+from .evaluation import predict_slices, resize_labels
 from .fileio import atomic_path
 
 KINDS = {".png": "image", ".jpg": "image", ".jpeg": "image", ".nii": "nifti", ".nii.gz": "nifti",

@@ -88,12 +88,12 @@ def bench_command(args) -> int:
     from ..methods import get_method
     from ..methods.base import Batch
     from .augment import augment_batch
-    from .trainer import pick_device
+    from ..device import pick_device
 
     cfg = config_from_args(args)
     cfg["model"]["pretrained"] = False
     tr = cfg["train"]
-    device = pick_device({**tr, "allow_cpu": True}, args.device)
+    device = pick_device(args.device)
     size, in_ch, classes = cfg["data"]["image_size"], 1, 4
     torch.manual_seed(0)
     method = get_method(args.method)(cfg, classes, in_ch).to(device)

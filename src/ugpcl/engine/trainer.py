@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from ..config import REPO_ROOT, prepared_path
 from ..data.prepared import Prepared, load_prepared
+from ..device import pick_device
 from ..errors import UserError
 from ..fileio import write_json, write_text
 from ..methods import get_method
@@ -27,18 +28,15 @@ from .augment import augment_batch
 from .sampler import TwoStreamSampler
 
 
-def pick_device(train_cfg: dict, requested: str | None = None) -> torch.device:
-    choice = requested or train_cfg["device"]
-    if choice == "auto":
-        choice = "cuda" if torch.cuda.is_available() else "cpu"
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise UserError("train.device is cuda but no CUDA device is visible", fix="use --device cpu or run on a GPU machine")
-    if choice == "cpu" and not train_cfg["allow_cpu"]:
+def training_device(train_cfg: dict, requested: str | None = None) -> torch.device:
+    """The device to train on; the CPU only when train.allow_cpu says so."""
+    device = pick_device(requested or train_cfg["device"])
+    if device.type == "cpu" and not train_cfg["allow_cpu"]:
         raise UserError(
             "no CUDA device: paper-scale training on the CPU would take days, so it is refused",
             fix="run on a GPU machine, use the demo profile (--profile demo), or pass --set train.allow_cpu=true",
         )
-    return torch.device(choice)
+    return device
 
 
 def seed_everything(seed: int) -> None:
@@ -68,7 +66,7 @@ class Trainer:
                  device: str | None = None):
         self.cfg, self.tr = cfg, cfg["train"]
         self.run_dir = Path(run_dir)
-        self.device = pick_device(self.tr, device)
+        self.device = training_device(self.tr, device)
         self.data = data if isinstance(data, Prepared) else load_prepared(data or prepared_path(cfg, info["dataset"]))
         if self.data.image_size != cfg["data"]["image_size"]:
             raise UserError(

@@ -24,7 +24,8 @@ from matplotlib.patches import Patch  # noqa: E402
 from ..config import prepared_path  # noqa: E402
 from ..data.prepared import load_prepared  # noqa: E402
 from ..engine.checkpoint import load_run  # noqa: E402
-from ..evaluation import pick_device, predict_slices  # noqa: E402
+from ..device import pick_device  # noqa: E402
+from ..evaluation import predict_slices  # noqa: E402
 from ..fileio import atomic_path  # noqa: E402
 from ..models.unet import EMBED_STAGES  # noqa: E402
 from ..study import distinct_runs  # noqa: E402
