@@ -29,5 +29,7 @@ def ema_update(teacher: nn.Module, student: nn.Module, decay: float, t: int) -> 
     Call after optimizer.step() of iteration t (0-based).
     """
     alpha = ema_alpha(t, decay)
-    for t_param, s_param in zip(teacher.parameters(), student.parameters()):
-        t_param.mul_(alpha).add_(s_param.detach(), alpha=1.0 - alpha)
+    teacher_params = list(teacher.parameters())
+    # fused over all tensors: a ResNet-50 UNet has ~300 of them, two kernel launches each otherwise
+    torch._foreach_mul_(teacher_params, alpha)
+    torch._foreach_add_(teacher_params, [p.detach() for p in student.parameters()], alpha=1.0 - alpha)
