@@ -19,6 +19,7 @@ include: "workflow/rules/common.smk"
 # params.yaml with the profile in force merged in (`profile:`, or --config profile=NAME), checked.
 CFG = resolve(config, profile=config.get("profile"))
 validate(CFG, "workflow/schemas/params.schema.yaml")
+check_study(CFG)  # every method's hyper-parameters and the experiment matrix, before any job starts
 check_same_as_params(CFG)
 PROFILE = CFG["profile"]
 RESULTS = rel(results_dir(CFG))  # results/<profile>: data/, runs/, logs/

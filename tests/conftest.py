@@ -1,4 +1,5 @@
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -6,6 +7,11 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = (REPO.parent / "shared" / "data").resolve()
+
+# Test this checkout's package (and make the subprocesses the tests start do the same), whichever
+# checkout the virtual environment was installed from: git worktrees share one .venv.
+sys.path.insert(0, str(REPO / "src"))
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO / "src"), os.environ.get("PYTHONPATH")) if p)
 
 # Two cores, often two pytest workers: one intra-op thread per worker avoids oversubscription.
 torch.set_num_threads(int(os.environ.get("UGPCL_TEST_THREADS", "1")))
@@ -68,6 +74,27 @@ def make_tiny_acdc(acdc_dir: Path, out: Path, size: int = 64, n_slices: int = 8,
 @pytest.fixture(scope="session")
 def tiny_acdc(acdc_dir, tmp_path_factory) -> Path:
     return make_tiny_acdc(acdc_dir, tmp_path_factory.mktemp("tiny") / "acdc.h5")
+
+
+@pytest.fixture(scope="session")
+def acdc_batch(acdc_dir):
+    """4 real ACDC slices of one volume at 64 px: 2 labeled, then 2 unlabeled (a methods.base.Batch)."""
+    import h5py
+    import numpy as np
+    import torch.nn.functional as F
+
+    from ugpcl.methods.base import Batch
+
+    SIZE = 64
+    images, labels = [], []
+    for k in (6, 7, 5, 8):
+        with h5py.File(acdc_dir / "data" / "slices" / f"patient099_frame01_slice_{k}.h5", "r") as f:
+            images.append(torch.from_numpy(f["image"][()]))
+            labels.append(torch.from_numpy(f["label"][()].astype(np.int64)))
+    image = F.interpolate(torch.stack(images)[:, None], size=(SIZE, SIZE), mode="bilinear", align_corners=False)
+    label = F.interpolate(torch.stack(labels)[:, None].float(), size=(SIZE, SIZE), mode="nearest")[:, 0].long()
+    assert (label[:2] > 0).any(), "the labeled slices should contain heart structures"
+    return Batch(image, label[:2], 2)
 
 
 def pytest_configure(config):

@@ -18,8 +18,9 @@ import nibabel as nib
 import numpy as np
 
 from ugpcl.config import load_config
-from ugpcl.data import commands
-from ugpcl.data.isic import GT_FOLDER, INPUT_FOLDER
+from ugpcl.commands import data as data_command
+from ugpcl.data import stage
+from ugpcl.data.layout import ISIC_GT_FOLDER as GT_FOLDER, ISIC_INPUT_FOLDER as INPUT_FOLDER
 
 
 def config(*overrides: str, profile: str | None = None) -> dict:
@@ -29,7 +30,7 @@ def config(*overrides: str, profile: str | None = None) -> dict:
 def run_cli(*argv: str):
     """Run one of the data subcommands through its own argparse registration."""
     parser = argparse.ArgumentParser()
-    commands.register(parser.add_subparsers(dest="command", required=True))
+    data_command.register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(list(argv))
     return args.func(args)
 

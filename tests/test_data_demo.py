@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from data_helpers import config, folder_state, run_cli
 
-from ugpcl.data import commands
-from ugpcl.data.isic import GT_FOLDER, INPUT_FOLDER
+from ugpcl.data import stage
+from ugpcl.data.layout import ISIC_GT_FOLDER as GT_FOLDER, ISIC_INPUT_FOLDER as INPUT_FOLDER
 from ugpcl.data.prepared import load_prepared
 
 
@@ -17,8 +17,8 @@ def demo(tmp_path_factory):
     raw = tmp_path_factory.mktemp("raw")
     cfg = config(f"paths.raw={raw}", f"paths.results={raw.parent / 'results'}", profile="demo")
     start = time.perf_counter()
-    acdc_summary = commands.prepare(cfg, "acdc")
-    isic_summary = commands.prepare(cfg, "isic")
+    acdc_summary = stage.prepare(cfg, "acdc")
+    isic_summary = stage.prepare(cfg, "isic")
     seconds = time.perf_counter() - start
     return cfg, load_prepared(acdc_summary["out"]), load_prepared(isic_summary["out"]), seconds
 
@@ -93,9 +93,9 @@ def test_demo_data_is_deterministic(tmp_path):
 
 def test_demo_regenerated_when_its_settings_change(tmp_path):
     cfg = config(f"paths.raw={tmp_path}", profile="demo")
-    first = commands.fetch(cfg, "isic")
+    first = stage.fetch(cfg, "isic")
     assert len(list(first[0].glob("ISIC_*.jpg"))) == cfg["data"]["demo"]["isic_images"]
-    again = commands.fetch(config(f"paths.raw={tmp_path}", "data.demo.isic_images=6", profile="demo"), "isic")
+    again = stage.fetch(config(f"paths.raw={tmp_path}", "data.demo.isic_images=6", profile="demo"), "isic")
     assert again == first and len(list(again[0].glob("ISIC_*.jpg"))) == 6
     assert len(list((tmp_path / "demo" / "isic" / GT_FOLDER).glob("*.png"))) == 6
     assert (tmp_path / "demo" / "isic" / INPUT_FOLDER / "LICENSE.txt").exists()

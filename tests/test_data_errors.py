@@ -13,9 +13,9 @@ from data_helpers import (config, fake_acdc_zip, folder_state, http_server, mini
                           sha256, write_h5, write_lists, zip_folder)
 
 from ugpcl.config import DEFAULT_CONFIG, load_config
-from ugpcl.data import commands
+from ugpcl.data import stage
 from ugpcl.data.download import download
-from ugpcl.data.isic import GT_FOLDER, INPUT_FOLDER
+from ugpcl.data.layout import ISIC_GT_FOLDER as GT_FOLDER, ISIC_INPUT_FOLDER as INPUT_FOLDER
 from ugpcl.errors import UserError
 
 
@@ -45,7 +45,7 @@ def mini_acdc(acdc_dir, tmp_path):
 
 def test_mini_acdc_is_valid(mini_acdc):
     _, _, cfg, out = mini_acdc
-    assert commands.prepare(cfg, "acdc", out)["train"].endswith("/ 2 patients")
+    assert stage.prepare(cfg, "acdc", out)["train"].endswith("/ 2 patients")
 
 
 def _first_slice(folder, lists):
@@ -73,7 +73,7 @@ def test_acdc_corrupt_slice(mini_acdc, corruption, message):
         write_h5(path, image, label[:-1])
     else:
         path.write_bytes(path.read_bytes()[:500])
-    assert message in fails_cleanly(out, lambda: commands.prepare(cfg, "acdc", out), path)
+    assert message in fails_cleanly(out, lambda: stage.prepare(cfg, "acdc", out), path)
 
 
 @pytest.mark.parametrize("list_name", ["train_slices.list", "test.list"])
@@ -81,7 +81,7 @@ def test_acdc_list_naming_a_missing_file(mini_acdc, list_name):
     _, lists, cfg, out = mini_acdc
     with open(lists / list_name, "a") as f:
         f.write("patient100_frame01_slice_3\n" if list_name == "train_slices.list" else "patient100_frame01\n")
-    text = fails_cleanly(out, lambda: commands.prepare(cfg, "acdc", out), lists / list_name)
+    text = fails_cleanly(out, lambda: stage.prepare(cfg, "acdc", out), lists / list_name)
     assert "patient100_frame01" in text
 
 
@@ -90,7 +90,7 @@ def test_acdc_lists_sharing_a_patient(mini_acdc):
     train_case = (lists / "train_slices.list").read_text().split()[0].rsplit("_slice_", 1)[0]
     with open(lists / "val.list", "a") as f:
         f.write(f"{train_case}\n")
-    assert "patient-disjoint" in fails_cleanly(out, lambda: commands.prepare(cfg, "acdc", out), lists)
+    assert "patient-disjoint" in fails_cleanly(out, lambda: stage.prepare(cfg, "acdc", out), lists)
 
 
 # ---------------------------------------------------------------- ACDC, official zip
@@ -115,7 +115,7 @@ def test_acdc_archive_with_wrong_checksum_is_kept_and_refused(acdc_zip, tmp_path
     volumes, configured, out = acdc_zip
     archive = fake_acdc_zip(tmp_path / "ACDC.zip", volumes)
     cfg = configured(archive, digest="0" * 64)
-    fails_cleanly(out, lambda: commands.prepare(cfg, "acdc", out), archive, "0" * 64, sha256(archive))
+    fails_cleanly(out, lambda: stage.prepare(cfg, "acdc", out), archive, "0" * 64, sha256(archive))
     assert archive.exists(), "a file the user pointed at is never deleted"
 
 
@@ -131,7 +131,7 @@ def test_acdc_corrupt_zip(acdc_zip, tmp_path, damage):
             info = next(i for i in zf.infolist() if i.filename.endswith(".nii.gz"))
         data[info.header_offset + 30 + len(info.filename) + 100] ^= 0xFF
     archive.write_bytes(bytes(data))
-    fails_cleanly(out, lambda: commands.prepare(configured(archive), "acdc", out), archive)
+    fails_cleanly(out, lambda: stage.prepare(configured(archive), "acdc", out), archive)
 
 
 def test_acdc_zip_label_outside_range(acdc_zip, tmp_path):
@@ -140,7 +140,7 @@ def test_acdc_zip_label_outside_range(acdc_zip, tmp_path):
     image, label = volumes[case]
     volumes[case] = image, np.where(label == 3, 7, label).astype(np.uint8)
     archive = fake_acdc_zip(tmp_path / "ACDC.zip", volumes)
-    text = fails_cleanly(out, lambda: commands.prepare(configured(archive), "acdc", out), archive, f"{case}_gt.nii.gz")
+    text = fails_cleanly(out, lambda: stage.prepare(configured(archive), "acdc", out), archive, f"{case}_gt.nii.gz")
     assert "label values outside 0..3: [7]" in text
 
 
@@ -148,7 +148,7 @@ def test_acdc_zip_label_outside_range(acdc_zip, tmp_path):
 def test_acdc_zip_unsafe_member_path(acdc_zip, tmp_path, member):
     volumes, configured, out = acdc_zip
     archive = fake_acdc_zip(tmp_path / "ACDC.zip", volumes, extra={member: b"pwned"})
-    text = fails_cleanly(out, lambda: commands.prepare(configured(archive), "acdc", out), archive)
+    text = fails_cleanly(out, lambda: stage.prepare(configured(archive), "acdc", out), archive)
     assert "unsafe member path" in text and member in text
 
 
@@ -168,7 +168,7 @@ def test_isic_image_without_mask(mini):
     mask = sorted((folder / GT_FOLDER).iterdir())[2]
     mask.unlink()
     image = mask.name.replace("_segmentation.png", ".jpg")
-    text = fails_cleanly(out, lambda: commands.prepare(cfg, "isic", out), folder / INPUT_FOLDER, image)
+    text = fails_cleanly(out, lambda: stage.prepare(cfg, "isic", out), folder / INPUT_FOLDER, image)
     assert "have no mask" in text
 
 
@@ -177,7 +177,7 @@ def test_isic_mask_without_image(mini):
     image = sorted((folder / INPUT_FOLDER).iterdir())[0]
     image.unlink()
     mask = f"{image.stem}_segmentation.png"
-    assert "have no image" in fails_cleanly(out, lambda: commands.prepare(cfg, "isic", out), folder / GT_FOLDER, mask)
+    assert "have no image" in fails_cleanly(out, lambda: stage.prepare(cfg, "isic", out), folder / GT_FOLDER, mask)
 
 
 @pytest.mark.parametrize("corruption, message", [
@@ -196,7 +196,7 @@ def test_isic_bad_mask(mini, corruption, message):
         cv2.imwrite(str(path), mask[:-3])
     else:
         path.write_bytes(b"not a png")
-    assert message in fails_cleanly(out, lambda: commands.prepare(cfg, "isic", out), path)
+    assert message in fails_cleanly(out, lambda: stage.prepare(cfg, "isic", out), path)
 
 
 def _official_isic(tmp_path, input_zip, gt_zip):
@@ -220,7 +220,7 @@ def test_isic_zip_unsafe_member_path(mini, tmp_path, member):
     gt_zip = zip_folder(folder / GT_FOLDER, tmp_path / f"{GT_FOLDER}.zip")
     raw_isic, cfg = _official_isic(tmp_path, input_zip, gt_zip)
     before = folder_state(raw_isic)
-    fails_cleanly(out, lambda: commands.prepare(cfg, "isic", out), raw_isic / input_zip.name, "unsafe member path")
+    fails_cleanly(out, lambda: stage.prepare(cfg, "isic", out), raw_isic / input_zip.name, "unsafe member path")
     assert {p.name for p in raw_isic.parent.iterdir()} == {"isic"} and not list(tmp_path.rglob("evil.txt"))
     assert {k for k in folder_state(raw_isic) if not k.endswith(".verified")} == set(before)
 
@@ -231,7 +231,7 @@ def test_isic_truncated_zip(mini, tmp_path):
     gt_zip = zip_folder(folder / GT_FOLDER, tmp_path / f"{GT_FOLDER}.zip")
     gt_zip.write_bytes(gt_zip.read_bytes()[:-200])
     raw_isic, cfg = _official_isic(tmp_path, input_zip, gt_zip)
-    fails_cleanly(out, lambda: commands.prepare(cfg, "isic", out), raw_isic / gt_zip.name)
+    fails_cleanly(out, lambda: stage.prepare(cfg, "isic", out), raw_isic / gt_zip.name)
     assert not (raw_isic / GT_FOLDER).exists()
     assert not [p for p in raw_isic.iterdir() if p.name.startswith(".")], "no half-extracted temp folder"
 

@@ -7,9 +7,11 @@ import pytest
 import torch
 
 from ugpcl.config import load_config
-from ugpcl.engine.augment import augment_batch, rot90, rotation_theta, warp
+from ugpcl.engine.augment import augment_batch
 from ugpcl.engine.sampler import TwoStreamSampler
-from ugpcl.engine.trainer import Trainer, poly_lr
+from ugpcl.engine.step import poly_lr
+from ugpcl.engine.trainer import Trainer
+from ugpcl.geometry import rot90, rotation_theta, warp
 from ugpcl.errors import UserError
 
 NO_AUG = {"crop_scale": [1.0, 1.0], "rot90_flip_p": 0.0, "rotate_p": 0.0, "rotate_deg": 20, "hflip_p": 0.0,
@@ -93,12 +95,11 @@ def test_resume_gives_the_same_parameters_as_training_straight_through(tiny_acdc
     second = Trainer(cfg, INFO, tmp_path / "b", data=tiny_acdc)
     assert second.fit(progress=False)
 
-    a = straight.method.nets.state_dict()
-    b = second.method.nets.state_dict()
-    assert a.keys() == b.keys()
+    a = straight.method.state_dict()
+    b = second.method.state_dict()
+    assert a.keys() == b.keys() and "queue.queue" in a
     for key in a:
         assert torch.equal(a[key], b[key]), key
-    assert torch.equal(straight.method.queue.state_dict()["queue"], second.method.queue.state_dict()["queue"])
     logged = [json.loads(line)["t"] for line in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
     assert logged == list(range(8))
 
@@ -115,3 +116,38 @@ def test_paper_profile_refuses_cpu_training_unless_allowed(tiny_acdc, tmp_path):
     cfg = load_config(profile="paper")
     with pytest.raises(UserError, match="allow_cpu"):
         Trainer(cfg, INFO, tmp_path, data=tiny_acdc)
+
+
+class _Payload:
+    """Pickles into a call of os.system: what a hostile .pt file would hold."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_and_runs_nothing(tmp_path):
+    from ugpcl.engine.checkpoint import read
+
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pt"
+    torch.save({"format": "ugpcl-checkpoint-2", "state": _Payload(marker)}, path)
+    with pytest.raises(UserError, match="refused") as err:
+        read(path)
+    assert not marker.exists() and str(path) in str(err.value)
+
+
+def test_checkpoints_of_the_old_format_ask_for_a_retrain(tmp_path):
+    from ugpcl.engine.checkpoint import read
+
+    path = tmp_path / "old.pt"
+    torch.save({"format": "ugpcl-checkpoint-1", "nets": {}, "cfg": {}}, path)
+    with pytest.raises(UserError, match="older ugpcl.*retrain"):
+        read(path)
+    torch.save({"format": "ugpcl-checkpoint-1", "rng": {"numpy": np.random.get_state()}}, path)
+    with pytest.raises(UserError, match="refused.*format 1"):
+        read(path)

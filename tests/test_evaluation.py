@@ -8,11 +8,12 @@ import pytest
 import torch
 from torch import nn
 
-from ugpcl import evaluation
+from ugpcl import metrics
+from ugpcl.commands import evaluate as evaluate_command
 from ugpcl.config import load_config
 from ugpcl.data.prepared import load_prepared, write_prepared
 from ugpcl.errors import UserError
-from ugpcl.evaluation import (
+from ugpcl.metrics import (
     evaluate_network,
     predict_slices,
     resize_labels,
@@ -22,7 +23,8 @@ from ugpcl.evaluation import (
     validation_dice,
     write_evaluation,
 )
-from ugpcl.methods import get_method
+from ugpcl.engine.checkpoint import save_method
+from ugpcl.methods import build_method
 
 ACDC_CLASSES = ["background", "RV", "Myo", "LV"]
 S = 16  # prepared image size in these tests
@@ -219,13 +221,10 @@ def save_run(run_dir, num_classes, in_channels, image_size, dataset="acdc", meth
     info = {"method": method, "dataset": dataset, "regime": "2", "seed": 1, "run_id": "test-run",
             "profile": "demo", "num_classes": num_classes, "in_channels": in_channels}
     torch.manual_seed(0)
-    model = get_method(method)(cfg, num_classes, in_channels)
-    payload = {"format": "ugpcl-checkpoint-1", "iteration": 7, "cfg": cfg, "info": info,
-               "nets": {k: v.state_dict() for k, v in model.nets.items()}, "eval_net": "model"}
-    (run_dir / "checkpoints").mkdir(parents=True)
-    torch.save(payload, run_dir / "checkpoints" / "best.pt")
+    model = build_method(cfg, method, num_classes, in_channels)
+    save_method(run_dir / "checkpoints" / "best.pt", model, cfg, info, 7)
     (run_dir / "run.json").write_text(json.dumps(info))
-    return model.nets["model"].eval()
+    return model.model.eval()
 
 
 def run_cli(module, argv):
@@ -239,7 +238,7 @@ def run_cli(module, argv):
 def test_cli_evaluate_writes_summary_with_run_description(tmp_path):
     prepared = make_acdc(tmp_path, shapes=((2, 64, 96),), size=32)
     net = save_run(tmp_path / "run", 4, 1, 32)
-    assert run_cli(evaluation, ["evaluate", "--run-dir", str(tmp_path / "run"), "--data", str(prepared.path),
+    assert run_cli(evaluate_command, ["evaluate", "--run-dir", str(tmp_path / "run"), "--data", str(prepared.path),
                                 "--device", "cpu"]) == 0
     summary = json.loads((tmp_path / "run" / "eval" / "summary.json").read_text())
     assert {k: summary[k] for k in ("method", "dataset", "regime", "seed", "checkpoint", "iteration", "protocol")} == {
@@ -254,7 +253,7 @@ def test_cli_evaluate_writes_summary_with_run_description(tmp_path):
 
 def test_cli_evaluate_missing_run_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="checkpoint not found"):
-        run_cli(evaluation, ["evaluate", "--run-dir", str(tmp_path / "nope"), "--device", "cpu"])
+        run_cli(evaluate_command, ["evaluate", "--run-dir", str(tmp_path / "nope"), "--device", "cpu"])
 
 
 def test_slices_protocol_pools_dice_per_batch_of_16(tmp_path):
@@ -263,14 +262,14 @@ def test_slices_protocol_pools_dice_per_batch_of_16(tmp_path):
     pred = prepared.val.labels.copy()
     pred[:16][pred[:16] == 3] = 0                 # batch 0: LV missed entirely
     pred[16:18][pred[16:18] == 1] = 0             # batch 1: RV missed in 2 of its 4 slices
-    rows = evaluation.score_batches(pred, prepared)
+    rows = metrics.score_batches(pred, prepared)
     assert list(rows["case"].unique()) == ["batch0000", "batch0001"]
     lv = rows[rows["class"] == "LV"].set_index("case")["dice"]
     rv = rows[rows["class"] == "RV"].set_index("case")["dice"]
     assert lv["batch0000"] == 0 and lv["batch0001"] == 1
     # RV is the same in every slice: 2 of 4 slices found -> 2*2n / (2n + 4n) = 2/3, pooled over the batch
     assert rv["batch0001"] == pytest.approx(2 / 3)
-    summary = evaluation.summarise(rows, ACDC_CLASSES)
+    summary = metrics.summarise(rows, ACDC_CLASSES)
     assert summary["per_class"]["LV"]["dice"] == pytest.approx(0.5)
     assert summary["per_class"]["RV"]["dice"] == pytest.approx((1 + 2 / 3) / 2)
     assert summary["hd95"] is None

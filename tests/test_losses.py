@@ -7,7 +7,7 @@ import torch
 
 from ugpcl.config import load_config
 from ugpcl.losses import ce_dice, dice_loss, ramp_weight, sigmoid_rampup
-from ugpcl.methods import get_method
+from ugpcl.methods import build_method
 
 
 def test_ugpcl_consistency_ramp_at_first_middle_and_last_iteration():
@@ -45,7 +45,7 @@ def test_rotation_classes_match_the_applied_quarter_turns(monkeypatch):
     from ugpcl.methods.base import Batch
 
     monkeypatch.setattr(ugpcl_module, "ROTATION_DEG", 0.0)  # quarter turns only, so the check is exact
-    method = get_method("ugpcl")(load_config(profile="demo"), 4, 1)
+    method = build_method(load_config(profile="demo"), "ugpcl", 4, 1)
     image = torch.arange(8 * 32 * 32, dtype=torch.float32).view(8, 1, 32, 32) / (8 * 32 * 32)
     label = (image[:4, 0] * 4).long().clamp(max=3)
     torch.manual_seed(3)

@@ -2,7 +2,6 @@
 
 import math
 
-import h5py
 import numpy as np
 import pytest
 import torch
@@ -10,9 +9,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ugpcl.config import load_config
-from ugpcl.engine.ema import ema_update, make_teacher
+from ugpcl.ema import ema_update, make_teacher
+from ugpcl.engine.step import train_step
 from ugpcl.losses import cross_entropy
-from ugpcl.methods import get_method
+from ugpcl.methods import build_method
 from ugpcl.methods.base import Batch
 from ugpcl.methods.cct import feature_drop, feature_dropout, feature_noise
 from ugpcl.methods.dct import rotation_consistency
@@ -33,35 +33,12 @@ def make_cfg(*overrides: str) -> dict:
 
 def build(name: str, *overrides: str):
     torch.manual_seed(0)
-    return get_method(name)(make_cfg(*overrides), CLASSES, 1)
-
-
-@pytest.fixture(scope="module")
-def acdc_batch(acdc_dir) -> Batch:
-    """4 real ACDC slices of one volume at 64 px: 2 labeled, then 2 unlabeled."""
-    images, labels = [], []
-    for k in (6, 7, 5, 8):
-        with h5py.File(acdc_dir / "data" / "slices" / f"patient099_frame01_slice_{k}.h5", "r") as f:
-            images.append(torch.from_numpy(f["image"][()]))
-            labels.append(torch.from_numpy(f["label"][()].astype(np.int64)))
-    image = F.interpolate(torch.stack(images)[:, None], size=(SIZE, SIZE), mode="bilinear", align_corners=False)
-    label = F.interpolate(torch.stack(labels)[:, None].float(), size=(SIZE, SIZE), mode="nearest")[:, 0].long()
-    assert (label[:2] > 0).any(), "the labeled slices should contain heart structures"
-    return Batch(image, label[:2], 2)
-
-
-def batch_for(method, batch: Batch) -> Batch:
-    """What the engine hands a method: labeled images only when it does not use unlabeled data."""
-    return batch if method.uses_unlabeled else Batch(batch.labeled, batch.label, batch.labeled_bs)
+    return build_method(make_cfg(*overrides), name, CLASSES, 1)
 
 
 def sgd_step(method, optimizer, batch: Batch, t: int) -> tuple[float, dict]:
-    """One iteration in the engine's order: train_step, backward, optimizer.step, after_step."""
-    loss, logs = method.train_step(batch, t)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-    method.after_step(t)
+    """One iteration through the engine's own step function."""
+    loss, logs = train_step(method, optimizer, batch, t)
     return loss.item(), logs
 
 
@@ -81,14 +58,14 @@ class FixedLogits(nn.Module):
 
 def test_ema_teacher_is_the_alpha_average_of_the_student_and_gets_no_gradient(acdc_batch):
     method = build("mt")
-    student, teacher = method.nets["model"], method.frozen["teacher"]
+    student, teacher = method.model, method.teacher
     assert not any(p.requires_grad for p in teacher.parameters())
-    assert all(id(p) not in {id(q) for q in method.nets.parameters()} for p in teacher.parameters())
-    optimizer = torch.optim.SGD(method.nets.parameters(), lr=0.05, momentum=0.9)
+    assert all(id(p) not in {id(q) for q in method.trainable_parameters()} for p in teacher.parameters())
+    optimizer = torch.optim.SGD(method.trainable_parameters(), lr=0.05, momentum=0.9)
     method.train()
     for t in range(6):
         before = [p.detach().clone() for p in teacher.parameters()]
-        loss, logs = method.train_step(acdc_batch, t)
+        loss, logs = method.compute_loss(acdc_batch, t)
         assert logs["weight"] > 0  # the consistency term is on, so a leak into the teacher would show
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -105,12 +82,12 @@ def test_ema_teacher_is_the_alpha_average_of_the_student_and_gets_no_gradient(ac
 def test_mt_teacher_sees_clamped_noisy_unlabeled_images_and_consistency_is_gated(acdc_batch):
     method = build("mt", "methods.mt.gate_iterations=1000", "methods.mt.ramp_epoch=150", "methods.mt.ramp_length=200")
     inputs = []
-    method.frozen["teacher"].register_forward_hook(lambda mod, args, out: inputs.append(args[0].clone()))
+    method.teacher.register_forward_hook(lambda mod, args, out: inputs.append(args[0].clone()))
     method.train()
-    assert method.train_step(acdc_batch, 999)[1]["weight"] == 0.0
+    assert method.compute_loss(acdc_batch, 999)[1]["weight"] == 0.0
     noise = inputs[0] - acdc_batch.unlabeled
     assert noise.abs().max().item() == pytest.approx(0.2) and noise.std().item() == pytest.approx(0.1, rel=0.1)
-    assert method.train_step(acdc_batch, 1000)[1]["weight"] == pytest.approx(0.1 * math.exp(-5 * (1 - 6 / 200) ** 2))
+    assert method.compute_loss(acdc_batch, 1000)[1]["weight"] == pytest.approx(0.1 * math.exp(-5 * (1 - 6 / 200) ** 2))
 
 
 def test_ema_update_caps_alpha_at_decay_and_leaves_bn_buffers_alone():
@@ -132,7 +109,7 @@ def test_ema_update_caps_alpha_at_decay_and_leaves_bn_buffers_alone():
 
 def test_uamt_threshold_follows_the_schedule():
     method = build("uamt")
-    total = method.iterations
+    total = method.setup.iterations
     for t in (0, total // 2, total):
         expected = (0.75 + 0.25 * math.exp(-5 * (1 - t / total) ** 2)) * math.log(2)
         assert method.threshold(t) == pytest.approx(expected)
@@ -146,7 +123,7 @@ def test_uamt_mask_removes_high_entropy_pixels():
     probs = torch.tensor([[0.97, 0.01, 0.01, 0.01], [0.25, 0.25, 0.25, 0.25], [0.7, 0.3, 0.0, 0.0]])
     mean_probs = probs.T.reshape(1, CLASSES, 1, 3)
     early = certain_mask(mean_probs, method.threshold(0))
-    late = certain_mask(mean_probs, method.threshold(method.iterations))
+    late = certain_mask(mean_probs, method.threshold(method.setup.iterations))
     assert early.shape == (1, 1, 1, 3)
     assert early.flatten().tolist() == [1.0, 0.0, 0.0]
     assert late.flatten().tolist() == [1.0, 0.0, 1.0]
@@ -160,9 +137,9 @@ def test_uamt_mask_removes_high_entropy_pixels():
 def test_uamt_averages_mc_passes_of_x_u_twice_with_fresh_noise(acdc_batch):
     method = build("uamt", "methods.uamt.mc_passes=4")
     inputs = []
-    method.frozen["teacher"].register_forward_hook(lambda mod, args, out: inputs.append(args[0].clone()))
+    method.teacher.register_forward_hook(lambda mod, args, out: inputs.append(args[0].clone()))
     method.train()
-    _, logs = method.train_step(acdc_batch, 0)
+    _, logs = method.compute_loss(acdc_batch, 0)
     unlabeled = acdc_batch.unlabeled
     # one noisy pass for the consistency target, then mc_passes / 2 passes on x_u repeated twice
     assert [len(x) for x in inputs] == [2, 4, 4]
@@ -186,9 +163,9 @@ def test_em_loss_is_the_normalised_entropy_over_all_images():
 
     method = build("em")
     fixed = torch.randn(4, CLASSES, 8, 8)
-    method.nets["model"] = FixedLogits(fixed)
+    method.model = FixedLogits(fixed)
     batch = Batch(torch.zeros(4, 1, 8, 8), torch.zeros(2, 8, 8, dtype=torch.long), 2)
-    _, logs = method.train_step(batch, 10)
+    _, logs = method.compute_loss(batch, 10)
     # labeled images count too (SSL4MIS), so the term differs from the unlabeled-only entropy
     assert logs["unsup"] == pytest.approx(normalised_entropy(fixed).item(), rel=1e-5)
     assert logs["unsup"] != pytest.approx(normalised_entropy(fixed[2:]).item(), rel=1e-3)
@@ -229,7 +206,7 @@ def test_dct_consistency_reaches_both_views_and_its_rotation_replays_from_torch_
     for _ in range(2):
         method = build("dct")
         torch.manual_seed(7)
-        runs.append(method.train_step(acdc_batch, 3)[1]["unsup"])
+        runs.append(method.compute_loss(acdc_batch, 3)[1]["unsup"])
     assert runs[0] == runs[1]
 
 
@@ -270,18 +247,18 @@ def test_cct_every_auxiliary_decoder_gets_gradients(acdc_batch):
     method = build("cct")
     method.train()
     received = []
-    for decoder in method.nets["aux"]:
+    for decoder in method.aux:
         decoder.register_forward_hook(lambda mod, args, out: received.append(args[0]))
-    features = method.nets["model"].encode(acdc_batch.image)
-    loss, logs = method.train_step(acdc_batch, 5)
+    features = method.model.encode(acdc_batch.image)
+    loss, logs = method.compute_loss(acdc_batch, 5)
     loss.backward()
-    assert len(method.nets["aux"]) == 3 and logs["weight"] == pytest.approx(0.1)
-    for decoder in method.nets["aux"]:
+    assert len(method.aux) == 3 and logs["weight"] == pytest.approx(0.1)
+    for decoder in method.aux:
         assert all(p.grad is not None for p in decoder.parameters())
         assert sum(p.grad.abs().sum() for p in decoder.parameters()) > 0
     for feats in received:  # each auxiliary decoder saw perturbed maps, not the clean ones
         assert all(not torch.allclose(a, b) for a, b in zip(feats[1:], features[1:]))
-    assert method.eval_network() is method.nets["model"]
+    assert method.eval_network() is method.model
 
 
 # --- CPS -----------------------------------------------------------------------------------------
@@ -290,13 +267,13 @@ def test_cct_every_auxiliary_decoder_gets_gradients(acdc_batch):
 def test_cps_pseudo_labels_come_from_the_other_net_without_gradient():
     method = build("cps")
     torch.manual_seed(1)
-    method.nets["model"] = FixedLogits(torch.randn(4, CLASSES, 6, 6))
-    method.nets["model2"] = FixedLogits(torch.randn(4, CLASSES, 6, 6))
+    method.model = FixedLogits(torch.randn(4, CLASSES, 6, 6))
+    method.model2 = FixedLogits(torch.randn(4, CLASSES, 6, 6))
     batch = Batch(torch.zeros(4, 1, 6, 6), torch.randint(CLASSES, (2, 6, 6)), 2)
-    loss, logs = method.train_step(batch, 10)
+    loss, logs = method.compute_loss(batch, 10)
     loss.backward()
     weight = logs["weight"]
-    nets = method.nets["model"], method.nets["model2"]
+    nets = method.model, method.model2
     for own, other in (nets, nets[::-1]):
         own_u, other_u = own.logits[2:], other.logits[2:]
         assert not torch.equal(own_u.argmax(1), other_u.argmax(1))
@@ -312,50 +289,7 @@ def test_cps_pseudo_labels_come_from_the_other_net_without_gradient():
 
 def test_cps_networks_are_initialised_independently():
     method = build("cps")
-    first = dict(method.nets["model"].named_parameters())
-    second = dict(method.nets["model2"].named_parameters())
+    first = dict(method.model.named_parameters())
+    second = dict(method.model2.named_parameters())
     assert first.keys() == second.keys()
     assert not torch.equal(first["decoder.head.weight"], second["decoder.head.weight"])
-
-
-# --- every method trains ---------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("name", BASELINES)
-def test_method_trains_on_real_slices(name, acdc_batch):
-    method = build(name)
-    assert method.name == name
-    batch = batch_for(method, acdc_batch)
-    optimizer = torch.optim.SGD(method.nets.parameters(), lr=0.02, momentum=0.9, weight_decay=1e-4)
-    method.train()
-    losses = []
-    for t in range(20):
-        loss, logs = sgd_step(method, optimizer, batch, t)
-        assert math.isfinite(loss) and all(math.isfinite(float(v)) for v in logs.values())
-        losses.append(loss)
-    assert np.mean(losses[-3:]) < 0.9 * np.mean(losses[:3]), losses
-    net = method.eval_network()
-    net.eval()
-    with torch.no_grad():
-        logits = net(acdc_batch.image)
-    assert logits.shape == (4, CLASSES, SIZE, SIZE)
-    assert any(net is m for m in method.nets.values()), "the evaluated network is saved with the optimised ones"
-
-
-@pytest.mark.parametrize("name", BASELINES)
-def test_method_resumes_exactly_through_the_engine(name, tiny_acdc, tmp_path):
-    """Teachers, rotations, noise and perturbations replay from the engine's checkpointed RNG."""
-    from ugpcl.engine.trainer import Trainer
-
-    cfg = make_cfg("train.iterations=3", "train.val_every=100", "train.checkpoint_every=100")
-    info = {"run_id": f"tiny_{name}", "method": name, "dataset": "acdc", "regime": "tiny", "seed": 1337,
-            "profile": "demo", "overrides": {}}
-    straight = Trainer(cfg, info, tmp_path / "a", data=tiny_acdc)
-    assert straight.fit(progress=False)
-    assert not Trainer(cfg, info, tmp_path / "b", data=tiny_acdc).fit(stop_after=1, progress=False)
-    resumed = Trainer(cfg, info, tmp_path / "b", data=tiny_acdc)
-    assert resumed.fit(progress=False)
-    for part in ("nets", "frozen"):
-        a, b = getattr(straight.method, part).state_dict(), getattr(resumed.method, part).state_dict()
-        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), part
-    assert bool(straight.method.frozen) == (name in ("mt", "uamt"))

@@ -3,6 +3,7 @@ embeddings, gradient flow, and one forward at the paper's 224 px and width 64.""
 
 from __future__ import annotations
 
+import dataclasses
 import urllib.error
 
 import pytest
@@ -11,10 +12,19 @@ import torch.nn.functional as F
 
 from ugpcl.config import load_config
 from ugpcl.errors import UserError
-from ugpcl.models import build_unet
+from ugpcl.methods import setup_from_config
+from ugpcl.models import build_unet as build_from_config
 from ugpcl.models.resnet import ResNetEncoder
 
 NUM_CLASSES = 4
+
+
+def build_unet(model_cfg: dict, num_classes: int, in_channels: int, *, image_size: int = 224, swin: bool = False,
+               **heads):
+    """params.yaml's `model:` section through the one translation into UNetConfig, then the model."""
+    cfg = {"model": model_cfg, "data": {"image_size": image_size}, "train": {"iterations": 1, "dice_background": False}}
+    setup = setup_from_config(cfg, num_classes, in_channels)
+    return build_from_config(dataclasses.replace(setup.net, swin=setup.swin if swin else None, **heads))
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ from test_evaluation import run_cli, save_run
 from torch import nn
 
 from ugpcl import predict
+from ugpcl.commands import predict as predict_command
 from ugpcl.errors import UserError
 from ugpcl.predict import predict_files
 
@@ -91,7 +92,7 @@ def test_cli_with_tiny_unet_on_real_acdc_volume_and_nifti(tmp_path, acdc_run, ac
         f["image"] = image[:3]
     nib.save(nib.Nifti1Image(image[:3].transpose(2, 1, 0) * 900, np.eye(4)), str(tmp_path / "p1n.nii"))
 
-    assert run_cli(predict, ["predict", "--run-dir", str(run_dir), str(tmp_path / "p1.h5"),
+    assert run_cli(predict_command, ["predict", "--run-dir", str(run_dir), str(tmp_path / "p1.h5"),
                              str(tmp_path / "p1n.nii"), "--out", str(tmp_path / "out"), "--device", "cpu"]) == 0
     with h5py.File(tmp_path / "out" / "p1_pred.h5") as f:
         pred = f["pred"][()]
@@ -100,7 +101,7 @@ def test_cli_with_tiny_unet_on_real_acdc_volume_and_nifti(tmp_path, acdc_run, ac
     np.testing.assert_array_equal(nifti.transpose(2, 1, 0), pred)  # same slices, same orientation
 
     # the CLI's result is the network's own prediction (via --checkpoint this time)
-    assert run_cli(predict, ["predict", "--checkpoint", str(run_dir / "checkpoints" / "best.pt"),
+    assert run_cli(predict_command, ["predict", "--checkpoint", str(run_dir / "checkpoints" / "best.pt"),
                              str(tmp_path / "p1.h5"), "--out", str(tmp_path / "again"), "--device", "cpu"]) == 0
     direct = predict_files(net, [tmp_path / "p1.h5"], tmp_path / "direct", SIZE)[0]
     with h5py.File(tmp_path / "again" / "p1_pred.h5") as a, h5py.File(direct) as b:

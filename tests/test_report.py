@@ -13,9 +13,10 @@ import torch.nn.functional as F
 
 from ugpcl.config import load_config, prepared_path
 from ugpcl.data.prepared import write_prepared
-from ugpcl.engine.checkpoint import FORMAT, build_method
+from ugpcl.engine.checkpoint import save_method
+from ugpcl.methods import build_method
 from ugpcl.report import figures, tables
-from ugpcl.report.commands import list_runs, write_report
+from ugpcl.report.build import list_runs, write_report
 from ugpcl.study import find_run
 
 
@@ -221,13 +222,8 @@ def save_tiny_checkpoint(cfg, run_id, seed):
     info = {"run_id": run_id, "method": run.method, "dataset": "acdc", "regime": run.regime, "seed": seed,
             "profile": cfg["profile"], "num_classes": 4, "in_channels": 1}
     torch.manual_seed(seed)
-    method = build_method(run_cfg, info)
-    eval_key = next(k for k, net in method.nets.items() if net is method.eval_network())
-    path = run.run_dir(cfg, seed) / "checkpoints" / "best.pt"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"format": FORMAT, "iteration": 30, "cfg": run_cfg, "info": info,
-                "nets": {k: v.state_dict() for k, v in method.nets.items()},
-                "frozen": {k: v.state_dict() for k, v in method.frozen.items()}, "eval_net": eval_key}, path)
+    method = build_method(run_cfg, run.method, 4, 1)
+    save_method(run.run_dir(cfg, seed) / "checkpoints" / "best.pt", method, run_cfg, info, 30)
 
 
 def test_pixel_sample_is_fixed_and_capped():
@@ -249,12 +245,12 @@ def test_slices_with_most_classes_are_picked():
 def test_stage_features_match_downsampled_labels():
     cfg = load_config(profile="demo")
     run = find_run(cfg, "acdc136_ugpcl")
-    method = build_method(run.config(cfg), {"method": "ugpcl", "num_classes": 4, "in_channels": 1})
+    method = build_method(run.config(cfg), "ugpcl", 4, 1)
     labels = np.zeros((2, 64, 64), np.uint8)
     labels[:, 32:, :32] = 2
     images = np.random.rand(2, 1, 64, 64).astype(np.float32)
-    feats, grid = figures.stage_features(method.nets["model"], images, labels, 3)
-    assert feats.shape == (2 * 8 * 8, method.nets["model"].encoder_channels[3])
+    feats, grid = figures.stage_features(method.model, images, labels, 3)
+    assert feats.shape == (2 * 8 * 8, method.model.encoder_channels[3])
     expected = np.zeros((2, 8, 8), np.int64)
     expected[:, 4:, :4] = 2
     assert np.array_equal(grid, expected.reshape(-1))

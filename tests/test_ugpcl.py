@@ -9,8 +9,8 @@ import torch
 
 from ugpcl.config import load_config
 from ugpcl.engine.trainer import Trainer
-from ugpcl.evaluation import validation_dice
-from ugpcl.methods import get_method
+from ugpcl.methods import build_method
+from ugpcl.metrics import validation_dice
 from ugpcl.methods.base import Batch
 
 INFO = {"run_id": "learn", "method": "ugpcl", "dataset": "acdc", "regime": "tiny", "seed": 1,
@@ -48,21 +48,21 @@ def test_every_ablation_switch_trains(overrides, expected, absent):
     cfg = load_config(profile="demo", overrides=["methods.ugpcl.contrast_start=0"] +
                       [f"methods.ugpcl.{k}={json.dumps(v)}" for k, v in overrides.items()])
     torch.manual_seed(0)
-    method = get_method("ugpcl")(cfg, 4, 1)
+    method = build_method(cfg, "ugpcl", 4, 1)
     method.train()
     batch = Batch(torch.rand(4, 1, 64, 64), torch.randint(0, 4, (2, 64, 64)), 2)
-    loss, logs = method.train_step(batch, t=5)
+    loss, logs = method.compute_loss(batch, t=5)
     loss.backward()
     method.after_step(5)
     assert expected <= logs.keys() and not (absent & logs.keys())
     assert torch.isfinite(loss)
-    has_rotation = method.nets["model"].rotation_head is not None
+    has_rotation = method.model.rotation_head is not None
     assert has_rotation == cfg["methods"]["ugpcl"]["equivariance_loss"]
 
 
 def test_rotation_turns_labels_with_images():
     cfg = load_config(profile="demo")
-    method = get_method("ugpcl")(cfg, 4, 1)
+    method = build_method(cfg, "ugpcl", 4, 1)
     image = torch.zeros(3, 1, 64, 64)
     image[:, :, 5:20, 40:60] = 1.0           # a bright block; the label marks the same block
     label = (image[:2, 0] > 0.5).long() * 3

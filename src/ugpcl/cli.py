@@ -1,6 +1,6 @@
 """`ugpcl`: the one command the workflow rules and users call.
 
-Each subcommand lives beside the code it drives; a module listed in COMMAND_MODULES exposes
+Each subcommand lives in `ugpcl.commands`; a module listed in COMMAND_MODULES exposes
 `register(subparsers)` that adds its parsers and sets `func` on them. Only the module of the
 command being run is imported (a workflow starts this command dozens of times).
 """
@@ -13,30 +13,15 @@ import os
 import sys
 
 from . import __version__
-from .config import load_config
 from .errors import UserError
 
 COMMAND_MODULES = {
-    "ugpcl.data.commands": ("fetch", "prepare", "demo-data"),
-    "ugpcl.engine.commands": ("train", "bench"),
-    "ugpcl.evaluation": ("evaluate",),
-    "ugpcl.predict": ("predict",),
-    "ugpcl.report.commands": ("runs", "report", "figures"),
+    "ugpcl.commands.data": ("fetch", "prepare", "demo-data"),
+    "ugpcl.commands.train": ("train", "bench"),
+    "ugpcl.commands.evaluate": ("evaluate",),
+    "ugpcl.commands.predict": ("predict",),
+    "ugpcl.commands.report": ("runs", "report", "figures", "choices"),
 }
-
-
-def add_config_args(parser: argparse.ArgumentParser) -> None:
-    """--config / --profile / --set, shared by every subcommand that reads params.yaml."""
-    parser.add_argument("--config", default=None, help="params.yaml to read (default: the repository's)")
-    parser.add_argument("--profile", default=None, help="profile to apply (default: `profile:` in the config)")
-    parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-        help="override one config value, e.g. --set train.iterations=100 (repeatable)",
-    )
-
-
-def config_from_args(args: argparse.Namespace) -> dict:
-    return load_config(args.config, args.profile, args.overrides)
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:

@@ -15,7 +15,6 @@ resized back to the slice's own size (nearest), so outputs have the inputs' shap
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import cv2
@@ -27,9 +26,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import UserError
-from .device import pick_device
-from .evaluation import predict_slices, resize_labels
 from .fileio import atomic_path
+from .metrics import predict_slices, resize_labels
 
 KINDS = {".png": "image", ".jpg": "image", ".jpeg": "image", ".nii": "nifti", ".nii.gz": "nifti",
          ".h5": "hdf5", ".hdf5": "hdf5"}
@@ -218,32 +216,3 @@ def predict_files(net: nn.Module, inputs, out_dir: str | Path, image_size: int, 
                                 fix="rename one of them or predict them into different --out folders")
             writers[out] = path
     return [out for path in inputs for out in predict_file(net, path, out_dir, image_size, batch_size, device, amp)]
-
-
-# --- command line -------------------------------------------------------------------------
-def register(subparsers) -> None:
-    p = subparsers.add_parser("predict", help="segment PNG/JPEG, NIfTI or HDF5 images with a trained run")
-    source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--run-dir", type=Path, help="run directory (uses checkpoints/<--which>.pt)")
-    source.add_argument("--checkpoint", type=Path, help="a checkpoint file (.pt) written by `ugpcl train`")
-    p.add_argument("--which", choices=("best", "last"), default="best", help="checkpoint of --run-dir (default best)")
-    p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="PNG/JPEG, .nii/.nii.gz or .h5 files")
-    p.add_argument("--out", required=True, type=Path, help="output folder")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--batch-size", type=int, default=16, help="slices per forward pass")
-    p.set_defaults(func=run_predict)
-
-
-def run_predict(args: argparse.Namespace) -> int:
-    from .engine.checkpoint import load_checkpoint_file, load_run
-
-    for path in args.inputs:  # fail on bad inputs before loading the model
-        input_kind(path)
-    device = pick_device(args.device)
-    loaded = load_run(args.run_dir, args.which, device) if args.run_dir else load_checkpoint_file(args.checkpoint, device)
-    amp = loaded.cfg["train"]["amp"] == "bf16"
-    outputs = predict_files(loaded.net, args.inputs, args.out, loaded.cfg["data"]["image_size"], args.batch_size,
-                            device, amp)
-    for path in outputs:
-        print(path)
-    return 0

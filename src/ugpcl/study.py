@@ -10,8 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import deep_merge, results_dir
+from .config import DEFAULT_CONFIG, deep_merge, load_config, results_dir
 from .errors import UserError
+from .methods import check_config, parse_hparams
 
 SHORT = {"consistency_loss": "con", "equivariance_loss": "eqv", "embed_stage": "embed"}
 
@@ -47,33 +48,55 @@ class Run:
         return results_dir(cfg) / "runs" / self.id / f"seed{seed}"
 
 
-def _make(cfg: dict, dataset: str, regime: str, method: str, overrides: dict | None, tag: str) -> Run:
+def load_study(path: str | Path | None = None, profile: str | None = None, overrides: list[str] = ()) -> dict:
+    """params.yaml with the profile and overrides merged in, fully checked before anything runs:
+    the schema, every method's hyper-parameters (against its HParams) and the experiment matrix."""
+    source = Path(path) if path else DEFAULT_CONFIG
+    cfg = load_config(source, profile, overrides)
+    check_study(cfg, source)
+    return cfg
+
+
+def check_study(cfg: dict, source="params.yaml") -> None:
+    """The checks of `load_study` on an already resolved configuration (the Snakefile's)."""
+    check_config(cfg, source)
+    for run in distinct_runs(cfg, source):
+        parse_hparams(run.config(cfg), run.method, source)  # with the overrides of Table 2/3 rows
+
+
+def _make(cfg: dict, dataset: str, regime: str, method: str, overrides: dict | None, tag: str,
+          source="params.yaml") -> Run:
+    if method not in cfg["methods"]:
+        raise UserError(f"experiments: {tag} uses method {method!r}, which has no section under methods:",
+                        path=source, fix=f"use one of {', '.join(cfg['methods'])}")
     defaults = cfg["methods"][method]
     unknown = set(overrides or {}) - set(defaults)
     if unknown:
         raise UserError(
             f"experiments: {tag} overrides unknown {method} keys {sorted(unknown)}",
-            path="params.yaml",
+            path=source,
             fix=f"use keys of methods.{method}",
         )
     diff = {k: v for k, v in (overrides or {}).items() if defaults[k] != v}
     return Run(dataset, str(regime), method, diff, [tag])
 
 
-def distinct_runs(cfg: dict) -> list[Run]:
+def distinct_runs(cfg: dict, source="params.yaml") -> list[Run]:
     """Every distinct run of Tables 1-3, in table order, each listing the tables it serves."""
     exp = cfg["experiments"]
     wanted: list[Run] = []
     for dataset, regimes in exp["table1"]["datasets"].items():
         for regime in regimes:
             for method in exp["table1"]["methods"]:
-                wanted.append(_make(cfg, dataset, regime, method, None, "table1"))
+                wanted.append(_make(cfg, dataset, regime, method, None, "table1", source))
     t2 = exp["table2"]
     for row in t2["rows"]:
-        wanted.append(_make(cfg, t2["dataset"], t2["regime"], row["method"], row.get("overrides"), f"table2:{row['row']}"))
+        wanted.append(_make(cfg, t2["dataset"], t2["regime"], row["method"], row.get("overrides"),
+                            f"table2:{row['row']}", source))
     t3 = exp["table3"]
     for stage in t3["stages"]:
-        wanted.append(_make(cfg, t3["dataset"], t3["regime"], "ugpcl", {"embed_stage": stage}, f"table3:{stage}"))
+        wanted.append(_make(cfg, t3["dataset"], t3["regime"], "ugpcl", {"embed_stage": stage}, f"table3:{stage}",
+                            source))
 
     by_id: dict[str, Run] = {}
     for run in wanted:
@@ -85,7 +108,7 @@ def distinct_runs(cfg: dict) -> list[Run]:
         if run.regime not in cfg["data"][run.dataset]["regimes"]:
             raise UserError(
                 f"experiments use regime {run.regime!r} of {run.dataset}, which data.{run.dataset}.regimes lacks",
-                path="params.yaml",
+                path=source,
             )
     return list(by_id.values())
 

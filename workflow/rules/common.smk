@@ -15,7 +15,7 @@ os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (SRC, os.environ.get("PYTH
 
 from ugpcl.config import load_config, prepared_path, reports_dir, resolve, results_dir
 from ugpcl.report.tables import PAPER_DIR, TABLES, figure3_runs, figure4_runs, figure_outputs, report_outputs
-from ugpcl.study import distinct_runs
+from ugpcl.study import check_study, distinct_runs
 
 # The venv's interpreter, so that jobs need no activated venv or PATH entry.
 UGPCL = f"{sys.executable} -m ugpcl.cli"

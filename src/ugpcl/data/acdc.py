@@ -10,7 +10,6 @@ from __future__ import annotations
 import gzip
 import re
 import zlib
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,12 +17,12 @@ import cv2
 import h5py
 import nibabel as nib
 import numpy as np
-from tqdm import tqdm
 
 from ..config import raw_dir, resolve_path
 from ..errors import UserError
 from .archive import open_zip, read_member
 from .download import download, verify_file
+from .parallel import progress_map
 from .prepared import write_prepared
 
 CLASS_NAMES = ["background", "RV", "Myo", "LV"]
@@ -280,18 +279,6 @@ def fetch(cfg: dict) -> tuple[ZipVolumes | FolderVolumes, AcdcLists, dict]:
 
 def resize_stack(stack: np.ndarray, size: int, interpolation: int) -> np.ndarray:
     return np.stack([cv2.resize(s, (size, size), interpolation=interpolation) for s in stack])
-
-
-def progress_map(fn, items: list, workers: int, desc: str) -> list:
-    """[fn(x) for x in items] on a thread pool with a progress bar; the first error cancels the rest."""
-    with ThreadPoolExecutor(workers) as pool:
-        futures = [pool.submit(fn, x) for x in items]
-        try:
-            return [f.result() for f in tqdm(futures, desc=desc)]
-        except BaseException:
-            for f in futures:
-                f.cancel()
-            raise
 
 
 def prepare(cfg: dict, out: str | Path) -> dict:

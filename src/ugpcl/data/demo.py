@@ -21,7 +21,7 @@ import nibabel as nib
 import numpy as np
 
 from ..fileio import atomic_dir, atomic_path, write_text
-from .isic import GT_FOLDER, INPUT_FOLDER
+from .layout import ACDC_ZIP_PREFIX, ISIC_GT_FOLDER as GT_FOLDER, ISIC_INPUT_FOLDER as INPUT_FOLDER
 
 STAMP = "demo.json"
 
@@ -105,7 +105,7 @@ def make_demo_acdc(out_dir: str | Path, *, seed: int, acdc_train_patients: int, 
     for patient in patients:
         anatomy = _anatomy(rng, acdc_size)
         es_frame = int(rng.integers(8, 16))
-        prefix = f"ACDC/database/training/{patient}/"
+        prefix = f"{ACDC_ZIP_PREFIX}{patient}/"
         members[prefix + "Info.cfg"] = f"ED: 1\nES: {es_frame}\nGroup: NOR\nNbFrame: 30\n".encode()
         cases = []
         for frame, systole in ((1, False), (es_frame, True)):

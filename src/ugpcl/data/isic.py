@@ -20,14 +20,14 @@ import numpy as np
 from ..config import raw_dir, resolve_path
 from ..errors import UserError
 from ..fileio import write_text
-from .acdc import progress_map
 from .archive import extract_folder, is_extracted
 from .download import download
+from .layout import ISIC_GT_FOLDER, ISIC_INPUT_FOLDER
+from .parallel import progress_map
 from .prepared import write_prepared
 
 CLASS_NAMES = ["background", "lesion"]
-INPUT_FOLDER = "ISIC2018_Task1-2_Training_Input"
-GT_FOLDER = "ISIC2018_Task1_Training_GroundTruth"
+INPUT_FOLDER, GT_FOLDER = ISIC_INPUT_FOLDER, ISIC_GT_FOLDER
 IMAGE_RE = re.compile(r"ISIC_(\d+)\.jpg")
 MASK_RE = re.compile(r"ISIC_(\d+)_segmentation\.png")
 WORKERS = 4  # JPEG/PNG decoding and resizing release the GIL

@@ -42,11 +42,6 @@ class Split:
     def __len__(self) -> int:
         return len(self.names)
 
-    def float_images(self, index=slice(None)) -> np.ndarray:
-        """Images as float32 in [0, 1] whatever their stored dtype."""
-        x = self.images[index]
-        return x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32, copy=False)
-
 
 @dataclass
 class Prepared:

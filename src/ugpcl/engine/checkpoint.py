@@ -1,17 +1,18 @@
-"""Checkpoint files and loading a trained run back for evaluation, inference and figures.
+"""Checkpoint files, and loading a trained run back for evaluation, inference and figures.
 
-A checkpoint is one `torch.save`d dict:
-    format       "ugpcl-checkpoint-1"
+A checkpoint is one `torch.save`d dict of tensors and plain data only, so it is always read
+with `torch.load(weights_only=True)`: a file cannot run code when it is loaded.
+    format       "ugpcl-checkpoint-2"
     iteration    iterations completed
     cfg, info    the resolved configuration and the run description (method, dataset, regime, seed,
                  run_id, profile, num_classes, in_channels)
-    nets         {name: state_dict} of the trained networks;  frozen: same for EMA teachers
-    eval_net     the key of the network that evaluation uses
-    extra        method state (memory queues); training-only keys: optimizer, sampler, rng, best
+    state        the method's state_dict: every network, EMA teacher and memory queue
+    training-only keys: optimizer, sampler, rng, best, elapsed
 """
 
 from __future__ import annotations
 
+import pickle
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,13 +24,21 @@ from torch import nn
 from ..config import deep_merge
 from ..errors import UserError
 from ..fileio import atomic_path
-from ..methods import get_method
+from ..methods import build_method
+from ..methods.base import Method
 
-FORMAT = "ugpcl-checkpoint-1"
+FORMAT = "ugpcl-checkpoint-2"
+RETRAIN = "retrain the run (`ugpcl train ... --force`, or delete its run directory and rerun the workflow)"
 
 
 def rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """Every RNG's state as tensors and plain data (loadable with weights_only=True)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    state = {"torch": torch.get_rng_state(),
+             "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "cached": float(cached)},
+             "python": [version, list(internal), gauss_next]}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -37,8 +46,10 @@ def rng_state() -> dict:
 
 def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
@@ -48,45 +59,63 @@ def save(path: Path, payload: dict) -> None:
         torch.save({"format": FORMAT, **payload}, tmp)
 
 
+def save_method(path: Path, method: Method, cfg: dict, info: dict, iteration: int, **training) -> None:
+    """A checkpoint of `method` (plus, for resume files, the training state in `training`)."""
+    save(path, {"iteration": iteration, "cfg": cfg, "info": info, "state": method.state_dict(), **training})
+
+
 def read(path: str | Path, map_location="cpu") -> dict:
+    """A checkpoint's dict, loaded without running code; UserError for anything else."""
     path = Path(path)
     if not path.is_file():
         raise UserError("checkpoint not found", path=path, fix="train the run first, or name an existing .pt file")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise UserError(
+            "refused: this file holds Python objects other than tensors and plain data, which could run code "
+            "when loaded. It is not a checkpoint of this ugpcl version (checkpoints of format 1, written "
+            "before November 2026, are refused too)", path=path,
+            fix=f"load only checkpoints you trust, written by `ugpcl train`; for an old run: {RETRAIN}") from exc
     except Exception as exc:  # torch raises several types for truncated or foreign files
-        raise UserError(f"cannot read checkpoint ({exc})", path=path, fix="the file is corrupt: retrain or restore it") from exc
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise UserError(f"cannot read checkpoint ({exc})", path=path,
+                        fix=f"the file is corrupt: {RETRAIN}, or restore the file") from exc
+    if not isinstance(ckpt, dict) or not str(ckpt.get("format", "")).startswith("ugpcl-checkpoint"):
         raise UserError("not a ugpcl checkpoint", path=path, fix=f"expected a file written by `ugpcl train` ({FORMAT})")
+    if ckpt["format"] != FORMAT:
+        raise UserError(f"written by an older ugpcl ({ckpt['format']}; this version reads {FORMAT})", path=path,
+                        fix=RETRAIN)
     return ckpt
 
 
 @dataclass
 class LoadedRun:
-    net: nn.Module          # the evaluation network, in eval mode
-    method: object          # the Method holding every network of the run
+    net: nn.Module          # the main evaluation network, in eval mode
+    method: Method          # every network of the run
     cfg: dict
     info: dict
     iteration: int
     path: Path
 
 
-def build_method(cfg: dict, info: dict):
-    """The run's Method with freshly initialised networks (no pretrained download)."""
-    cfg = deep_merge(cfg, {"model": {"pretrained": False}})
-    return get_method(info["method"])(cfg, info["num_classes"], info["in_channels"])
+def restore_method(ckpt: dict, path: Path) -> Method:
+    """The checkpoint's method with its weights (networks built without downloading ImageNet weights)."""
+    cfg, info = ckpt["cfg"], ckpt["info"]
+    method = build_method(deep_merge(cfg, {"model": {"pretrained": False}}), info["method"], info["num_classes"],
+                          info["in_channels"])
+    try:
+        method.load_state_dict(ckpt["state"])
+    except RuntimeError as exc:
+        raise UserError(f"its weights do not fit the network its own configuration describes ({str(exc)[:300]})",
+                        path=path, fix=f"the file was altered or mixes two runs: {RETRAIN}") from exc
+    return method
 
 
 def load_checkpoint_file(path: str | Path, device="cpu") -> LoadedRun:
+    path = Path(path)
     ckpt = read(path)
-    method = build_method(ckpt["cfg"], ckpt["info"])
-    for name, state in ckpt["nets"].items():
-        method.nets[name].load_state_dict(state)
-    for name, state in ckpt.get("frozen", {}).items():
-        method.frozen[name].load_state_dict(state)
-    method.to(device)
-    net = method.nets[ckpt["eval_net"]].eval()
-    return LoadedRun(net, method, ckpt["cfg"], ckpt["info"], int(ckpt["iteration"]), Path(path))
+    method = restore_method(ckpt, path).to(device)
+    return LoadedRun(method.eval_network().eval(), method, ckpt["cfg"], ckpt["info"], int(ckpt["iteration"]), path)
 
 
 def load_run(run_dir: str | Path, which: str = "best", device="cpu") -> LoadedRun:

@@ -1,14 +1,12 @@
 """The training loop every method shares: batches, optimiser, LR schedule, AMP, checkpoints,
-validation, logging and the final evaluation. Methods supply only their `train_step`."""
+validation and logging. Methods supply only their `compute_loss`; one iteration is `step.train_step`."""
 
 from __future__ import annotations
 
 import json
 import math
 import random
-import subprocess
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -16,16 +14,18 @@ import torch
 import yaml
 from tqdm import tqdm
 
-from ..config import REPO_ROOT, prepared_path
+from ..config import prepared_path
 from ..data.prepared import Prepared, load_prepared
 from ..device import pick_device
 from ..errors import UserError
-from ..fileio import write_json, write_text
-from ..methods import get_method
+from ..fileio import write_text
+from ..methods import build_method
 from ..methods.base import Batch
+from ..metrics import validation_dice
 from . import checkpoint
 from .augment import augment_batch
 from .sampler import TwoStreamSampler
+from .step import make_optimizer, poly_lr, train_step
 
 
 def training_device(train_cfg: dict, requested: str | None = None) -> torch.device:
@@ -45,20 +45,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def poly_lr(t: int, train_cfg: dict) -> float:
-    """lr at 0-based iteration t: lr0 (1 - t/T)^power, floored at min_lr."""
-    decay = (1 - t / train_cfg["iterations"]) ** train_cfg["poly_power"]
-    return max(train_cfg["lr"] * decay, train_cfg["min_lr"])
-
-
-def git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=5)
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
 class Trainer:
     """Trains one run (a method on a dataset regime with a seed) into `run_dir`."""
 
@@ -76,11 +62,8 @@ class Trainer:
         self.info = {**info, "num_classes": self.data.num_classes, "in_channels": self.data.in_channels}
 
         seed_everything(self.tr["seed"])
-        self.method = get_method(info["method"])(cfg, self.data.num_classes, self.data.in_channels).to(self.device)
-        self.optimizer = torch.optim.SGD(
-            self.method.nets.parameters(), lr=self.tr["lr"], momentum=self.tr["momentum"],
-            weight_decay=self.tr["weight_decay"],
-        )
+        self.method = build_method(cfg, info["method"], self.data.num_classes, self.data.in_channels).to(self.device)
+        self.optimizer = make_optimizer(self.method, self.tr)
         regime = info["regime"]
         unlabeled = self.data.unlabeled_indices(regime) if self.method.uses_unlabeled else np.array([], dtype=np.int64)
         batch_size = self.tr["batch_size"] if self.method.uses_unlabeled else self.tr["labeled_bs"]
@@ -91,7 +74,6 @@ class Trainer:
         self.amp = self.device.type == "cuda" and self.tr["amp"] == "bf16"
         self.best = -math.inf
         self.elapsed = 0.0
-        self.eval_key = next(k for k, v in self.method.nets.items() if v is self.method.eval_network())
 
     # --- data -----------------------------------------------------------------------------
     def next_batch(self) -> Batch:
@@ -108,20 +90,12 @@ class Trainer:
     def ckpt_dir(self) -> Path:
         return self.run_dir / "checkpoints"
 
-    def _payload(self, iteration: int, training: bool) -> dict:
-        payload = {
-            "iteration": iteration,
-            "cfg": self.cfg,
-            "info": self.info,
-            "nets": {k: v.state_dict() for k, v in self.method.nets.items()},
-            "frozen": {k: v.state_dict() for k, v in self.method.frozen.items()},
-            "eval_net": self.eval_key,
-            "extra": self.method.extra_state(),
-        }
+    def _save(self, name: str, iteration: int, training: bool) -> None:
+        state = {}
         if training:
-            payload.update(optimizer=self.optimizer.state_dict(), sampler=self.sampler.state_dict(),
-                           rng=checkpoint.rng_state(), best=self.best, elapsed=self.elapsed)
-        return payload
+            state = dict(optimizer=self.optimizer.state_dict(), sampler=self.sampler.state_dict(),
+                         rng=checkpoint.rng_state(), best=self.best, elapsed=self.elapsed)
+        checkpoint.save_method(self.ckpt_dir / name, self.method, self.cfg, self.info, iteration, **state)
 
     def resume(self) -> int:
         """Restore `checkpoints/resume.pt` if present; returns the iteration to start from."""
@@ -134,11 +108,7 @@ class Trainer:
                 "this run directory holds an unfinished run with a different configuration",
                 path=path, fix="use --fresh to discard it, or choose another --out",
             )
-        for k, state in ckpt["nets"].items():
-            self.method.nets[k].load_state_dict(state)
-        for k, state in ckpt["frozen"].items():
-            self.method.frozen[k].load_state_dict(state)
-        self.method.load_extra_state(ckpt["extra"])
+        self.method.load_state_dict(ckpt["state"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.sampler.load_state_dict(ckpt["sampler"])
         checkpoint.set_rng_state(ckpt["rng"])
@@ -156,8 +126,6 @@ class Trainer:
 
     # --- the loop -------------------------------------------------------------------------
     def validate(self) -> float:
-        from ..evaluation import validation_dice
-
         return float(validation_dice(self.method.eval_network(), self.data, self.tr["val_batch"], self.device))
 
     def fit(self, stop_after: int | None = None, progress: bool = True) -> bool:
@@ -177,15 +145,7 @@ class Trainer:
         try:
             for t in bar:
                 lr = poly_lr(t, self.tr)
-                for group in self.optimizer.param_groups:
-                    group["lr"] = lr
-                batch = self.next_batch()
-                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-                    loss, terms = self.method.train_step(batch, t)
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                self.optimizer.step()
-                self.method.after_step(t)
+                loss, terms = train_step(self.method, self.optimizer, self.next_batch(), t, lr=lr, amp=self.amp)
                 done = t + 1
 
                 if done % self.tr["log_every"] == 0 or done == total:
@@ -202,13 +162,13 @@ class Trainer:
                     val_log.flush()
                     if score > self.best:
                         self.best = score
-                        checkpoint.save(self.ckpt_dir / "best.pt", self._payload(done, training=False))
+                        self._save("best.pt", done, training=False)
                 stopping = stop_after is not None and done >= stop_after and done < total
                 if done % self.tr["checkpoint_every"] == 0 or stopping:
                     log.flush()
                     self.elapsed += time.perf_counter() - tick
                     tick = time.perf_counter()
-                    checkpoint.save(self.ckpt_dir / "resume.pt", self._payload(done, training=True))
+                    self._save("resume.pt", done, training=True)
                 if stopping:
                     return False
         finally:
@@ -216,35 +176,15 @@ class Trainer:
             log.close()
             val_log.close()
         self.elapsed += time.perf_counter() - tick
-        checkpoint.save(self.ckpt_dir / "last.pt", self._payload(total, training=False))
+        self._save("last.pt", total, training=False)
         return True
 
-    def finish(self, started: str) -> dict:
-        """Evaluate the chosen checkpoint, write eval/ and run.json, drop the resume file."""
-        from ..evaluation import evaluate_network, write_evaluation
-
-        which = self.cfg["evaluation"]["checkpoint"]
-        loaded = checkpoint.load_run(self.run_dir, which, device=self.device)
-        protocol = self.cfg["evaluation"]["protocol"]
-        per_case, summary = evaluate_network(loaded.net, self.data, self.tr["val_batch"], self.device, protocol=protocol)
-        summary.update({k: self.info[k] for k in ("method", "dataset", "regime", "seed")},
-                       checkpoint=which, iteration=loaded.iteration, protocol=protocol)
-        write_evaluation(self.run_dir / "eval", per_case, summary)
-        run = {
-            **self.info,
+    def facts(self) -> dict:
+        """What run.json records about the training itself."""
+        return {
             "device": self.device.type,
             "device_name": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu",
             "iterations": self.tr["iterations"],
             "wall_time_s": round(self.elapsed, 1),
-            "started": started,
-            "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "git_commit": git_commit(),
-            "data_source": self.cfg["data"][self.info["dataset"]]["source"],
-            "protocol": self.cfg["evaluation"]["protocol"],
             "best_val_dice": self.best,
-            "dice": summary["dice"],
-            "status": "finished",
         }
-        write_json(self.run_dir / "run.json", run)
-        (self.ckpt_dir / "resume.pt").unlink(missing_ok=True)
-        return run

@@ -1,16 +1,91 @@
-"""Training methods, one module each: `ugpcl.methods.<name>` defines `METHOD`, its class."""
+"""The training methods: every module of this package registers its `Method` (see `base.py`).
+
+`registry()` imports them all once; `build_method(cfg, ...)` turns params.yaml into a method's
+typed arguments (the one place that reads `model:` and `methods.<name>:` for the networks);
+`check_config(cfg)` validates every method's section before anything trains.
+"""
 
 from __future__ import annotations
 
 import importlib
+import pkgutil
 
-NAMES = ("supervised", "mt", "uamt", "em", "dct", "cct", "cps", "ugpcl")
+from ..config import resolve_path
+from ..errors import UserError
+from ..models import SwinConfig, UNetConfig
+from ..models.resnet import STANDARD_WIDTH
+from . import hparams
+from .base import _REGISTRY, Method, Setup
+
+NOT_METHODS = {"base", "hparams"}
 
 
-def get_method(name: str):
-    """The Method subclass called `name`."""
-    if name not in NAMES:
-        from ..errors import UserError
+def registry() -> dict[str, type[Method]]:
+    """name -> Method class, for every method module in this package."""
+    for info in pkgutil.iter_modules(__path__):
+        if not info.name.startswith("_") and info.name not in NOT_METHODS:
+            importlib.import_module(f"{__name__}.{info.name}")
+    return dict(_REGISTRY)
 
-        raise UserError(f"unknown method {name!r}; known: {', '.join(NAMES)}")
-    return importlib.import_module(f"{__name__}.{name}").METHOD
+
+def names() -> list[str]:
+    return list(registry())
+
+
+def get_method(name: str) -> type[Method]:
+    known = registry()
+    if name not in known:
+        raise UserError(f"unknown method {name!r}; known: {', '.join(known)}",
+                        fix=f"add src/ugpcl/methods/{name}.py (see README, 'Adding your own method') or pick a known one")
+    return known[name]
+
+
+def check_config(cfg: dict, source="params.yaml") -> dict[str, object]:
+    """Every method section of `cfg` parsed into its HParams; UserError naming the key otherwise."""
+    known, sections = registry(), cfg["methods"]
+    for name in sections:
+        if name not in known:
+            raise UserError(f"methods.{name}: no such method (known: {', '.join(known)})", path=source,
+                            fix=f"remove methods.{name}, or add its module src/ugpcl/methods/{name}.py")
+    missing = [name for name in known if name not in sections]
+    if missing:
+        name = missing[0]
+        raise UserError(f"methods.{name}: section missing for the method {name}", path=source,
+                        fix=f"add `{name}:` under methods: with its hyper-parameters "
+                            f"{hparams.defaults(known[name].HParams)}")
+    return {name: hparams.parse(known[name].HParams, sections[name], name, source) for name in known}
+
+
+def setup_from_config(cfg: dict, num_classes: int, in_channels: int) -> Setup:
+    """params.yaml `model:`, `data.image_size` and `train:` as the typed arguments of the networks."""
+    m = cfg["model"]
+    if m["pretrained"] and m["width"] != STANDARD_WIDTH:
+        raise UserError(f"ImageNet weights exist only for ResNet-50 width {STANDARD_WIDTH}, not model.width "
+                        f"{m['width']}", path="params.yaml",
+                        fix=f"set model.width: {STANDARD_WIDTH}, or model.pretrained: false")
+    s = m["swin"]
+    for i, heads in enumerate(s["heads"]):
+        if (s["embed_dim"] * 2**i) % heads:
+            raise UserError(f"model.swin.heads[{i}] = {heads} does not divide the stage width "
+                            f"{s['embed_dim'] * 2**i}", path="params.yaml",
+                            fix="choose model.swin.embed_dim and heads so that embed_dim * 2**i is a multiple of heads[i]")
+    net = UNetConfig(num_classes=num_classes, in_channels=in_channels, image_size=cfg["data"]["image_size"],
+                     width=m["width"], pretrained=m["pretrained"],
+                     weights=resolve_path(m["weights"]) if m["weights"] else None,
+                     decoder_channels=tuple(m["decoder_channels"]), head_dropout=m["head_dropout"],
+                     rotation_dropout=m["rotation_dropout"], embed_dim=m["embed_dim"])
+    swin = SwinConfig(embed_dim=s["embed_dim"], depths=tuple(s["depths"]), heads=tuple(s["heads"]),
+                      window=s["window"], mlp_ratio=s["mlp_ratio"], drop_path=s["drop_path"],
+                      train_pos_embed=s["train_pos_embed"])
+    return Setup(net=net, swin=swin, iterations=cfg["train"]["iterations"],
+                 dice_background=cfg["train"]["dice_background"])
+
+
+def parse_hparams(cfg: dict, name: str, source="params.yaml"):
+    """The typed hyper-parameters of method `name` in `cfg` (UserError naming the key if wrong)."""
+    return hparams.parse(get_method(name).HParams, cfg["methods"].get(name), name, source)
+
+
+def build_method(cfg: dict, name: str, num_classes: int, in_channels: int) -> Method:
+    """Method `name` with the hyper-parameters of `cfg['methods'][name]` and the networks of `cfg['model']`."""
+    return get_method(name)(setup_from_config(cfg, num_classes, in_channels), parse_hparams(cfg, name))

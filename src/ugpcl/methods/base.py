@@ -1,18 +1,37 @@
-"""What every training method is: networks, a train step with its own losses, and an evaluator.
+"""What every training method is, and how one declares itself.
 
-The engine (`ugpcl.engine.trainer`) owns the loop, the optimiser and LR schedule, AMP,
-checkpoints, validation and logging. A method owns only what makes it that method.
+A method is one module in this package holding a `Method` subclass decorated with `@register`:
+its `name`, its `HParams` dataclass (see `hparams.py`), its networks built in `__init__`, and
+`compute_loss(batch, t)`. The engine owns the loop, optimiser, LR schedule, AMP, checkpoints,
+validation and logging. A `Method` is an `nn.Module`: its networks, EMA teachers and memory
+queues are submodules, so its whole state is one `state_dict()`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
 
 from ..losses import ce_dice, ramp_weight
-from ..models import build_unet
+from ..models import SwinConfig, UNetConfig, build_unet
+from .hparams import hparam
+
+_REGISTRY: dict[str, type["Method"]] = {}
+
+
+def register(cls: type["Method"]) -> type["Method"]:
+    """Class decorator: make `cls` known under `cls.name` (the module's presence in methods/ loads it)."""
+    if not dataclasses.is_dataclass(cls.HParams):
+        raise TypeError(f"{cls.__name__}.HParams must be a dataclass")
+    other = _REGISTRY.get(cls.name)
+    if other is not None and other.__qualname__ != cls.__qualname__:
+        raise ValueError(f"two methods are called {cls.name!r}: {other.__module__} and {cls.__module__}")
+    _REGISTRY[cls.name] = cls
+    return cls
 
 
 @dataclass
@@ -37,61 +56,77 @@ class Batch:
         return self.image[self.labeled_bs :]
 
 
-class Method:
-    """Base class. Subclasses set `name`, build networks in `__init__`, implement `train_step`."""
+@dataclass(frozen=True)
+class Setup:
+    """What a method gets from the run besides its own hyper-parameters."""
 
-    name = "base"
-    uses_unlabeled = True  # False: the engine hands this method batches of labeled images only
+    net: UNetConfig              # the shared UNet-R50 for this data (classes, channels, size), no extra heads
+    swin: SwinConfig             # the Swin decoder's settings, for methods that add one
+    iterations: int              # train.iterations
+    dice_background: bool        # train.dice_background
 
-    def __init__(self, cfg: dict, num_classes: int, in_channels: int):
-        self.cfg = cfg
-        self.hp = dict(cfg["methods"].get(self.name, {}))
-        self.num_classes = num_classes
-        self.in_channels = in_channels
-        self.iterations = cfg["train"]["iterations"]
-        self.dice_background = cfg["train"]["dice_background"]
-        self.nets = nn.ModuleDict()          # trained by the optimiser, saved in checkpoints
-        self.frozen = nn.ModuleDict()        # saved but not optimised (EMA teachers)
 
-    # --- construction helpers -------------------------------------------------------------
-    def build_net(self, **kwargs) -> nn.Module:
-        """A UNet-R50 configured from `cfg['model']`; kwargs choose optional heads."""
-        return build_unet(
-            self.cfg["model"], self.num_classes, self.in_channels, image_size=self.cfg["data"]["image_size"], **kwargs
-        )
+@dataclass(frozen=True)
+class RampHParams:
+    """The consistency weight w(t) = consistency * rampup(t // ramp_epoch, ramp_length) (SSL4MIS)."""
+
+    consistency: float = hparam(0.1, "SSL4MIS train_*_2D.py --consistency (lambda)", minimum=0)
+    ramp_epoch: int = hparam(150, "SSL4MIS: get_current_consistency_weight(iter_num // 150)", minimum=1)
+    ramp_length: int = hparam(200, "SSL4MIS --consistency_rampup 200.0", minimum=1)
+
+
+class Method(nn.Module):
+    """Base class; see the module docstring. It builds `self.model` (`build_model`), the network
+    evaluation scores; a method adds its other networks after `super().__init__`. Without an
+    `HParams` of its own, a method takes the consistency ramp's (`RampHParams`)."""
+
+    name: ClassVar[str] = "base"
+    HParams: ClassVar[type] = RampHParams
+    uses_unlabeled: ClassVar[bool] = True   # False: the engine hands it batches of labeled images only
+    evaluated: ClassVar[tuple[str, ...]] = ("model",)  # networks evaluation scores; the first is the main one
+
+    def __init__(self, setup: Setup, hp):
+        super().__init__()
+        self.setup = setup
+        self.hp = hp
+        self.model = self.build_model()
+
+    def build_model(self) -> nn.Module:
+        """The main network: the shared UNet-R50 (methods override this to add heads)."""
+        return self.unet()
 
     # --- what subclasses implement --------------------------------------------------------
-    def train_step(self, batch: Batch, t: int) -> tuple[torch.Tensor, dict[str, float]]:
-        """Return the total loss of iteration t (0-based) and the loss terms to log."""
+    def compute_loss(self, batch: Batch, t: int) -> tuple[torch.Tensor, dict]:
+        """The total loss of iteration t (0-based) and the terms to log (tensors or floats, no .item())."""
         raise NotImplementedError
 
     def after_step(self, t: int) -> None:
         """Called after the optimiser step of iteration t (EMA updates, memory queues)."""
 
-    def eval_network(self) -> nn.Module:
-        """The network that evaluation and inference use; its forward returns logits."""
-        return self.nets["model"]
+    def steady_state_iteration(self) -> int:
+        """The first iteration at which every loss term is on (what `ugpcl bench` times)."""
+        return 0
 
     # --- shared pieces --------------------------------------------------------------------
+    def unet(self, **heads) -> nn.Module:
+        """The shared UNet-R50, with optional heads (see `UNetConfig`)."""
+        return build_unet(dataclasses.replace(self.setup.net, **heads))
+
+    def eval_network(self) -> nn.Module:
+        """The network that evaluation and inference use; its forward returns logits."""
+        return getattr(self, self.evaluated[0])
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
     def supervised_loss(self, logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
-        return ce_dice(logits, label, include_background=self.dice_background)
+        return ce_dice(logits, label, include_background=self.setup.dice_background)
+
+    @staticmethod
+    def semi_supervised(sup: torch.Tensor, unsup: torch.Tensor, weight: float, **logs) -> tuple[torch.Tensor, dict]:
+        """L = L_sup + w L_unsup, and its terms to log."""
+        return sup + weight * unsup, {"sup": sup.detach(), "unsup": unsup.detach(), "weight": weight, **logs}
 
     def ramp(self, t: int) -> float:
-        """This method's consistency weight at iteration t (keys consistency/ramp_epoch/ramp_length)."""
-        return ramp_weight(t, self.hp["consistency"], self.hp["ramp_epoch"], self.hp["ramp_length"])
-
-    def extra_state(self) -> dict:
-        """Non-parameter state to checkpoint (memory queues); tensors or plain data."""
-        return {}
-
-    def load_extra_state(self, state: dict) -> None:
-        pass
-
-    def to(self, device) -> "Method":
-        self.nets.to(device)
-        self.frozen.to(device)
-        return self
-
-    def train(self) -> None:
-        self.nets.train()
-        self.frozen.train()
+        """The consistency weight at iteration t (for HParams derived from RampHParams)."""
+        return ramp_weight(t, self.hp.consistency, self.hp.ramp_epoch, self.hp.ramp_length)

@@ -8,6 +8,7 @@ object/context masking or cutout. Evaluation uses the main decoder (the model's 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import partial
 
 import torch
@@ -16,7 +17,8 @@ from torch import nn
 
 from ..losses import softmax_mse
 from ..models import build_decoder
-from .base import Batch, Method
+from .base import Batch, Method, RampHParams, register
+from .hparams import hparam
 
 
 def feature_noise(x: torch.Tensor, magnitude: float) -> torch.Tensor:
@@ -31,45 +33,41 @@ def feature_dropout(x: torch.Tensor, p: float) -> torch.Tensor:
 
 def feature_drop(x: torch.Tensor, gamma_range: tuple[float, float]) -> torch.Tensor:
     """Zero the positions whose channel mean a is >= gamma max(a) of that sample, gamma ~ U(range)."""
-    gamma = torch.empty(()).uniform_(*gamma_range).item()
+    gamma = torch.empty(()).uniform_(*gamma_range).item()  # drawn on the CPU: no device sync
     attention = x.mean(1, keepdim=True)
     peak = attention.flatten(1).amax(1).view(-1, 1, 1, 1)
     return x * (attention < gamma * peak)
 
 
+@register
 class CrossConsistency(Method):
     name = "cct"
 
-    def __init__(self, cfg: dict, num_classes: int, in_channels: int):
-        super().__init__(cfg, num_classes, in_channels)
-        model = self.build_net()
-        self.nets["model"] = model
-        self.nets["aux"] = nn.ModuleList(
-            build_decoder(cfg["model"], num_classes, model.encoder_channels) for _ in range(3)
-        )
+    @dataclass(frozen=True)
+    class HParams(RampHParams):
+        feature_noise: float = hparam(0.3, "SSL4MIS FeatureNoise(uniform_range=0.3)", minimum=0)
+        dropout: float = hparam(0.3, "SSL4MIS Dropout(p=0.3)", minimum=0, maximum=1)
+        drop_gamma: tuple[float, float] = hparam((0.7, 0.9), "SSL4MIS FeatureDropout: uniform(0.7, 0.9)",
+                                                 minimum=0, maximum=1)
+
+    def __init__(self, setup, hp):
+        super().__init__(setup, hp)
+        self.aux = nn.ModuleList(build_decoder(setup.net, self.model.encoder_channels) for _ in range(3))
         self.perturbations = [  # one per auxiliary decoder
-            partial(feature_noise, magnitude=self.hp["feature_noise"]),
-            partial(feature_dropout, p=self.hp["dropout"]),
-            partial(feature_drop, gamma_range=tuple(self.hp["drop_gamma"])),
+            partial(feature_noise, magnitude=hp.feature_noise),
+            partial(feature_dropout, p=hp.dropout),
+            partial(feature_drop, gamma_range=hp.drop_gamma),
         ]
 
-    def train_step(self, batch: Batch, t: int) -> tuple[torch.Tensor, dict[str, float]]:
+    def compute_loss(self, batch: Batch, t: int):
         n_l = batch.labeled_bs
-        model = self.nets["model"]
-        features = model.encode(batch.image)
-        main = model.decoder(features)
+        features = self.model.encode(batch.image)
+        main = self.model.decoder(features)
         # every map the decoder reads (f1..f5, skips included) is perturbed; f0, the input, is unused
-        aux = [
-            decoder([features[0], *(perturb(f) for f in features[1:])])
-            for decoder, perturb in zip(self.nets["aux"], self.perturbations)
-        ]
+        aux = [decoder([features[0], *(perturb(f) for f in features[1:])])
+               for decoder, perturb in zip(self.aux, self.perturbations)]
         # mean of 0.5 (CE + Dice) over the 4 outputs = the (sum of 4 CE + 4 Dice) / 8 of SSL4MIS
         sup = sum(self.supervised_loss(out[:n_l], batch.label) for out in [main, *aux]) / 4
         # the main output is not detached (SSL4MIS, unlike the original CCT)
         unsup = sum(softmax_mse(main[n_l:], out[n_l:]) for out in aux) / 3
-        weight = self.ramp(t)
-        loss = sup + weight * unsup
-        return loss, {"sup": sup.item(), "unsup": unsup.item(), "weight": weight}
-
-
-METHOD = CrossConsistency
+        return self.semi_supervised(sup, unsup, self.ramp(t))

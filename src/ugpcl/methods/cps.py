@@ -7,30 +7,23 @@ backward on L1 + L2; the single SGD optimiser over both equals SSL4MIS's two equ
 
 from __future__ import annotations
 
-import torch
-
 from ..losses import cross_entropy
-from .base import Batch, Method
+from .base import Batch, Method, register
 
 
+@register
 class CrossPseudoSupervision(Method):
     name = "cps"
+    evaluated = ("model", "model2")  # SSL4MIS scores both; the tables report the first
 
-    def __init__(self, cfg: dict, num_classes: int, in_channels: int):
-        super().__init__(cfg, num_classes, in_channels)
-        self.nets["model"] = self.build_net()
-        self.nets["model2"] = self.build_net()
+    def __init__(self, setup, hp):
+        super().__init__(setup, hp)
+        self.model2 = self.unet()  # initialised independently of self.model
 
-    def train_step(self, batch: Batch, t: int) -> tuple[torch.Tensor, dict[str, float]]:
+    def compute_loss(self, batch: Batch, t: int):
         n_l = batch.labeled_bs
-        logits1 = self.nets["model"](batch.image)
-        logits2 = self.nets["model2"](batch.image)
+        logits1, logits2 = self.model(batch.image), self.model2(batch.image)
         pseudo1, pseudo2 = logits1[n_l:].detach().argmax(1), logits2[n_l:].detach().argmax(1)
         sup = self.supervised_loss(logits1[:n_l], batch.label) + self.supervised_loss(logits2[:n_l], batch.label)
         unsup = cross_entropy(logits1[n_l:], pseudo2) + cross_entropy(logits2[n_l:], pseudo1)
-        weight = self.ramp(t)
-        loss = sup + weight * unsup
-        return loss, {"sup": sup.item(), "unsup": unsup.item(), "weight": weight}
-
-
-METHOD = CrossPseudoSupervision
+        return self.semi_supervised(sup, unsup, self.ramp(t))

@@ -6,11 +6,12 @@ No second network and no adversarial examples (METHODS.md §2 "DCT").
 
 from __future__ import annotations
 
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Batch, Method
+from .base import Batch, Method, register
 
 
 def rotation_consistency(net: nn.Module, image_u: torch.Tensor, logits_u: torch.Tensor, k: int) -> torch.Tensor:
@@ -23,23 +24,14 @@ def rotation_consistency(net: nn.Module, image_u: torch.Tensor, logits_u: torch.
     return 0.5 * (F.mse_loss(rotated, of_rotated.detach()) + F.mse_loss(of_rotated, rotated.detach()))
 
 
+@register
 class DeepCoTraining(Method):
     name = "dct"
 
-    def __init__(self, cfg: dict, num_classes: int, in_channels: int):
-        super().__init__(cfg, num_classes, in_channels)
-        self.nets["model"] = self.build_net()
-
-    def train_step(self, batch: Batch, t: int) -> tuple[torch.Tensor, dict[str, float]]:
+    def compute_loss(self, batch: Batch, t: int):
         n_l = batch.labeled_bs
-        model = self.nets["model"]
-        logits = model(batch.image)
+        logits = self.model(batch.image)
         sup = self.supervised_loss(logits[:n_l], batch.label)
-        k = int(torch.randint(4, ()))  # torch's RNG, so a resumed run draws the same k
-        unsup = rotation_consistency(model, batch.unlabeled, logits[n_l:], k)
-        weight = self.ramp(t)
-        loss = sup + weight * unsup
-        return loss, {"sup": sup.item(), "unsup": unsup.item(), "weight": weight}
-
-
-METHOD = DeepCoTraining
+        k = int(torch.randint(4, ()))  # torch's CPU RNG (no device sync), so a resumed run draws the same k
+        unsup = rotation_consistency(self.model, batch.unlabeled, logits[n_l:], k)
+        return self.semi_supervised(sup, unsup, self.ramp(t))

@@ -10,7 +10,7 @@ import math
 import torch
 
 from ..losses import entropy_map
-from .base import Batch, Method
+from .base import Batch, Method, register
 
 
 def normalised_entropy(logits: torch.Tensor) -> torch.Tensor:
@@ -18,20 +18,12 @@ def normalised_entropy(logits: torch.Tensor) -> torch.Tensor:
     return entropy_map(logits.float().softmax(1)).mean() / math.log(logits.shape[1])
 
 
+@register
 class EntropyMinimisation(Method):
     name = "em"
 
-    def __init__(self, cfg: dict, num_classes: int, in_channels: int):
-        super().__init__(cfg, num_classes, in_channels)
-        self.nets["model"] = self.build_net()
-
-    def train_step(self, batch: Batch, t: int) -> tuple[torch.Tensor, dict[str, float]]:
-        logits = self.nets["model"](batch.image)
+    def compute_loss(self, batch: Batch, t: int):
+        logits = self.model(batch.image)
         sup = self.supervised_loss(logits[: batch.labeled_bs], batch.label)
         unsup = normalised_entropy(logits)
-        weight = self.ramp(t)
-        loss = sup + weight * unsup
-        return loss, {"sup": sup.item(), "unsup": unsup.item(), "weight": weight}
-
-
-METHOD = EntropyMinimisation
+        return self.semi_supervised(sup, unsup, self.ramp(t))

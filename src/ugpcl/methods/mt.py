@@ -7,47 +7,59 @@ w(t) forced to 0 for t < gate_iterations.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from ..engine.ema import ema_update, make_teacher
+from ..ema import ema_update, make_teacher
 from ..losses import softmax_mse
-from .base import Batch, Method
+from .base import Batch, Method, RampHParams, register
+from .hparams import hparam
 
 
+@dataclass(frozen=True)
+class TeacherHParams(RampHParams):
+    """The EMA teacher and its input noise, shared with UA-MT."""
+
+    ema_decay: float = hparam(0.99, "SSL4MIS --ema_decay 0.99", minimum=0, maximum=1)
+    noise_std: float = hparam(0.1, "SSL4MIS: clamp(randn_like(x) * 0.1, -0.2, 0.2)", minimum=0)
+    noise_clip: float = hparam(0.2, "SSL4MIS: clamp(randn_like(x) * 0.1, -0.2, 0.2)", minimum=0)
+
+
+@register
 class MeanTeacher(Method):
     name = "mt"
 
-    def __init__(self, cfg: dict, num_classes: int, in_channels: int):
-        super().__init__(cfg, num_classes, in_channels)
-        # head_dropout is a UA-MT key (its MC-dropout source); for MT it is absent -> model default
-        self.nets["model"] = self.build_net(head_dropout=self.hp.get("head_dropout"))
-        self.frozen["teacher"] = make_teacher(self.nets["model"])
+    @dataclass(frozen=True)
+    class HParams(TeacherHParams):
+        gate_iterations: int = hparam(1000, "SSL4MIS: consistency_loss = 0 while iter_num < 1000", minimum=0)
+
+    def __init__(self, setup, hp):
+        super().__init__(setup, hp)
+        self.teacher = make_teacher(self.model)
 
     def noisy(self, x: torch.Tensor) -> torch.Tensor:
         """x + clamp(noise_std N(0, 1), -noise_clip, noise_clip): the teacher's input."""
-        clip = self.hp["noise_clip"]
-        return x + (torch.randn_like(x) * self.hp["noise_std"]).clamp(-clip, clip)
+        return x + (torch.randn_like(x) * self.hp.noise_std).clamp(-self.hp.noise_clip, self.hp.noise_clip)
 
     def consistency_weight(self, t: int) -> float:
-        return 0.0 if t < self.hp["gate_iterations"] else self.ramp(t)
+        return 0.0 if t < self.hp.gate_iterations else self.ramp(t)
 
-    def consistency(self, student_u, teacher_u, image_u, t) -> tuple[torch.Tensor, dict[str, float]]:
+    def consistency(self, student_u, teacher_u, image_u, t) -> tuple[torch.Tensor, dict]:
         """The unsupervised term from student and (noisy, no-grad) teacher logits of x_u."""
         return softmax_mse(student_u, teacher_u), {}
 
-    def train_step(self, batch: Batch, t: int) -> tuple[torch.Tensor, dict[str, float]]:
+    def compute_loss(self, batch: Batch, t: int):
         n_l = batch.labeled_bs
-        logits = self.nets["model"](batch.image)
+        logits = self.model(batch.image)
         with torch.no_grad():
-            teacher_u = self.frozen["teacher"](self.noisy(batch.unlabeled))
+            teacher_u = self.teacher(self.noisy(batch.unlabeled))
         sup = self.supervised_loss(logits[:n_l], batch.label)
         unsup, logs = self.consistency(logits[n_l:], teacher_u, batch.unlabeled, t)
-        weight = self.consistency_weight(t)
-        loss = sup + weight * unsup
-        return loss, {"sup": sup.item(), "unsup": unsup.item(), "weight": weight, **logs}
+        return self.semi_supervised(sup, unsup, self.consistency_weight(t), **logs)
 
     def after_step(self, t: int) -> None:
-        ema_update(self.frozen["teacher"], self.nets["model"], self.hp["ema_decay"], t)
+        ema_update(self.teacher, self.model, self.hp.ema_decay, t)
 
-
-METHOD = MeanTeacher
+    def steady_state_iteration(self) -> int:
+        return self.hp.gate_iterations

@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-import torch
+from dataclasses import dataclass
 
-from .base import Batch, Method
+from .base import Batch, Method, register
 
 
+@register
 class Supervised(Method):
     name = "supervised"
     uses_unlabeled = False
 
-    def __init__(self, cfg: dict, num_classes: int, in_channels: int):
-        super().__init__(cfg, num_classes, in_channels)
-        self.nets["model"] = self.build_net()
+    @dataclass(frozen=True)
+    class HParams:
+        """No hyper-parameters of its own."""
 
-    def train_step(self, batch: Batch, t: int) -> tuple[torch.Tensor, dict[str, float]]:
-        logits = self.nets["model"](batch.labeled)
-        loss = self.supervised_loss(logits, batch.label)
-        return loss, {"sup": loss.item()}
-
-
-METHOD = Supervised
+    def compute_loss(self, batch: Batch, t: int):
+        loss = self.supervised_loss(self.model(batch.labeled), batch.label)
+        return loss, {"sup": loss.detach()}

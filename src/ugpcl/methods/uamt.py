@@ -8,12 +8,16 @@ from 0.75 ln 2 to ln 2 over training. No t < 1000 gate.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from dataclasses import dataclass
 
 import torch
 
 from ..losses import entropy_map, sigmoid_rampup
-from .mt import MeanTeacher
+from .base import register
+from .hparams import hparam
+from .mt import MeanTeacher, TeacherHParams
 
 
 def certain_mask(mean_probs: torch.Tensor, threshold: float) -> torch.Tensor:
@@ -26,31 +30,40 @@ def masked_mse(probs_a: torch.Tensor, probs_b: torch.Tensor, mask: torch.Tensor)
     return (mask * (probs_a - probs_b) ** 2).sum() / (2 * mask.sum() + 1e-16)
 
 
+@register
 class UncertaintyAwareMeanTeacher(MeanTeacher):
     name = "uamt"
+
+    @dataclass(frozen=True)
+    class HParams(TeacherHParams):
+        mc_passes: int = hparam(8, "SSL4MIS: T = 8 noisy teacher passes", minimum=2, multiple_of=2)
+        head_dropout: float = hparam(0.1, "ours: MC-dropout before the seg head (the R50 encoder has none; "
+                                          "SSL4MIS's UNet has encoder dropout)", minimum=0, maximum=1)
+
+    def __init__(self, setup, hp):
+        super().__init__(dataclasses.replace(setup, net=dataclasses.replace(setup.net, head_dropout=hp.head_dropout)), hp)
 
     def consistency_weight(self, t: int) -> float:
         return self.ramp(t)
 
     def threshold(self, t: int) -> float:
-        return (0.75 + 0.25 * sigmoid_rampup(t, self.iterations)) * math.log(2)
+        return (0.75 + 0.25 * sigmoid_rampup(t, self.setup.iterations)) * math.log(2)
 
     @torch.no_grad()
     def mean_teacher_probs(self, image_u: torch.Tensor) -> torch.Tensor:
         """Mean softmax of mc_passes teacher passes: x_u twice per pass, fresh noise each pass."""
-        passes = self.hp["mc_passes"]
         twice = image_u.repeat(2, 1, 1, 1)
         total = 0.0
-        for _ in range(passes // 2):
-            probs = self.frozen["teacher"](self.noisy(twice)).float().softmax(1)
+        for _ in range(self.hp.mc_passes // 2):
+            probs = self.teacher(self.noisy(twice)).float().softmax(1)
             total = total + probs.view(2, len(image_u), *probs.shape[1:]).sum(0)
-        return total / passes
+        return total / self.hp.mc_passes
 
-    def consistency(self, student_u, teacher_u, image_u, t) -> tuple[torch.Tensor, dict[str, float]]:
+    def consistency(self, student_u, teacher_u, image_u, t) -> tuple[torch.Tensor, dict]:
         threshold = self.threshold(t)
         mask = certain_mask(self.mean_teacher_probs(image_u), threshold)
         loss = masked_mse(student_u.float().softmax(1), teacher_u.float().softmax(1), mask)
-        return loss, {"threshold": threshold, "certain": mask.mean().item()}
+        return loss, {"threshold": threshold, "certain": mask.mean()}
 
-
-METHOD = UncertaintyAwareMeanTeacher
+    def steady_state_iteration(self) -> int:
+        return 0

@@ -12,31 +12,54 @@ equivariance_loss, contrast = none | sup | pseudo | ugpcl; embedding stage (Tabl
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 
 from ..contrast import MemoryQueue, certainty_pseudo_labels, downsample_labels, pixel_contrast_loss, sample_anchors
-from ..engine.augment import rot90, rotation_theta, warp
+from ..geometry import rot90, rotation_theta, warp
 from ..losses import softmax_mse
-from .base import Batch, Method
+from .base import Batch, Method, RampHParams, register
+from .hparams import hparam
 
 ROTATION_DEG = 20.0
+CONFIG = "authors' configs/comparison_acdc_224_136/ugpcl_unet_r50.yaml"
 
 
+@register
 class UGPCL(Method):
     name = "ugpcl"
 
-    def __init__(self, cfg: dict, num_classes: int, in_channels: int):
-        super().__init__(cfg, num_classes, in_channels)
-        hp = self.hp
-        self.contrast = hp["contrast"]
-        self.nets["model"] = self.build_net(
-            swin=True,
-            rotation_head=hp["equivariance_loss"],
-            embed_stage=hp["embed_stage"] if self.contrast != "none" else None,
-        )
-        self.queue = MemoryQueue(num_classes, hp["memory_size"], cfg["model"]["embed_dim"]) if self.contrast != "none" else None
+    @dataclass(frozen=True)
+    class HParams(RampHParams):
+        consistency: float = hparam(0.01, f"{CONFIG}: consistency 0.01; paper: lambda_t rises to 0.01", minimum=0)
+        ramp_epoch: int = hparam(100, "authors' trainer: get_current_consistency_weight(step // 100)", minimum=1)
+        ramp_length: int = hparam(100, f"{CONFIG}: consistency_rampup 100", minimum=1)
+        tf_weight: float = hparam(0.4, "paper eq. 3 alpha = 0.4; trainer default tf_decoder_weight", minimum=0)
+        rotation_weight: float = hparam(0.1, "paper lambda_2 = 0.1; trainer default cls_weight", minimum=0)
+        contrast_weight: float = hparam(0.1, f"paper lambda_1 = 0.1; {CONFIG}: contrast_weight", minimum=0)
+        contrast_start: int = hparam(1000, "authors' trainer: contrast on for step > 1000", minimum=0)
+        temperature: float = hparam(0.07, f"{CONFIG}: temperature 0.07", exclusive_minimum=0)
+        base_temperature: float = hparam(0.07, f"{CONFIG}: base_temperature 0.07", exclusive_minimum=0)
+        memory_size: int = hparam(500, f"{CONFIG}: memory_size 500", minimum=1)
+        consistency_loss: bool = hparam(True, "Table 2 l_con (ablation switch)")
+        equivariance_loss: bool = hparam(True, "Table 2 l_e (ablation switch)")
+        contrast: Literal["none", "sup", "pseudo", "ugpcl"] = hparam("ugpcl", "Table 2 l_c variants (ablation)")
+        embed_stage: Literal["conv1", "conv2", "conv3", "conv4"] = hparam(
+            "conv2", "Table 3; authors' contrast_embed_index -3 = stride 8 (conv2 at 224 px)")
+
+    def __init__(self, setup, hp):
+        super().__init__(setup, hp)
+        self.queue = (MemoryQueue(setup.net.num_classes, hp.memory_size, setup.net.embed_dim)
+                      if hp.contrast != "none" else None)
         self._pending = None
+
+    def build_model(self):
+        """The UNet-R50 with UGPCL's heads: Swin decoder, rotation classifier, embedding head."""
+        return self.unet(swin=self.setup.swin, rotation_head=self.hp.equivariance_loss,
+                         embed_stage=self.hp.embed_stage if self.hp.contrast != "none" else None)
 
     def rotate(self, batch: Batch):
         """k quarter turns plus a U(-20, 20) degree turn per image, applied to images and labels."""
@@ -47,41 +70,41 @@ class UGPCL(Method):
         image, label = warp(image, label, rotation_theta(angle))
         return image, label, k
 
-    def train_step(self, batch: Batch, t: int):
+    def compute_loss(self, batch: Batch, t: int):
         hp, nl = self.hp, batch.labeled_bs
         image, label, k = self.rotate(batch)
-        out = self.nets["model"].forward_heads(image)
+        out = self.model.forward_heads(image)
         seg, seg_tf = out["seg"], out["seg_tf"]
 
         sup_cnn = self.supervised_loss(seg[:nl], label)
         sup_tf = self.supervised_loss(seg_tf[:nl], label)
-        loss = sup_cnn + hp["tf_weight"] * sup_tf
+        loss = sup_cnn + hp.tf_weight * sup_tf
         logs = {"sup": sup_cnn.detach(), "sup_tf": sup_tf.detach()}
 
-        if hp["consistency_loss"]:
+        if hp.consistency_loss:
             weight = self.ramp(t)
             con = softmax_mse(seg[nl:], seg_tf[nl:])
             loss = loss + weight * con
             logs.update(con=con.detach(), con_weight=weight)
-        if hp["equivariance_loss"]:
+        if hp.equivariance_loss:
             rot = F.cross_entropy(out["rot"].float(), k)
-            loss = loss + hp["rotation_weight"] * rot
+            loss = loss + hp.rotation_weight * rot
             logs["rot"] = rot.detach()
-        if self.queue is not None and t > hp["contrast_start"]:
+        if self.queue is not None and t > hp.contrast_start:
             contrast, info = self.contrastive_loss(seg, seg_tf, out["embed"], label, t)
-            loss = loss + hp["contrast_weight"] * contrast
+            loss = loss + hp.contrast_weight * contrast
             logs.update(contrast=contrast.detach(), **info)
         return loss, logs
 
     def contrastive_loss(self, seg, seg_tf, embed, label, t):
         hp = self.hp
-        targets, info = certainty_pseudo_labels(seg, seg_tf, label, t, self.iterations, self.contrast)
+        targets, info = certainty_pseudo_labels(seg, seg_tf, label, t, self.setup.iterations, hp.contrast)
         size = embed.shape[-2:]
         targets_small = downsample_labels(targets, size)
         preds_small = downsample_labels(seg.detach().argmax(1), size)
         anchors, anchor_labels = sample_anchors(embed.float(), targets_small, preds_small)
         keys, key_labels = self.queue.keys()
-        loss = pixel_contrast_loss(anchors, anchor_labels, keys, key_labels, hp["temperature"], hp["base_temperature"])
+        loss = pixel_contrast_loss(anchors, anchor_labels, keys, key_labels, hp.temperature, hp.base_temperature)
         self._pending = (embed.detach().float(), targets_small)
         return loss, info
 
@@ -90,18 +113,5 @@ class UGPCL(Method):
             self.queue.update(*self._pending)
             self._pending = None
 
-    def extra_state(self) -> dict:
-        return {"queue": self.queue.state_dict()} if self.queue is not None else {}
-
-    def load_extra_state(self, state: dict) -> None:
-        if self.queue is not None:
-            self.queue.load_state_dict(state["queue"])
-
-    def to(self, device):
-        super().to(device)
-        if self.queue is not None:
-            self.queue.to(device)
-        return self
-
-
-METHOD = UGPCL
+    def steady_state_iteration(self) -> int:
+        return self.hp.contrast_start + 1

@@ -1,1 +1,1 @@
-from .unet import build_decoder, build_unet  # noqa: F401
+from .unet import SwinConfig, UNetConfig, build_decoder, build_unet  # noqa: F401

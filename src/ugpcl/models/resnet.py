@@ -7,13 +7,17 @@ returns: the input, then strides 2, 4, 8, 16 and 32.
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 import torch
 from torch import nn
 
-from ..config import resolve_path
 from ..errors import UserError
 
-IMAGENET_URL = "https://download.pytorch.org/models/resnet50-19c8e357.pth"  # torchvision V1, as smp
+IMAGENET_FILE = "resnet50-19c8e357.pth"  # torchvision V1 weights, as smp uses
+IMAGENET_URL = f"https://download.pytorch.org/models/{IMAGENET_FILE}"
+IMAGENET_HASH_PREFIX = "19c8e357"  # torch.hub's check_hash: the SHA-256 starts with the digits in the name
 STANDARD_WIDTH = 64
 EXPANSION = 4
 
@@ -95,19 +99,33 @@ def adapt_first_conv(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
     return weight[:, index] * (weight.shape[1] / in_channels)
 
 
-def _read_state_dict(weights_path) -> tuple[dict, str]:
-    """The state dict at `weights_path`, or from torch.hub's cache / download when None."""
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _read_state_dict(weights_path: str | Path | None) -> tuple[dict, str]:
+    """The state dict at `weights_path`, or from torch.hub's cache / download when None.
+
+    Always loaded with weights_only=True (a pickle cannot run code). torchvision's file carries
+    the first digits of its SHA-256 in its name (resnet50-19c8e357.pth): the hub copy is checked
+    against them, and so is a local file of that name; a file of another name is the user's own
+    ResNet-50 weights, loaded as they are (their keys and shapes are checked below).
+    """
     if weights_path is not None:
-        path = resolve_path(weights_path)
+        path = Path(weights_path)
         if not path.is_file():
-            raise UserError(
-                "ResNet-50 weights file not found",
-                path=path,
-                fix=f"download {IMAGENET_URL} to that path, or set model.weights to where the file is",
-            )
+            raise UserError("ResNet-50 weights file not found", path=path,
+                            fix=f"download {IMAGENET_URL} to that path")
+        if path.name == IMAGENET_FILE and not _sha256(path).startswith(IMAGENET_HASH_PREFIX):
+            raise UserError(f"SHA-256 does not start with {IMAGENET_HASH_PREFIX}, the published hash of {IMAGENET_FILE}",
+                            path=path, fix=f"the file is corrupt or another one: download {IMAGENET_URL} again")
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # torch.load raises many types for a corrupt or foreign file
+        except Exception as exc:  # torch.load raises many types for a corrupt, foreign or unsafe file
             raise UserError(
                 f"cannot read the ResNet-50 weights ({type(exc).__name__}: {exc})",
                 path=path,
@@ -116,14 +134,15 @@ def _read_state_dict(weights_path) -> tuple[dict, str]:
         source = str(path)
     else:
         try:
-            state = torch.hub.load_state_dict_from_url(IMAGENET_URL, map_location="cpu", progress=False)
-        except Exception as exc:  # no network, proxy errors, a broken cache file
+            state = torch.hub.load_state_dict_from_url(IMAGENET_URL, map_location="cpu", progress=False,
+                                                       check_hash=True, weights_only=True)
+        except Exception as exc:  # no network, proxy errors, a broken or tampered cache file
             raise UserError(
                 f"cannot get the ImageNet ResNet-50 weights from the torch.hub cache or {IMAGENET_URL} "
                 f"({type(exc).__name__}: {exc})",
                 fix=f"on a machine with network, download {IMAGENET_URL} into $TORCH_HOME/hub/checkpoints/ "
-                "(default ~/.cache/torch/hub/checkpoints/) on this machine, or set model.weights to the "
-                "file's path (or model.pretrained: false to train from scratch)",
+                "(default ~/.cache/torch/hub/checkpoints/) on this machine, or give the file's path "
+                "(params.yaml: model.weights), or train from scratch (model.pretrained: false)",
             ) from exc
         source = IMAGENET_URL
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -135,14 +154,13 @@ def _read_state_dict(weights_path) -> tuple[dict, str]:
     return state, source
 
 
-def load_imagenet_weights(model: ResNetEncoder, weights_path: str | None = None) -> None:
-    """Load torchvision's ImageNet resnet50 weights into `model` (strict keys, `fc.*` ignored)."""
+def load_imagenet_weights(model: ResNetEncoder, weights_path: str | Path | None = None) -> None:
+    """Load torchvision's ImageNet resnet50 weights into `model` (strict keys, `fc.*` ignored).
+
+    `weights_path`: a local copy of the state dict; None reads torch.hub's cache (downloading once).
+    """
     if model.width != STANDARD_WIDTH:
-        raise UserError(
-            f"ImageNet weights exist only for ResNet-50 width {STANDARD_WIDTH}, not width {model.width}",
-            path="params.yaml",
-            fix=f"set model.width: {STANDARD_WIDTH}, or model.pretrained: false",
-        )
+        raise ValueError(f"ImageNet weights exist only for ResNet-50 width {STANDARD_WIDTH}, not width {model.width}")
     state, source = _read_state_dict(weights_path)
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
     if "conv1.weight" in state:

@@ -11,8 +11,6 @@ from einops import rearrange
 from monai.networks.nets.swin_unetr import SwinTransformerBlock, compute_mask
 from torch import nn
 
-from ..errors import UserError
-
 
 class PatchEmbed(nn.Module):
     """1x1 conv (patch size 1) to `dim` channels, then LayerNorm over channels; returns B x H x W x dim."""
@@ -96,11 +94,7 @@ class SwinDecoder(nn.Module):
         super().__init__()
         for i, h in enumerate(heads):
             if (embed_dim * 2**i) % h:
-                raise UserError(
-                    f"model.swin.heads[{i}] = {h} does not divide the stage width {embed_dim * 2**i}",
-                    path="params.yaml",
-                    fix="choose model.swin.embed_dim and heads so that embed_dim * 2**i is a multiple of heads[i]",
-                )
+                raise ValueError(f"heads[{i}] = {h} does not divide the stage width embed_dim * 2**{i} = {embed_dim * 2**i}")
         self.image_size = image_size
         dims = [embed_dim * 2**i for i in range(4)]  # strides 4, 8, 16, 32
         sizes = [image_size // 2 ** (i + 2) for i in range(4)]

@@ -8,15 +8,49 @@ Inputs are B x C x H x W in [0, 1], H and W multiples of 32, with no ImageNet no
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import UserError
 from .resnet import ResNetEncoder, load_imagenet_weights
 from .swin import SwinDecoder
 
 EMBED_STAGES = {"conv1": 2, "conv2": 3, "conv3": 4, "conv4": 5}  # stage name -> feature index (stride 4..32)
+
+
+@dataclass(frozen=True)
+class SwinConfig:
+    """The Swin decoder: stages at strides 16, 8 and 4 (none at 32, as the authors' code)."""
+
+    embed_dim: int = 96
+    depths: tuple[int, ...] = (2, 2, 2)
+    heads: tuple[int, ...] = (3, 6, 12)
+    window: int = 7
+    mlp_ratio: float = 4.0
+    drop_path: float = 0.1
+    train_pos_embed: bool = True      # False: fixed random position embeddings, as the authors' code
+
+
+@dataclass(frozen=True)
+class UNetConfig:
+    """Everything `build_unet` needs. Defaults: the paper's network without optional heads."""
+
+    num_classes: int
+    in_channels: int
+    image_size: int = 224             # fixes the Swin decoder's position-embedding grids
+    width: int = 64                   # ResNet base width; 64 is ResNet-50
+    pretrained: bool = False          # torchvision's ImageNet weights in the encoder
+    weights: Path | None = None       # a local copy of them; None: torch.hub's cache (or download)
+    decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16)
+    head_dropout: float = 0.0         # dropout before the seg head
+    swin: SwinConfig | None = None    # a second, Swin decoder (UGPCL)
+    rotation_head: bool = False       # the 4-class rotation classifier on f5 (UGPCL)
+    rotation_dropout: float = 0.2
+    embed_stage: str | None = None    # the contrastive embedding head on this encoder stage (UGPCL)
+    embed_dim: int = 256
 
 
 def kaiming_init(module: nn.Module) -> None:
@@ -136,71 +170,35 @@ class UNetR50(nn.Module):
         return out
 
 
-def build_decoder(
-    model_cfg: dict, num_classes: int, encoder_channels: list[int], head_dropout: float = 0.0
-) -> UNetDecoder:
+def build_decoder(config: UNetConfig, encoder_channels: list[int]) -> UNetDecoder:
     """A CNN decoder with its seg head (CCT builds its auxiliary decoders with this)."""
-    return UNetDecoder(encoder_channels, model_cfg["decoder_channels"], num_classes, head_dropout)
+    return UNetDecoder(encoder_channels, config.decoder_channels, config.num_classes, config.head_dropout)
 
 
-def build_unet(
-    model_cfg: dict,
-    num_classes: int,
-    in_channels: int,
-    *,
-    swin: bool = False,
-    rotation_head: bool = False,
-    embed_stage: str | None = None,
-    head_dropout: float | None = None,
-    image_size: int = 224,
-) -> UNetR50:
-    """The network of `model_cfg` (params.yaml `model:`); ImageNet weights when `pretrained`.
-
-    `image_size` fixes the Swin decoder's position-embedding grids; the CNN path takes any
-    multiple of 32.
-    """
-    if embed_stage is not None and embed_stage not in EMBED_STAGES:
-        raise UserError(
-            f"unknown embedding stage {embed_stage!r}",
-            path="params.yaml",
-            fix=f"use one of {', '.join(EMBED_STAGES)} (methods.ugpcl.embed_stage)",
-        )
-    if image_size % 32:
-        raise UserError(
-            f"image size {image_size} is not a multiple of 32",
-            path="params.yaml",
-            fix="set data.image_size to a multiple of 32, e.g. 224",
-        )
-    encoder = ResNetEncoder(in_channels, model_cfg["width"])
-    if model_cfg["pretrained"]:
-        load_imagenet_weights(encoder, model_cfg["weights"])
+def build_unet(config: UNetConfig) -> UNetR50:
+    """The network `config` describes; torchvision's ImageNet weights in the encoder when `pretrained`."""
+    if config.embed_stage is not None and config.embed_stage not in EMBED_STAGES:
+        raise ValueError(f"unknown embedding stage {config.embed_stage!r}; expected one of {', '.join(EMBED_STAGES)}")
+    if config.image_size % 32:
+        raise ValueError(f"image size {config.image_size} is not a multiple of 32")
+    encoder = ResNetEncoder(config.in_channels, config.width)
+    if config.pretrained:
+        load_imagenet_weights(encoder, config.weights)
     channels = encoder.out_channels
-    dropout = model_cfg["head_dropout"] if head_dropout is None else head_dropout
-    decoder = build_decoder(model_cfg, num_classes, channels, dropout)
-
+    decoder = build_decoder(config, channels)
     swin_decoder = None
-    if swin:
-        s = model_cfg["swin"]
-        swin_decoder = SwinDecoder(
-            channels,
-            num_classes,
-            image_size,
-            embed_dim=s["embed_dim"],
-            depths=s["depths"],
-            heads=s["heads"],
-            window=s["window"],
-            mlp_ratio=s["mlp_ratio"],
-            drop_path=s["drop_path"],
-            train_pos_embed=s["train_pos_embed"],
-        )
+    if config.swin is not None:
+        s = config.swin
+        swin_decoder = SwinDecoder(channels, config.num_classes, config.image_size, embed_dim=s.embed_dim,
+                                   depths=s.depths, heads=s.heads, window=s.window, mlp_ratio=s.mlp_ratio,
+                                   drop_path=s.drop_path, train_pos_embed=s.train_pos_embed)
     rot = None
-    if rotation_head:
-        rot = nn.Sequential(
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(model_cfg["rotation_dropout"]), nn.Linear(channels[5], 4)
-        )
+    if config.rotation_head:
+        rot = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(config.rotation_dropout),
+                            nn.Linear(channels[5], 4))
         kaiming_init(rot)
     embed = None
-    if embed_stage is not None:
-        embed = EmbeddingHead(channels[EMBED_STAGES[embed_stage]], model_cfg["embed_dim"])
+    if config.embed_stage is not None:
+        embed = EmbeddingHead(channels[EMBED_STAGES[config.embed_stage]], config.embed_dim)
         kaiming_init(embed)
-    return UNetR50(encoder, decoder, swin_decoder, rot, embed, embed_stage)
+    return UNetR50(encoder, decoder, swin_decoder, rot, embed, config.embed_stage)

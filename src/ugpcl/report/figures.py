@@ -25,7 +25,7 @@ from ..config import prepared_path  # noqa: E402
 from ..data.prepared import load_prepared  # noqa: E402
 from ..engine.checkpoint import load_run  # noqa: E402
 from ..device import pick_device  # noqa: E402
-from ..evaluation import predict_slices  # noqa: E402
+from ..metrics import predict_slices  # noqa: E402
 from ..fileio import atomic_path  # noqa: E402
 from ..models.unet import EMBED_STAGES  # noqa: E402
 from ..study import distinct_runs  # noqa: E402
@@ -272,7 +272,7 @@ def make_figure4(cfg: dict, prepared, path: Path, device) -> Path:
             panels[name] = None
             continue
         stage = loaded.cfg["methods"]["ugpcl"]["embed_stage"]
-        feats, grid = stage_features(loaded.method.nets["model"], images, labels, EMBED_STAGES[stage], device)
+        feats, grid = stage_features(loaded.method.model, images, labels, EMBED_STAGES[stage], device)
         pick = sample_pixels(grid, FIGURE4_PIXELS_PER_CLASS)
         panels[f"{name}, {stage}"] = (tsne(feats[pick]), grid[pick])
     return figure4(panels, prepared.class_names, path)

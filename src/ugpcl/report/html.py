@@ -8,21 +8,9 @@ from datetime import datetime, timezone
 from html import escape
 from pathlib import Path
 
+from .. import choices
 from ..study import distinct_runs
 from .tables import SYNTHETIC_WARNING, TITLES, VERDICTS, Cell, display_rows, protocol_note, synthetic
-
-# Where the paper and the authors' code disagree (METHODS.md §3.7, params.yaml comments):
-# (key in params.yaml, the paper, the authors' code). The report shows the value in force.
-CHOICES = [
-    ("train.iterations", "6000", "10000 (ACDC-136 config)"),
-    ("train.min_lr", "0.001 (poly decay to 0.001)", "1e-4 floor"),
-    ("model.swin.train_pos_embed", "not stated", "false (position embeddings never trained)"),
-    ("train.dice_background", "not stated", "false (UGPCL); SSL4MIS baselines: true"),
-    ("train.augment.rot90_flip_p", "not stated", "0 (UGPCL config); SSL4MIS: 0.5"),
-    ("train.augment.rotate_p", "not stated", "0 (UGPCL config); SSL4MIS: when no rot90/flip"),
-    ("train.weight_decay", "5e-4", "5e-4 (UGPCL); SSL4MIS: 1e-4"),
-    ("evaluation.protocol", "not stated", "2D val slices at 224 px, batch-pooled Dice (UGPCL)"),
-]
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
@@ -55,13 +43,6 @@ def html_table(rows: list[dict], table_id: str = "", verdict_column: str = "verd
         body.append(f'<tr class="{escape(css)}">{cells}</tr>')
     ident = f' id="{escape(table_id)}"' if table_id else ""
     return f"<table{ident}><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
-
-
-def dotted(cfg: dict, key: str):
-    node = cfg
-    for part in key.split("."):
-        node = node[part]
-    return node
 
 
 def verdict_counts(cells: list[Cell]) -> str:
@@ -132,10 +113,8 @@ def render(cfg: dict, tables: dict[str, list[Cell]], results: dict[str, dict[int
         {"setting": "evaluation", "value": f"protocol {evaluation['protocol']}, {evaluation['checkpoint']} checkpoint"},
     ]
     parts.append(html_table(overview, "settings"))
-    parts.append("<h3>Where the paper and the authors' code differ: the value in force</h3>")
-    choices = [{"params.yaml key": key, "in force": str(dotted(cfg, key)), "paper": paper, "authors' code": code}
-               for key, paper, code in CHOICES]
-    parts.append(html_table(choices, "choices"))
+    parts.append("<h3>Where the paper and the reference code differ: the value in force</h3>")
+    parts.append(html_table(choices.rows(cfg), "choices"))
     parts.append("<h3>Runs</h3>")
     parts.append(html_table(settings_rows(cfg, results), "runs", verdict_column="status"))
 

@@ -4,45 +4,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..cli import add_config_args, config_from_args
-from ..config import prepared_path
-from . import acdc, isic
-from .demo import make_demo
-
-DATASETS = {"acdc": acdc, "isic": isic}
-
-
-def fetch(cfg: dict, dataset: str) -> list[Path]:
-    """Make sure the raw input of `dataset` exists for the configured source; returns its paths."""
-    if dataset == "acdc":
-        reader, lists, _ = acdc.fetch(cfg)
-        return [reader.path, lists.folder]
-    input_dir, gt_dir, _ = isic.fetch(cfg)
-    return [input_dir, gt_dir]
-
-
-def prepare(cfg: dict, dataset: str, out: str | Path | None = None) -> dict:
-    """Fetch if needed and write the prepared file (default `prepared_path(cfg, dataset)`)."""
-    return DATASETS[dataset].prepare(cfg, Path(out) if out else prepared_path(cfg, dataset))
-
-
-def summary_line(summary: dict) -> str:
-    labeled = ", ".join(f"{regime}: {text}" for regime, text in summary["labeled"].items())
-    return (f"{summary['dataset']}: train {summary['train']} (labeled {labeled}); "
-            f"val {summary['val']} -> {summary['out']}")
+from ..data.demo import make_demo
+from ..data.stage import DATASETS, fetch, prepare, summary_line
+from . import add_config_args, config_from_args
 
 
 def _fetch(args) -> None:
-    for path in fetch(config_from_args(args), args.dataset):
+    for path in fetch(config_from_args(args, study=False), args.dataset):
         print(path)
 
 
 def _prepare(args) -> None:
-    print(summary_line(prepare(config_from_args(args), args.dataset, args.out)))
+    print(summary_line(prepare(config_from_args(args, study=False), args.dataset, args.out)))
 
 
 def _demo_data(args) -> None:
-    demo_cfg = dict(config_from_args(args)["data"]["demo"])
+    demo_cfg = dict(config_from_args(args, study=False)["data"]["demo"])
     if args.seed is not None:
         demo_cfg["seed"] = args.seed
     for path in make_demo(args.out, demo_cfg).values():

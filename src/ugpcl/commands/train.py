@@ -4,28 +4,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import shutil
-import statistics
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
-import torch
-
-from ..cli import add_config_args, config_from_args
 from ..errors import UserError
-from ..methods import NAMES
+from ..methods import names
 from ..study import Run, find_run
+from . import add_config_args, config_from_args
 
 
 def register(sub) -> None:
+    methods = names()
     p = sub.add_parser("train", help="train one run (and evaluate it when it finishes)")
     add_config_args(p)
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--run", help="a run id of the experiment matrix (see `ugpcl runs`)")
-    which.add_argument("--method", choices=NAMES, help="an ad-hoc run: method (with --dataset and --regime)")
+    which.add_argument("--method", choices=methods, help="an ad-hoc run: method (with --dataset and --regime)")
     p.add_argument("--dataset", choices=["acdc", "isic"], help="ad-hoc run: dataset")
     p.add_argument("--regime", help="ad-hoc run: labeled regime, e.g. 136")
     p.add_argument("--seed", type=int, default=None, help="default: train.seed")
@@ -40,7 +35,7 @@ def register(sub) -> None:
 
     b = sub.add_parser("bench", help="median train-step time, images/s and peak memory of a method")
     add_config_args(b)
-    b.add_argument("--method", choices=NAMES, default="ugpcl")
+    b.add_argument("--method", choices=methods, default="ugpcl")
     b.add_argument("--steps", type=int, default=10)
     b.add_argument("--warmup", type=int, default=2)
     b.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
@@ -57,7 +52,8 @@ def _run_from_args(args, cfg) -> Run:
 
 
 def train_command(args) -> int:
-    from .trainer import Trainer
+    from ..engine.trainer import Trainer
+    from ..evaluation import finish_run
 
     base = config_from_args(args)
     run = _run_from_args(args, base)
@@ -79,66 +75,18 @@ def train_command(args) -> int:
     if not trainer.fit(stop_after=args.stop_after, progress=not args.no_progress):
         print(f"stopped after {args.stop_after} iterations; run the same command again to resume")
         return 0
-    result = trainer.finish(started)
+    result = finish_run(run_dir, cfg, trainer.info, trainer.facts(), started, trainer.data, trainer.device)
     print(f"finished {run.id}: Dice {result['dice']:.4f} ({result['wall_time_s']:.0f} s)")
     return 0
 
 
 def bench_command(args) -> int:
-    from ..methods import get_method
-    from ..methods.base import Batch
-    from .augment import augment_batch
     from ..device import pick_device
+    from ..engine.bench import benchmark
+    from ..fileio import write_json
 
-    cfg = config_from_args(args)
-    cfg["model"]["pretrained"] = False
-    tr = cfg["train"]
-    device = pick_device(args.device)
-    size, in_ch, classes = cfg["data"]["image_size"], 1, 4
-    torch.manual_seed(0)
-    method = get_method(args.method)(cfg, classes, in_ch).to(device)
-    optimizer = torch.optim.SGD(method.nets.parameters(), lr=tr["lr"], momentum=tr["momentum"])
-    batch_size = tr["batch_size"] if method.uses_unlabeled else tr["labeled_bs"]
-    images = torch.rand(batch_size, in_ch, size, size, device=device)
-    labels = torch.randint(0, classes, (tr["labeled_bs"], size, size), device=device)
-    amp = device.type == "cuda" and tr["amp"] == "bf16"
-    method.train()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    times = []
-    # benchmark past the contrast warm-up so UGPCL's full step (contrast + queue) is what is timed
-    t0 = method.hp.get("contrast_start", 0) + 1
-    for step in range(args.warmup + args.steps):
-        start = time.perf_counter()
-        x, y = augment_batch(images, labels, tr["augment"])
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            loss, _ = method.train_step(Batch(x, y, tr["labeled_bs"]), t0 + step)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        method.after_step(t0 + step)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        if step >= args.warmup:
-            times.append(time.perf_counter() - start)
-    median = statistics.median(times)
-    if device.type == "cuda":
-        peak = torch.cuda.max_memory_allocated(device) / 2**20
-        name = torch.cuda.get_device_name(device)
-    else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-        name = f"cpu ({torch.get_num_threads()} threads)"
-    result = {
-        "method": args.method, "profile": cfg["profile"], "device": name, "image_size": size,
-        "batch_size": batch_size, "labeled_bs": tr["labeled_bs"], "width": cfg["model"]["width"],
-        "amp": "bf16" if amp else "none", "steps": args.steps, "median_step_s": round(median, 4),
-        "images_per_s": round(batch_size / median, 2), "peak_memory_mib": round(peak, 1),
-        "date": datetime.now(timezone.utc).date().isoformat(), "torch": torch.__version__,
-        "step_s_p10_p90": [round(float(np.percentile(times, 10)), 4), round(float(np.percentile(times, 90)), 4)],
-    }
+    result = benchmark(config_from_args(args), args.method, pick_device(args.device), args.steps, args.warmup)
     print(json.dumps(result, indent=2))
     if args.json:
-        from ..fileio import write_json
-
         write_json(args.json, result)
     return 0

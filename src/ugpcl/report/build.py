@@ -1,30 +1,13 @@
-"""`ugpcl runs`, `ugpcl report` and `ugpcl figures`."""
+"""The report's outputs from the finished runs: tables, metrics.json, bar charts, report.html; and the
+list of runs with their status (`ugpcl runs`)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from ..cli import add_config_args, config_from_args
 from ..fileio import write_json, write_text
 from ..study import distinct_runs
 from . import figures, html, tables
-
-
-def register(sub) -> None:
-    r = sub.add_parser("runs", help="list the distinct training runs, the tables each serves and what has finished")
-    add_config_args(r)
-    r.add_argument("--format", choices=["table", "json"], default="table")
-    r.set_defaults(func=runs_command)
-
-    p = sub.add_parser("report", help="tables against the paper, metrics.json and report.html under reports/<profile>/")
-    add_config_args(p)
-    p.set_defaults(func=report_command)
-
-    f = sub.add_parser("figures", help="Figure 3, Figure 4 and training curves (PNGs in reports/<profile>/figures/)")
-    add_config_args(f)
-    f.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
-    f.set_defaults(func=figures_command)
 
 
 def list_runs(cfg: dict) -> list[dict]:
@@ -39,20 +22,6 @@ def list_runs(cfg: dict) -> list[dict]:
         out.append({"id": run.id, "dataset": run.dataset, "regime": run.regime, "method": run.method,
                     "overrides": run.overrides, "tables": run.tables, "seeds": seeds})
     return out
-
-
-def runs_command(args) -> int:
-    runs = list_runs(config_from_args(args))
-    if args.format == "json":
-        print(json.dumps(runs, indent=2))
-        return 0
-    width = max((len(r["id"]) for r in runs), default=3)
-    print(f"{'run':<{width}}  {'finished':>8}  tables")
-    for r in runs:
-        done = sum(s["status"] == "finished" for s in r["seeds"].values())
-        print(f"{r['id']:<{width}}  {done:>4}/{len(r['seeds']):<3}  {', '.join(r['tables'])}")
-    print(f"{len(runs)} distinct runs x {len(runs[0]['seeds']) if runs else 0} seed(s)")
-    return 0
 
 
 def write_report(cfg: dict, paper_dir: Path = tables.PAPER_DIR) -> dict[str, Path]:
@@ -81,17 +50,3 @@ def bar_groups(table: str, cells: list[tables.Cell]) -> dict[str, list]:
         return groups
     key = "row" if table == "table2" else "feature"
     return {table: [(str(c.labels[key]), c.dice, c.paper_dice) for c in cells]}
-
-
-def report_command(args) -> int:
-    cfg = config_from_args(args)
-    files = write_report(cfg)
-    print(f"report of profile {cfg['profile']} -> {files['html']}")
-    return 0
-
-
-def figures_command(args) -> int:
-    cfg = config_from_args(args)
-    files = figures.make_figures(cfg, args.device)
-    print(f"{len(files)} figures -> {Path(files['figure3']).parent}")
-    return 0

@@ -1,0 +1,32 @@
+"""`ugpcl evaluate`: score a trained run on the validation cases (see `ugpcl.evaluation`)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("evaluate", help="score a trained run on the validation cases")
+    p.add_argument("--run-dir", required=True, type=Path, help="run directory (run.json, checkpoints/)")
+    p.add_argument("--checkpoint", choices=("best", "last"), default="best", help="which checkpoint (default best)")
+    p.add_argument("--data", type=Path, default=None, help="prepared HDF5 (default: the run's dataset file)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--batch-size", type=int, default=None, help="slices per forward pass (default train.val_batch)")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default RUN_DIR/eval)")
+    p.add_argument("--protocol", choices=("volume", "slices"), default=None,
+                   help="scoring protocol (default: the run's evaluation.protocol)")
+    p.set_defaults(func=run_evaluate)
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from ..device import pick_device
+    from ..evaluation import evaluate_run
+
+    out = args.out or Path(args.run_dir) / "eval"
+    summary = evaluate_run(args.run_dir, checkpoint=args.checkpoint, data=args.data, device=pick_device(args.device),
+                           batch_size=args.batch_size, protocol=args.protocol, out=out, progress=True)
+    dice = summary["dice"]
+    print(f"{out}: {summary['n_cases']} cases, mean Dice {'n/a' if dice is None else f'{100 * dice:.2f}%'}, "
+          f"{summary['empty_predictions']} empty predictions")
+    return 0

@@ -1,0 +1,69 @@
+"""`ugpcl runs`, `ugpcl report`, `ugpcl figures` and `ugpcl choices`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from . import add_config_args, config_from_args
+
+
+def register(sub) -> None:
+    r = sub.add_parser("runs", help="list the distinct training runs, the tables each serves and what has finished")
+    add_config_args(r)
+    r.add_argument("--format", choices=["table", "json"], default="table")
+    r.set_defaults(func=runs_command)
+
+    p = sub.add_parser("report", help="tables against the paper, metrics.json and report.html under reports/<profile>/")
+    add_config_args(p)
+    p.set_defaults(func=report_command)
+
+    f = sub.add_parser("figures", help="Figure 3, Figure 4 and training curves (PNGs in reports/<profile>/figures/)")
+    add_config_args(f)
+    f.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
+    f.set_defaults(func=figures_command)
+
+    c = sub.add_parser("choices", help="where the paper and the reference code differ, and the value in force")
+    add_config_args(c)
+    c.set_defaults(func=choices_command)
+
+
+def runs_command(args) -> int:
+    from ..report.build import list_runs
+
+    runs = list_runs(config_from_args(args))
+    if args.format == "json":
+        print(json.dumps(runs, indent=2))
+        return 0
+    width = max((len(r["id"]) for r in runs), default=3)
+    print(f"{'run':<{width}}  {'finished':>8}  tables")
+    for r in runs:
+        done = sum(s["status"] == "finished" for s in r["seeds"].values())
+        print(f"{r['id']:<{width}}  {done:>4}/{len(r['seeds']):<3}  {', '.join(r['tables'])}")
+    print(f"{len(runs)} distinct runs x {len(runs[0]['seeds']) if runs else 0} seed(s)")
+    return 0
+
+
+def report_command(args) -> int:
+    from ..report.build import write_report
+
+    cfg = config_from_args(args)
+    files = write_report(cfg)
+    print(f"report of profile {cfg['profile']} -> {files['html']}")
+    return 0
+
+
+def figures_command(args) -> int:
+    from ..report.figures import make_figures
+
+    cfg = config_from_args(args)
+    files = make_figures(cfg, args.device)
+    print(f"{len(files)} figures -> {Path(files['figure3']).parent}")
+    return 0
+
+
+def choices_command(args) -> int:
+    from ..choices import markdown
+
+    print(markdown(config_from_args(args, study=False)), end="")
+    return 0

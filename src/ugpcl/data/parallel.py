@@ -1,0 +1,19 @@
+"""Decoding many files at once with a progress bar."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+from tqdm import tqdm
+
+
+def progress_map(fn, items: list, workers: int, desc: str) -> list:
+    """[fn(x) for x in items] on a thread pool with a progress bar; the first error cancels the rest."""
+    with ThreadPoolExecutor(workers) as pool:
+        futures = [pool.submit(fn, x) for x in items]
+        try:
+            return [f.result() for f in tqdm(futures, desc=desc)]
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise

@@ -1,0 +1,58 @@
+"""`ugpcl bench`: the median time of the shared training step for one method, on random data."""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import time
+from datetime import datetime, timezone
+
+import numpy as np
+import torch
+
+from ..methods import build_method
+from ..methods.base import Batch
+from .augment import augment_batch
+from .step import make_optimizer, train_step
+
+
+def benchmark(cfg: dict, method_name: str, device: torch.device, steps: int = 10, warmup: int = 2,
+              num_classes: int = 4, in_channels: int = 1) -> dict:
+    """Time `steps` iterations after `warmup`, from the method's steady state (every loss term on)."""
+    cfg = {**cfg, "model": {**cfg["model"], "pretrained": False}}
+    tr, size = cfg["train"], cfg["data"]["image_size"]
+    torch.manual_seed(0)
+    method = build_method(cfg, method_name, num_classes, in_channels).to(device)
+    optimizer = make_optimizer(method, tr)
+    batch_size = tr["batch_size"] if method.uses_unlabeled else tr["labeled_bs"]
+    images = torch.rand(batch_size, in_channels, size, size, device=device)
+    labels = torch.randint(0, num_classes, (tr["labeled_bs"], size, size), device=device)
+    amp = device.type == "cuda" and tr["amp"] == "bf16"
+    method.train()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    times = []
+    t0 = method.steady_state_iteration()
+    for step in range(warmup + steps):
+        start = time.perf_counter()
+        x, y = augment_batch(images, labels, tr["augment"])
+        train_step(method, optimizer, Batch(x, y, tr["labeled_bs"]), t0 + step, amp=amp)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        if step >= warmup:
+            times.append(time.perf_counter() - start)
+    median = statistics.median(times)
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(device) / 2**20
+        name = torch.cuda.get_device_name(device)
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+        name = f"cpu ({torch.get_num_threads()} threads)"
+    return {
+        "method": method_name, "profile": cfg["profile"], "device": name, "image_size": size,
+        "batch_size": batch_size, "labeled_bs": tr["labeled_bs"], "width": cfg["model"]["width"],
+        "amp": "bf16" if amp else "none", "steps": steps, "median_step_s": round(median, 4),
+        "images_per_s": round(batch_size / median, 2), "peak_memory_mib": round(peak, 1),
+        "date": datetime.now(timezone.utc).date().isoformat(), "torch": torch.__version__,
+        "step_s_p10_p90": [round(float(np.percentile(times, 10)), 4), round(float(np.percentile(times, 90)), 4)],
+    }

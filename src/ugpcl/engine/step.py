@@ -1,0 +1,36 @@
+"""One training iteration, the only place it is written: `fit`, `bench` and the tests call it."""
+
+from __future__ import annotations
+
+import torch
+
+from ..methods.base import Batch, Method
+
+
+def make_optimizer(method: Method, train_cfg: dict) -> torch.optim.Optimizer:
+    """SGD with momentum and weight decay over the method's trainable parameters (teachers excluded)."""
+    return torch.optim.SGD(method.trainable_parameters(), lr=train_cfg["lr"], momentum=train_cfg["momentum"],
+                           weight_decay=train_cfg["weight_decay"])
+
+
+def poly_lr(t: int, train_cfg: dict) -> float:
+    """lr at 0-based iteration t: lr0 (1 - t/T)^power, floored at min_lr."""
+    decay = (1 - t / train_cfg["iterations"]) ** train_cfg["poly_power"]
+    return max(train_cfg["lr"] * decay, train_cfg["min_lr"])
+
+
+def train_step(method: Method, optimizer: torch.optim.Optimizer, batch: Batch, t: int, *,
+               lr: float | None = None, amp: bool = False) -> tuple[torch.Tensor, dict]:
+    """Forward and loss (bf16 autocast when `amp`), backward, optimiser step, then the method's
+    after-step (EMA, queues). Returns the detached loss and the method's terms, still on the
+    device: nothing here waits for the GPU."""
+    if lr is not None:
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+    with torch.autocast(batch.image.device.type, dtype=torch.bfloat16, enabled=amp):
+        loss, terms = method.compute_loss(batch, t)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    method.after_step(t)
+    return loss.detach(), terms

@@ -1,0 +1,38 @@
+"""Geometric transforms of image and label batches on the device, shared by the engine's
+augmentation and UGPCL's rotation task: exact quarter turns and one-kernel affine warps."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def warp(images: torch.Tensor, labels: torch.Tensor | None, theta: torch.Tensor):
+    """Apply per-sample affine maps (B x 2 x 3, output -> input coordinates); fill with 0."""
+    grid = F.affine_grid(theta.to(images.dtype), list(images.shape), align_corners=False)
+    images = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    if labels is not None:
+        lab = F.grid_sample(labels[:, None].float(), grid[: labels.shape[0]].float(), mode="nearest", align_corners=False)
+        labels = lab[:, 0].round().to(labels.dtype)
+    return images, labels
+
+
+def rotation_theta(angles_deg: torch.Tensor, quarter_turns: torch.Tensor | None = None) -> torch.Tensor:
+    """Affine maps rotating each sample by quarter_turns * 90 + angle degrees, in torch.rot90's sense."""
+    total = angles_deg.float()
+    if quarter_turns is not None:
+        total = total + 90.0 * quarter_turns.float()
+    rad = torch.deg2rad(total)
+    cos, sin = torch.cos(rad), torch.sin(rad)
+    zero = torch.zeros_like(cos)
+    return torch.stack([torch.stack([cos, -sin, zero], -1), torch.stack([sin, cos, zero], -1)], 1)
+
+
+def rot90(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Rotate each sample of x (B x ... x H x W) by its own k quarter turns, exactly (no resampling)."""
+    out = x.clone()
+    for turns in range(1, 4):
+        sel = k == turns
+        if sel.any():
+            out[sel] = torch.rot90(x[sel], turns, dims=(-2, -1))
+    return out

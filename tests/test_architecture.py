@@ -1,0 +1,161 @@
+"""The package's shape: layers that only point down, no import cycle (lazy imports included),
+method hyper-parameters checked when params.yaml is loaded, one paper-vs-code table."""
+
+import ast
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ugpcl import choices
+from ugpcl.config import load_config
+from ugpcl.errors import UserError
+from ugpcl.study import load_study
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGE = REPO / "src" / "ugpcl"
+
+# bottom to top; a module may import its own layer or lower ones, never a higher one
+LAYERS = [
+    ("core", ["ugpcl", "ugpcl.errors", "ugpcl.fileio", "ugpcl.config", "ugpcl.device", "ugpcl.choices"]),
+    ("nn and data", ["ugpcl.models", "ugpcl.losses", "ugpcl.contrast", "ugpcl.ema", "ugpcl.geometry",
+                     "ugpcl.data", "ugpcl.metrics"]),
+    ("methods", ["ugpcl.methods"]),
+    ("engine", ["ugpcl.engine"]),
+    ("application", ["ugpcl.study", "ugpcl.evaluation", "ugpcl.predict", "ugpcl.report"]),
+    ("command line", ["ugpcl.cli", "ugpcl.commands"]),
+]
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def modules() -> dict[str, Path]:
+    return {module_name(p): p for p in PACKAGE.rglob("*.py")}
+
+
+def imports(name: str, path: Path, known: set[str]) -> set[str]:
+    """Every ugpcl module `name` imports, wherever the import statement stands (lazy ones too)."""
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.split(".")[0] == "ugpcl"}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            if target.split(".")[0] != "ugpcl":
+                continue
+            subs = {f"{target}.{a.name}" for a in node.names if f"{target}.{a.name}" in known}
+            found |= subs if subs and len(subs) == len(node.names) else subs | {target}
+    return {m for m in found if m in known} - {name}
+
+
+def layer_of(name: str) -> int:
+    best = None
+    for level, (_, prefixes) in enumerate(LAYERS):
+        for prefix in prefixes:
+            if name == prefix or name.startswith(prefix + "."):
+                if best is None or len(prefix) > best[1]:
+                    best = (level, len(prefix))
+    assert best is not None, f"{name} belongs to no layer: add it to LAYERS in {__file__}"
+    return best[0]
+
+
+def graph() -> dict[str, set[str]]:
+    mods = modules()
+    return {name: imports(name, path, set(mods)) for name, path in mods.items()}
+
+
+def test_no_upward_import():
+    upward = [f"{a} ({LAYERS[layer_of(a)][0]}) imports {b} ({LAYERS[layer_of(b)][0]})"
+              for a, targets in graph().items() for b in sorted(targets) if layer_of(b) > layer_of(a)]
+    assert upward == []
+
+
+def test_no_import_cycle():
+    g = graph()
+    state: dict[str, int] = {}
+    cycles = []
+
+    def visit(node, stack):
+        state[node] = 1
+        for nxt in sorted(g[node]):
+            if state.get(nxt) == 1:
+                cycles.append(" -> ".join(stack[stack.index(nxt):] + [nxt]))
+            elif nxt not in state:
+                visit(nxt, stack + [nxt])
+        state[node] = 2
+
+    for node in sorted(g):
+        if node not in state:
+            visit(node, [node])
+    assert cycles == []
+
+
+def test_the_checker_sees_lazy_and_relative_imports(tmp_path):
+    pkg = tmp_path / "ugpcl" / "sub"
+    pkg.mkdir(parents=True)
+    (pkg / "a.py").write_text("def f():\n    from ..b import thing\n    from . import c\n")
+    found = imports("ugpcl.sub.a", pkg / "a.py", {"ugpcl.b", "ugpcl.sub.c", "ugpcl.sub"})
+    assert found == {"ugpcl.b", "ugpcl.sub.c"}
+
+
+# --- method hyper-parameters at config load ------------------------------------------------------
+def params_copy(tmp_path, edit) -> Path:
+    cfg = yaml.safe_load((REPO / "params.yaml").read_text())
+    edit(cfg)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda c: c["methods"]["mt"].pop("gate_iterations"), r"methods\.mt\.gate_iterations: missing"),
+    (lambda c: c["methods"]["mt"].update(gate_iteration=c["methods"]["mt"].pop("gate_iterations")),
+     r"methods\.mt\.gate_iteration: unknown .*did you mean gate_iterations"),
+    (lambda c: c["methods"]["ugpcl"].update(temperature="low"), r"methods\.ugpcl\.temperature: 'low' is not of type"),
+    (lambda c: c["methods"]["ugpcl"].update(contrast="all"), r"methods\.ugpcl\.contrast: 'all' is not one of"),
+    (lambda c: c["methods"]["cct"].update(drop_gamma=[0.7]), r"methods\.cct\.drop_gamma"),
+    (lambda c: c["methods"]["uamt"].update(mc_passes=3), r"methods\.uamt\.mc_passes: 3 is not a multiple of 2"),
+    (lambda c: c["methods"].pop("em"), r"methods\.em: section missing"),
+    (lambda c: c["methods"].update(fancy={}), r"methods\.fancy: no such method"),
+    (lambda c: c["experiments"]["table1"]["methods"].append("fancy"), r"uses method 'fancy'"),
+    (lambda c: c["experiments"]["table2"]["rows"][1]["overrides"].update(contrast="all"),
+     r"methods\.ugpcl\.contrast: 'all' is not one of"),
+])
+def test_bad_method_hyperparameter_fails_at_config_load_naming_the_key(tmp_path, edit, message):
+    path = params_copy(tmp_path, edit)
+    load_config(path)  # the generic schema leaves method sections to their dataclasses
+    with pytest.raises(UserError, match=message) as err:
+        load_study(path)
+    assert str(path) in str(err.value) and "Fix:" in str(err.value)
+
+
+def test_cli_reports_a_bad_hyperparameter_without_traceback(tmp_path):
+    import subprocess
+    import sys
+
+    path = params_copy(tmp_path, lambda c: c["methods"]["mt"].pop("gate_iterations"))
+    out = subprocess.run([sys.executable, "-m", "ugpcl.cli", "runs", "--config", str(path)], capture_output=True,
+                         text=True)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "methods.mt.gate_iterations: missing" in out.stderr
+
+
+# --- one paper-vs-code table --------------------------------------------------------------------
+def test_readme_renders_the_choices_table_of_the_package():
+    table = choices.markdown(load_config(profile="paper"))
+    assert table in (REPO / "README.md").read_text(), "README's table is stale: paste `ugpcl choices` into it"
+
+
+def test_every_choice_names_a_real_key():
+    cfg = load_config(profile="paper")
+    for c in choices.CHOICES:
+        choices.value(cfg, c.key)
