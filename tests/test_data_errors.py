@@ -272,3 +272,17 @@ def test_bad_config_key(tmp_path, edit, key):
     with pytest.raises(UserError) as info:
         load_config(path)
     assert str(path) in str(info.value) and key in str(info.value)
+
+
+def test_truncated_jpeg_or_png_is_an_error_naming_the_file(isic_dir, tmp_path):
+    from ugpcl.data.imageio import read_image
+
+    jpeg = sorted((isic_dir / INPUT_FOLDER).glob("*.jpg"))[0]
+    png = sorted((isic_dir / GT_FOLDER).glob("*.png"))[0]
+    assert read_image(jpeg, "color").ndim == 3 and read_image(png, "grey").ndim == 2
+    for source in (jpeg, png):
+        cut = tmp_path / source.name
+        cut.write_bytes(source.read_bytes()[: source.stat().st_size * 2 // 3])
+        with pytest.raises(UserError, match="truncated") as err:
+            read_image(cut)
+        assert str(cut) in str(err.value)

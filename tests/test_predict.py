@@ -132,7 +132,7 @@ def write_bad_inputs(d):
 
 
 @pytest.mark.parametrize("name, message", [
-    ("noise.png", "cannot read this image"),
+    ("noise.png", "truncated PNG"),
     ("cut.nii.gz", "cannot read this NIfTI"),
     ("text.h5", "cannot read this HDF5"),
     ("nolabel.h5", "no `image` dataset"),

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .data.imageio import read_image as decode_image
 from .errors import UserError
 from .fileio import atomic_path
 from .metrics import predict_slices, resize_labels
@@ -92,8 +93,8 @@ def segment(net: nn.Module, slices: np.ndarray, image_size: int, batch_size: int
 # --- readers: float32 in [0, 1] -------------------------------------------------------------
 def read_image(path: Path) -> np.ndarray:
     """1 x C x H x W (C = 1 grey, 3 RGB), scaled by the integer range of the file."""
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if img is None or img.dtype.kind not in "ui":
+    img = decode_image(path, "unchanged")
+    if img.dtype.kind not in "ui":
         raise UserError("cannot read this image", path=path, fix="give an 8- or 16-bit PNG or a JPEG file")
     scale = float(np.iinfo(img.dtype).max)
     if img.ndim == 2:

@@ -22,6 +22,7 @@ from ..errors import UserError
 from ..fileio import write_text
 from .archive import extract_folder, is_extracted
 from .download import download
+from .imageio import read_image
 from .layout import ISIC_GT_FOLDER, ISIC_INPUT_FOLDER
 from .parallel import progress_map
 from .prepared import write_prepared
@@ -89,12 +90,8 @@ def labeled_ids(train: list[str], regimes: dict[str, int], seed: int) -> dict[st
 def load_pair(input_dir: Path, gt_dir: Path, id_: str, size: int) -> tuple[np.ndarray, np.ndarray]:
     """Image as C x S x S uint8 RGB, mask as S x S uint8 in {0, 1}."""
     img_file, mask_file = image_path(input_dir, id_), mask_path(gt_dir, id_)
-    image = cv2.imread(str(img_file), cv2.IMREAD_COLOR)
-    if image is None:
-        raise UserError("not a readable image", path=img_file, fix="replace the file with an intact copy")
-    mask = cv2.imread(str(mask_file), cv2.IMREAD_GRAYSCALE)
-    if mask is None:
-        raise UserError("not a readable mask", path=mask_file, fix="replace the file with an intact copy")
+    image = read_image(img_file, "color")
+    mask = read_image(mask_file, "grey")
     if mask.shape != image.shape[:2]:
         raise UserError(f"mask size {mask.shape} differs from its image's {image.shape[:2]}", path=mask_file,
                         fix="the mask must have the pixel grid of its image")
