@@ -183,7 +183,7 @@ def test_isic_mask_without_image(mini):
 @pytest.mark.parametrize("corruption, message", [
     ("grey", "mask values other than 0 and 255: [128]"),
     ("size", "differs from its image"),
-    ("garbage", "not a readable mask"),
+    ("garbage", "not a readable image"),
 ])
 def test_isic_bad_mask(mini, corruption, message):
     folder, cfg, out = mini
