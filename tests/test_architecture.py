@@ -22,7 +22,7 @@ LAYERS = [
                      "ugpcl.data", "ugpcl.metrics"]),
     ("methods", ["ugpcl.methods"]),
     ("engine", ["ugpcl.engine"]),
-    ("application", ["ugpcl.study", "ugpcl.evaluation", "ugpcl.predict", "ugpcl.report"]),
+    ("application", ["ugpcl.study", "ugpcl.evaluation", "ugpcl.predict", "ugpcl.report", "ugpcl.projection"]),
     ("command line", ["ugpcl.cli", "ugpcl.commands"]),
 ]
 

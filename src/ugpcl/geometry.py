@@ -29,10 +29,12 @@ def rotation_theta(angles_deg: torch.Tensor, quarter_turns: torch.Tensor | None 
 
 
 def rot90(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    """Rotate each sample of x (B x ... x H x W) by its own k quarter turns, exactly (no resampling)."""
-    out = x.clone()
-    for turns in range(1, 4):
-        sel = k == turns
-        if sel.any():
-            out[sel] = torch.rot90(x[sel], turns, dims=(-2, -1))
-    return out
+    """Rotate each sample of x (B x ... x H x W, H == W) by its own k quarter turns, exactly.
+
+    All four turns of the batch are stacked and each sample picks its own by integer indexing:
+    no data-dependent branch, so no host-device synchronisation.
+    """
+    if x.shape[-1] != x.shape[-2]:
+        raise ValueError(f"per-sample quarter turns need square images, got {tuple(x.shape[-2:])}")
+    turns = torch.stack([torch.rot90(x, q, dims=(-2, -1)) for q in range(4)])  # 4 x B x ...
+    return turns[k.long(), torch.arange(x.shape[0], device=x.device)]

@@ -12,6 +12,8 @@ def register(sub) -> None:
     r = sub.add_parser("runs", help="list the distinct training runs, the tables each serves and what has finished")
     add_config_args(r)
     r.add_argument("--format", choices=["table", "json"], default="table")
+    r.add_argument("--bench", type=Path, default=None, metavar="FILE",
+                   help="project each run's wall time from `ugpcl bench --method all --json FILE` on the training device")
     r.set_defaults(func=runs_command)
 
     p = sub.add_parser("report", help="tables against the paper, metrics.json and report.html under reports/<profile>/")
@@ -29,18 +31,33 @@ def register(sub) -> None:
 
 
 def runs_command(args) -> int:
+    from ..projection import format_duration, read_bench, run_seconds, validation_images
     from ..report.build import list_runs
+    from ..study import distinct_runs
 
-    runs = list_runs(config_from_args(args))
+    cfg = config_from_args(args)
+    runs = list_runs(cfg)
+    if args.bench:
+        bench = read_bench(args.bench)
+        by_id = {run.id: run for run in distinct_runs(cfg)}
+        for r in runs:
+            r["projected_s"] = run_seconds(by_id[r["id"]], cfg, bench, validation_images(cfg, r["dataset"]))
     if args.format == "json":
         print(json.dumps(runs, indent=2))
         return 0
     width = max((len(r["id"]) for r in runs), default=3)
-    print(f"{'run':<{width}}  {'finished':>8}  tables")
+    projected = " projected/seed" if args.bench else ""
+    print(f"{'run':<{width}}  {'finished':>8}{projected}  tables")
     for r in runs:
         done = sum(s["status"] == "finished" for s in r["seeds"].values())
-        print(f"{r['id']:<{width}}  {done:>4}/{len(r['seeds']):<3}  {', '.join(r['tables'])}")
+        hours = f" {format_duration(r['projected_s']):>14}" if args.bench else ""
+        print(f"{r['id']:<{width}}  {done:>4}/{len(r['seeds']):<3}{hours}  {', '.join(r['tables'])}")
     print(f"{len(runs)} distinct runs x {len(runs[0]['seeds']) if runs else 0} seed(s)")
+    if args.bench:
+        seeds = len(cfg["experiments"]["seeds"])
+        known = [r["projected_s"] for r in runs if r["projected_s"] is not None]
+        print(f"projected: {format_duration(seeds * sum(known))} one run at a time on the benchmarked device "
+              f"({len(known)} of {len(runs)} runs benchmarked; validation counted only where the data is prepared)")
     return 0
 
 

@@ -35,11 +35,16 @@ def register(sub) -> None:
 
     b = sub.add_parser("bench", help="median train-step time, images/s and peak memory of a method")
     add_config_args(b)
-    b.add_argument("--method", choices=methods, default="ugpcl")
+    b.add_argument("--method", choices=[*methods, "all"], default="ugpcl", help="a method, or all of them in turn")
     b.add_argument("--steps", type=int, default=10)
     b.add_argument("--warmup", type=int, default=2)
     b.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
-    b.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
+    b.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file (a list with --method all)")
+    b.add_argument("--processes", type=int, default=1, metavar="K",
+                   help="run K copies at once on the device and report their total throughput "
+                        "(how many training jobs should share one GPU: Snakemake's --resources gpu=K)")
+    b.add_argument("--sync-debug", choices=["warn", "error"], default=None,
+                   help="CUDA: report (warn) or refuse (error) every host-device synchronisation inside a step")
     b.set_defaults(func=bench_command)
 
 
@@ -80,13 +85,62 @@ def train_command(args) -> int:
     return 0
 
 
+def concurrent_bench(args) -> int:
+    """K processes running the same benchmark at the same time; their images/s add up."""
+    import subprocess
+    import sys
+    import tempfile
+
+    from ..fileio import write_json
+
+    argv = [a for a in sys.argv[1:]]
+    with tempfile.TemporaryDirectory() as tmp:
+        procs, files = [], []
+        for i in range(args.processes):
+            files.append(Path(tmp) / f"{i}.json")
+            cmd = [sys.executable, "-m", "ugpcl.cli", *_without(argv, "--processes", "--json"), "--json", str(files[-1])]
+            procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL))
+        if any(p.wait() != 0 for p in procs):
+            raise UserError("a benchmark process failed", fix="run the same command without --processes to see why")
+        results = [json.loads(f.read_text()) for f in files]
+    per_method = {}
+    for result in (r for rs in results for r in (rs if isinstance(rs, list) else [rs])):
+        entry = per_method.setdefault(result["method"], {"method": result["method"], "processes": args.processes,
+                                                         "images_per_s_total": 0.0, "median_step_s": []})
+        entry["images_per_s_total"] = round(entry["images_per_s_total"] + result["images_per_s"], 2)
+        entry["median_step_s"].append(result["median_step_s"])
+    summary = list(per_method.values())
+    print(json.dumps(summary, indent=2))
+    if args.json:
+        write_json(args.json, summary)
+    return 0
+
+
+def _without(argv: list[str], *options: str) -> list[str]:
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a in options:
+            skip = True
+        elif not any(a.startswith(o + "=") for o in options):
+            out.append(a)
+    return out
+
+
 def bench_command(args) -> int:
+    if args.processes > 1:
+        return concurrent_bench(args)
     from ..device import pick_device
     from ..engine.bench import benchmark
     from ..fileio import write_json
 
-    result = benchmark(config_from_args(args), args.method, pick_device(args.device), args.steps, args.warmup)
-    print(json.dumps(result, indent=2))
+    cfg, device = config_from_args(args), pick_device(args.device)
+    chosen = names() if args.method == "all" else [args.method]
+    results = []
+    for name in chosen:
+        results.append(benchmark(cfg, name, device, args.steps, args.warmup, sync_debug=args.sync_debug))
+        print(json.dumps(results[-1], indent=2), flush=True)
     if args.json:
-        write_json(args.json, result)
+        write_json(args.json, results if args.method == "all" else results[0])
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import resource
 import statistics
 import time
@@ -12,18 +13,23 @@ import torch
 
 from ..methods import build_method
 from ..methods.base import Batch
+from . import speed
 from .augment import augment_batch
 from .step import make_optimizer, train_step
 
 
 def benchmark(cfg: dict, method_name: str, device: torch.device, steps: int = 10, warmup: int = 2,
-              num_classes: int = 4, in_channels: int = 1) -> dict:
-    """Time `steps` iterations after `warmup`, from the method's steady state (every loss term on)."""
+              num_classes: int = 4, in_channels: int = 1, sync_debug: str | None = None) -> dict:
+    """Time `steps` iterations after `warmup`, from the method's steady state (every loss term on).
+
+    `sync_debug` ("warn" or "error", CUDA only): torch.cuda.set_sync_debug_mode around each step,
+    so every host-device synchronisation inside it is reported (or raises)."""
     cfg = {**cfg, "model": {**cfg["model"], "pretrained": False}}
     tr, size = cfg["train"], cfg["data"]["image_size"]
     torch.manual_seed(0)
-    method = build_method(cfg, method_name, num_classes, in_channels).to(device)
-    optimizer = make_optimizer(method, tr)
+    switches = speed.resolve(tr["speed"], device)
+    method = speed.apply(build_method(cfg, method_name, num_classes, in_channels).to(device), switches)
+    optimizer = make_optimizer(method, tr, fused=switches.fused_optimizer)
     batch_size = tr["batch_size"] if method.uses_unlabeled else tr["labeled_bs"]
     images = torch.rand(batch_size, in_channels, size, size, device=device)
     labels = torch.randint(0, num_classes, (tr["labeled_bs"], size, size), device=device)
@@ -36,12 +42,19 @@ def benchmark(cfg: dict, method_name: str, device: torch.device, steps: int = 10
     for step in range(warmup + steps):
         start = time.perf_counter()
         x, y = augment_batch(images, labels, tr["augment"])
-        train_step(method, optimizer, Batch(x, y, tr["labeled_bs"]), t0 + step, amp=amp)
+        if sync_debug and device.type == "cuda":
+            torch.cuda.set_sync_debug_mode(sync_debug)
+        try:
+            train_step(method, optimizer, Batch(speed.batch_layout(x, switches), y, tr["labeled_bs"]), t0 + step, amp=amp)
+        finally:
+            if sync_debug and device.type == "cuda":
+                torch.cuda.set_sync_debug_mode(0)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         if step >= warmup:
             times.append(time.perf_counter() - start)
     median = statistics.median(times)
+    eval_s = _eval_seconds_per_image(method.eval_network(), tr["val_batch"], in_channels, size, device, amp)
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated(device) / 2**20
         name = torch.cuda.get_device_name(device)
@@ -51,8 +64,30 @@ def benchmark(cfg: dict, method_name: str, device: torch.device, steps: int = 10
     return {
         "method": method_name, "profile": cfg["profile"], "device": name, "image_size": size,
         "batch_size": batch_size, "labeled_bs": tr["labeled_bs"], "width": cfg["model"]["width"],
-        "amp": "bf16" if amp else "none", "steps": steps, "median_step_s": round(median, 4),
+        "amp": "bf16" if amp else "none", "speed": dataclasses.asdict(switches), "steps": steps, "median_step_s": round(median, 4),
         "images_per_s": round(batch_size / median, 2), "peak_memory_mib": round(peak, 1),
+        "eval_s_per_image": round(eval_s, 6),
         "date": datetime.now(timezone.utc).date().isoformat(), "torch": torch.__version__,
         "step_s_p10_p90": [round(float(np.percentile(times, 10)), 4), round(float(np.percentile(times, 90)), 4)],
     }
+
+
+@torch.no_grad()
+def _eval_seconds_per_image(net, batch: int, in_channels: int, size: int, device: torch.device, amp: bool,
+                            repeats: int = 3) -> float:
+    """Median time of one evaluation forward pass (eval mode, argmax) per image."""
+    x = torch.rand(batch, in_channels, size, size, device=device)
+    net.eval()
+    times = []
+    try:
+        for i in range(repeats + 1):
+            start = time.perf_counter()
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                net(x).argmax(1)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            if i:  # the first pass warms up
+                times.append(time.perf_counter() - start)
+    finally:
+        net.train()
+    return statistics.median(times) / batch

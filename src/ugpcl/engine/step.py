@@ -7,10 +7,11 @@ import torch
 from ..methods.base import Batch, Method
 
 
-def make_optimizer(method: Method, train_cfg: dict) -> torch.optim.Optimizer:
-    """SGD with momentum and weight decay over the method's trainable parameters (teachers excluded)."""
+def make_optimizer(method: Method, train_cfg: dict, fused: bool = False) -> torch.optim.Optimizer:
+    """SGD with momentum and weight decay over the method's trainable parameters (teachers excluded);
+    `fused`: one fused kernel for the whole update (same arithmetic)."""
     return torch.optim.SGD(method.trainable_parameters(), lr=train_cfg["lr"], momentum=train_cfg["momentum"],
-                           weight_decay=train_cfg["weight_decay"])
+                           weight_decay=train_cfg["weight_decay"], fused=fused or None)
 
 
 def poly_lr(t: int, train_cfg: dict) -> float:

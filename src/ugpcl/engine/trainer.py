@@ -22,7 +22,7 @@ from ..fileio import write_text
 from ..methods import build_method
 from ..methods.base import Batch
 from ..metrics import validation_dice
-from . import checkpoint
+from . import checkpoint, speed
 from .augment import augment_batch
 from .sampler import TwoStreamSampler
 from .step import make_optimizer, poly_lr, train_step
@@ -62,8 +62,10 @@ class Trainer:
         self.info = {**info, "num_classes": self.data.num_classes, "in_channels": self.data.in_channels}
 
         seed_everything(self.tr["seed"])
-        self.method = build_method(cfg, info["method"], self.data.num_classes, self.data.in_channels).to(self.device)
-        self.optimizer = make_optimizer(self.method, self.tr)
+        self.speed = speed.resolve(self.tr["speed"], self.device)
+        method = build_method(cfg, info["method"], self.data.num_classes, self.data.in_channels).to(self.device)
+        self.method = speed.apply(method, self.speed)
+        self.optimizer = make_optimizer(self.method, self.tr, fused=self.speed.fused_optimizer)
         regime = info["regime"]
         unlabeled = self.data.unlabeled_indices(regime) if self.method.uses_unlabeled else np.array([], dtype=np.int64)
         batch_size = self.tr["batch_size"] if self.method.uses_unlabeled else self.tr["labeled_bs"]
@@ -78,12 +80,14 @@ class Trainer:
     # --- data -----------------------------------------------------------------------------
     def next_batch(self) -> Batch:
         lab, unl = self.sampler.next()
-        idx = torch.from_numpy(np.concatenate([lab, unl])).to(self.device)
+        idx = torch.from_numpy(np.concatenate([lab, unl]))
+        if self.device.type == "cuda":  # a pinned copy does not wait for the GPU's queue
+            idx = idx.pin_memory().to(self.device, non_blocking=True)
         images = self.images[idx]
         images = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
         labels = self.labels[idx[: len(lab)]].long()
         images, labels = augment_batch(images, labels, self.tr["augment"])
-        return Batch(images, labels, len(lab))
+        return Batch(speed.batch_layout(images, self.speed), labels, len(lab))
 
     # --- checkpoints ----------------------------------------------------------------------
     @property
@@ -124,6 +128,28 @@ class Trainer:
             write_text(path, "".join(ln + "\n" for ln in kept))
         return path.open("a")
 
+    def _flush(self, pending: list, log, bar) -> None:
+        """Write the log rows of the iterations in `pending` with one read from the device.
+
+        The training step leaves its loss and terms on the device (no synchronisation); every
+        `train.log_every` iterations, before each checkpoint and at the end, they are copied
+        back together, checked for NaN, and written as one JSON line per iteration.
+        """
+        if not pending:
+            return
+        tensors = [v.detach().float().reshape(()) for _, _, loss, terms in pending
+                   for v in (loss, *terms.values()) if torch.is_tensor(v)]
+        values = iter(torch.stack(tensors).tolist() if tensors else [])
+        for t, lr, loss, terms in pending:
+            row = {"t": t, "lr": lr}
+            row.update((k, next(values) if torch.is_tensor(v) else float(v)) for k, v in (("loss", loss), *terms.items()))
+            if not math.isfinite(row["loss"]):
+                raise UserError(f"loss became {row['loss']} at iteration {t}: {row}",
+                                fix="lower train.lr or check the data")
+            log.write(json.dumps(row) + "\n")
+        bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}", refresh=False)
+        pending.clear()
+
     # --- the loop -------------------------------------------------------------------------
     def validate(self) -> float:
         return float(validation_dice(self.method.eval_network(), self.data, self.tr["val_batch"], self.device))
@@ -142,20 +168,17 @@ class Trainer:
         bar = tqdm(range(start, total), initial=start, total=total, desc=self.info.get("run_id", "train"),
                    disable=not progress, dynamic_ncols=True, mininterval=2.0)
         tick = time.perf_counter()
+        pending: list = []  # (t, lr, loss, terms) of iterations not yet read back from the device
         try:
             for t in bar:
                 lr = poly_lr(t, self.tr)
                 loss, terms = train_step(self.method, self.optimizer, self.next_batch(), t, lr=lr, amp=self.amp)
+                pending.append((t, lr, loss, terms))
                 done = t + 1
-
-                if done % self.tr["log_every"] == 0 or done == total:
-                    row = {"t": t, "lr": lr, "loss": float(loss.detach())}
-                    row.update({k: float(v) for k, v in terms.items()})
-                    if not math.isfinite(row["loss"]):
-                        raise UserError(f"loss became {row['loss']} at iteration {t}: {row}",
-                                        fix="lower train.lr or check the data")
-                    log.write(json.dumps(row) + "\n")
-                    bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{lr:.2e}", refresh=False)
+                stopping = stop_after is not None and done >= stop_after and done < total
+                checkpointing = done % self.tr["checkpoint_every"] == 0 or stopping
+                if done % self.tr["log_every"] == 0 or done == total or checkpointing:
+                    self._flush(pending, log, bar)
                 if done % self.tr["val_every"] == 0 or done == total:
                     score = self.validate()
                     val_log.write(json.dumps({"t": t, "val_dice": score}) + "\n")
@@ -163,8 +186,7 @@ class Trainer:
                     if score > self.best:
                         self.best = score
                         self._save("best.pt", done, training=False)
-                stopping = stop_after is not None and done >= stop_after and done < total
-                if done % self.tr["checkpoint_every"] == 0 or stopping:
+                if checkpointing:
                     log.flush()
                     self.elapsed += time.perf_counter() - tick
                     tick = time.perf_counter()

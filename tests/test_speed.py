@@ -1,0 +1,170 @@
+"""GPU speed switches and the synchronisation-free step, checked numerically on the CPU: each
+switch gives the losses of the plain step, and no training step reads a value back to the host."""
+
+import contextlib
+import json
+
+import pytest
+import torch
+
+from ugpcl.config import load_config
+from ugpcl.engine import speed
+from ugpcl.engine.step import make_optimizer, train_step
+from ugpcl.engine.trainer import Trainer
+from ugpcl.errors import UserError
+from ugpcl.geometry import rot90
+from ugpcl.methods import build_method, registry
+from ugpcl.methods.base import Batch
+
+CPU = torch.device("cpu")
+
+
+def demo_cfg(*overrides):
+    return load_config(profile="demo", overrides=["methods.ugpcl.contrast_start=0", "methods.mt.gate_iterations=0",
+                                                  *overrides])
+
+
+def losses(name: str, switches: speed.Speed, batch: Batch, steps: int = 1, backend: str = "inductor",
+           dtype=torch.float64):
+    """The losses of `steps` training steps and the parameter updates. In float64 by default, so
+    that a switch that changes only the order of sums shows differences of round-off size."""
+    cfg = demo_cfg()
+    torch.manual_seed(0)
+    method = speed.apply(build_method(cfg, name, 4, 1).to(dtype), switches, backend=backend)
+    batch = Batch(batch.image.to(dtype), batch.label, batch.labeled_bs)
+    optimizer = make_optimizer(method, cfg["train"], fused=switches.fused_optimizer)
+    method.train()
+    before = {k: v.detach().clone() for k, v in method.named_parameters()}
+    out = []
+    for t in range(steps):
+        torch.manual_seed(100 + t)
+        b = Batch(speed.batch_layout(batch.image, switches), batch.label, batch.labeled_bs)
+        loss, _ = train_step(method, optimizer, b if method.uses_unlabeled else Batch(b.labeled, b.label, 2), t)
+        out.append(loss.item())
+    return out, {k: v.detach() - before[k] for k, v in method.named_parameters()}
+
+
+def assert_same(a, b):
+    """Same losses, and the same update of the parameters up to float round-off (channels-last
+    convolutions sum in another order; parameters with tiny gradients differ most, relatively)."""
+    (loss_a, update_a), (loss_b, update_b) = a, b
+    assert loss_a == pytest.approx(loss_b, rel=1e-9)
+    flat_a, flat_b = (torch.cat([u[k].flatten() for k in sorted(u)]) for u in (update_a, update_b))
+    assert ((flat_a - flat_b).norm() / flat_b.norm()).item() < 1e-8
+
+
+@pytest.mark.parametrize("switch", [{"channels_last": True}, {"fused_optimizer": True}])
+@pytest.mark.parametrize("name", ["ugpcl", "mt"])
+def test_switch_gives_the_same_losses(name, switch, acdc_batch):
+    """One step: later steps may legitimately part (argmax and anchor choices flip on round-off)."""
+    assert_same(losses(name, speed.Speed(**switch), acdc_batch), losses(name, speed.Speed(), acdc_batch))
+
+
+def test_compiled_blocks_keep_checkpoint_keys_and_losses(acdc_batch):
+    """torch.compile traced through dynamo and autograd (aot_eager: no code generation on the CPU)."""
+    assert_same(losses("ugpcl", speed.Speed(compile="default"), acdc_batch, backend="aot_eager"),
+                losses("ugpcl", speed.Speed(), acdc_batch))
+    method = speed.apply(build_method(demo_cfg(), "ugpcl", 4, 1), speed.Speed(compile="default"), backend="aot_eager")
+    assert speed.compiled_blocks(method) == 4  # encoder, CNN decoder, Swin decoder, embedding head
+    assert list(method.state_dict()) == list(build_method(demo_cfg(), "ugpcl", 4, 1).state_dict())
+
+
+def test_auto_takes_the_measured_default_and_cudnn_is_cuda_only():
+    auto = {"channels_last": "auto", "cudnn_benchmark": "auto", "fused_optimizer": "auto", "compile": "auto"}
+    assert speed.resolve(auto, CPU) == speed.Speed(**speed.MEASURED["cpu"])
+    assert speed.resolve(auto, torch.device("cuda")) == speed.Speed(**speed.MEASURED["cuda"])
+    forced = speed.resolve({**auto, "cudnn_benchmark": True, "compile": False, "fused_optimizer": True}, CPU)
+    assert forced == speed.Speed(fused_optimizer=True)
+
+
+def test_per_sample_quarter_turns_equal_torch_rot90():
+    x = torch.arange(5 * 2 * 6 * 6, dtype=torch.float32).view(5, 2, 6, 6)
+    k = torch.tensor([0, 1, 2, 3, 1])
+    out = rot90(x, k)
+    for i in range(5):
+        assert torch.equal(out[i], torch.rot90(x[i], int(k[i]), dims=(-2, -1)))
+    with pytest.raises(ValueError, match="square"):
+        rot90(torch.zeros(1, 1, 4, 6), torch.zeros(1))
+
+
+# --- no host-device synchronisation in a step ---------------------------------------------------
+READS = ("item", "tolist", "numpy", "cpu", "__bool__", "__float__", "__int__", "__index__", "nonzero")
+# Known remaining reads, to be removed: UGPCL's anchor sampling and queue update pick a variable
+# number of pixels (nonzero) and size their class axis from the data (item).
+KNOWN = {"ugpcl": {"item", "nonzero"}}
+
+
+@contextlib.contextmanager
+def reads_recorded(found: set):
+    """Record every Tensor method that copies a value from a tensor to Python while active."""
+    originals = {name: getattr(torch.Tensor, name) for name in READS}
+
+    def spy(name):
+        def wrapper(self, *args, **kwargs):
+            found.add(name)
+            return originals[name](self, *args, **kwargs)
+        return wrapper
+
+    for name in READS:
+        setattr(torch.Tensor, name, spy(name))
+    try:
+        yield
+    finally:
+        for name, fn in originals.items():
+            setattr(torch.Tensor, name, fn)
+
+
+@pytest.mark.parametrize("name", list(registry()))
+def test_training_step_reads_nothing_back_from_the_device(name, acdc_batch):
+    """On a GPU each such read would make the host wait for the device (the CPU test sees the calls)."""
+    torch.manual_seed(0)
+    method = build_method(demo_cfg(), name, 4, 1)
+    optimizer = make_optimizer(method, demo_cfg()["train"])
+    batch = acdc_batch if method.uses_unlabeled else Batch(acdc_batch.labeled, acdc_batch.label, 2)
+    found: set = set()
+    for t in (5, 6):  # twice: the second step has a filled queue / an updated teacher
+        with reads_recorded(found):
+            train_step(method, optimizer, batch, t)
+    assert found == KNOWN.get(name, set())
+
+
+def test_log_rows_for_every_iteration_read_back_every_log_every(tiny_acdc, tmp_path):
+    cfg = demo_cfg("train.iterations=7", "train.log_every=3", "train.val_every=100", "train.checkpoint_every=100")
+    info = {"run_id": "t", "method": "em", "dataset": "acdc", "regime": "tiny", "seed": 1, "profile": "demo",
+            "overrides": {}}
+    trainer = Trainer(cfg, info, tmp_path, data=tiny_acdc)
+    assert trainer.fit(progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [r["t"] for r in rows] == list(range(7))
+    assert all(isinstance(r["loss"], float) and {"sup", "unsup", "weight", "lr"} <= r.keys() for r in rows)
+
+
+def test_a_nan_loss_stops_training_at_the_next_read_back(tiny_acdc, tmp_path):
+    cfg = demo_cfg("train.iterations=6", "train.log_every=2", "train.lr=1.0e+30", "train.min_lr=1.0e+30")
+    info = {"run_id": "t", "method": "supervised", "dataset": "acdc", "regime": "tiny", "seed": 1,
+            "profile": "demo", "overrides": {}}
+    with pytest.raises(UserError, match="loss became"):
+        Trainer(cfg, info, tmp_path, data=tiny_acdc).fit(progress=False)
+
+
+# --- projected wall time ------------------------------------------------------------------------
+def test_projection_is_steps_times_step_time_plus_validations(tmp_path):
+    from ugpcl.commands.train import _without
+    from ugpcl.projection import read_bench, run_seconds
+    from ugpcl.study import find_run
+
+    cfg = load_config(profile="paper")
+    bench = tmp_path / "bench.json"
+    bench.write_text(json.dumps([{"method": "ugpcl", "median_step_s": 0.5, "eval_s_per_image": 0.001},
+                                 {"method": "mt", "median_step_s": 0.2, "eval_s_per_image": 0.001}]))
+    results = read_bench(bench)
+    run = find_run(cfg, "acdc136_ugpcl")
+    validations = cfg["train"]["iterations"] // cfg["train"]["val_every"] + 1
+    assert run_seconds(run, cfg, results, 1000) == pytest.approx(6000 * 0.5 + validations * 1000 * 0.001)
+    assert run_seconds(run, cfg, results, None) == pytest.approx(3000)
+    assert run_seconds(find_run(cfg, "acdc136_cps"), cfg, results, None) is None
+    bench.write_text("{}")
+    with pytest.raises(UserError, match="not `ugpcl bench` results"):
+        read_bench(bench)
+    assert _without(["bench", "--processes", "2", "--json=x", "--steps", "3"], "--processes", "--json") == \
+        ["bench", "--steps", "3"]
