@@ -250,6 +250,15 @@ def test_validation_dice_matches_monai_per_case_scores(tmp_path):
     assert validation_dice(net, prepared, batch_size=3) == pytest.approx(expected)
 
 
+def test_selection_score_follows_the_protocol(tmp_path):
+    """Best-checkpoint selection scores the very cases, and with `slices` the very metric, of evaluation."""
+    prepared = make_acdc(tmp_path, shapes=((12, 32, 32), (2, 32, 32), (6, 32, 32)))  # batches mix cases
+    net = LabelNet(shift=2)
+    slices = validation_dice(net, prepared, batch_size=4, protocol="slices")
+    assert slices == pytest.approx(evaluate_network(net, prepared, 4, protocol="slices")[1]["dice"])
+    assert slices != pytest.approx(validation_dice(net, prepared, batch_size=4), abs=1e-3)
+
+
 def test_isic_scored_per_image_at_image_size(tmp_path):
     labels = np.stack([square(16, 4, 4, 6), square(16, 2, 3, 5), np.zeros((16, 16), np.uint8)])
     images = np.repeat((labels * 255)[:, None], 3, axis=1).astype(np.uint8)
