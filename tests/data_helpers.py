@@ -81,21 +81,23 @@ def mini_acdc_folder(src: Path, dst: Path, train_patients: int = 2, val_cases: i
     return dst, write_lists(dst / "lists", train, val[:1], val[1:])
 
 
-def nifti_gz(volume_zyx: np.ndarray) -> bytes:
-    """A (Z, Y, X) array as gzipped NIfTI bytes holding (X, Y, Z), as the Creatis files do."""
-    img = nib.Nifti1Image(np.ascontiguousarray(volume_zyx.transpose(2, 1, 0)), np.eye(4))
+def nifti_gz(volume_zyx: np.ndarray, zooms=(1.0, 1.0, 1.0)) -> bytes:
+    """A (Z, Y, X) array as gzipped NIfTI bytes holding (X, Y, Z) with voxel size `zooms` (x, y, z),
+    as the Creatis files do."""
+    img = nib.Nifti1Image(np.ascontiguousarray(volume_zyx.transpose(2, 1, 0)), np.diag([*zooms, 1.0]))
     return gzip.compress(img.to_bytes(), compresslevel=1)
 
 
-def fake_acdc_zip(path: Path, volumes: dict[str, tuple[np.ndarray, np.ndarray]], extra: dict[str, bytes] = {}) -> Path:
+def fake_acdc_zip(path: Path, volumes: dict[str, tuple[np.ndarray, np.ndarray]], extra: dict[str, bytes] = {},
+                  zooms=(1.0, 1.0, 1.0)) -> Path:
     """A Creatis-layout zip holding the given (image, label) volumes, (Z, Y, X) each."""
     with zipfile.ZipFile(path, "w") as zf:
         for patient in dict.fromkeys(case[:10] for case in volumes):
             zf.writestr(f"ACDC/database/training/{patient}/Info.cfg", "ED: 1\n")
         for case, (image, label) in volumes.items():
             prefix = f"ACDC/database/training/{case[:10]}/"
-            zf.writestr(prefix + f"{case}.nii.gz", nifti_gz(image))
-            zf.writestr(prefix + f"{case}_gt.nii.gz", nifti_gz(label))
+            zf.writestr(prefix + f"{case}.nii.gz", nifti_gz(image, zooms))
+            zf.writestr(prefix + f"{case}_gt.nii.gz", nifti_gz(label, zooms))
         for name, data in extra.items():
             zf.writestr(name, data)
     return path

@@ -60,13 +60,25 @@ def test_certainty_labels_mask_only_the_uncertain_unlabeled_pixel():
         "sup": ([[-1, -1], [-1, -1]], 0.0),
     }
     for mode, (unlabeled, kept) in expected.items():
-        targets, info = certainty_pseudo_labels(seg, seg_tf, label_l, 0, 100, mode)
+        targets, info = certainty_pseudo_labels(seg, seg_tf, label_l, 0, 100, mode, pseudo="mean")
         assert targets.dtype == torch.long and targets.shape == (2, 2, 2)
         assert not targets.requires_grad
         assert torch.equal(targets[0], truth), mode  # ground truth, even where uncertain
         assert targets[1].tolist() == unlabeled, mode
         assert info["certain_fraction"] == pytest.approx(kept)
         assert info["threshold"] == pytest.approx(tau)
+        # the authors' logged rate: pixel (0, 0) of both images, labeled included, out of 8
+        assert info["uncertainty_rate"] == pytest.approx(0.25)
+
+
+def test_pseudo_mode_as_the_authors_uses_the_cnn_argmax_on_every_image():
+    seg, seg_tf, label_l = _two_heads()
+    cnn = [[0, 0], [1, 0]]  # argmax of seg alone; the Swin head and the ground truth play no part
+    targets, info = certainty_pseudo_labels(seg, seg_tf, label_l, 0, 100, "pseudo", pseudo="cnn")
+    assert targets.tolist() == [cnn, cnn] and info["certain_fraction"] == pytest.approx(1.0)
+    for mode in ("ugpcl", "sup"):  # the option concerns the pseudo mode only
+        assert torch.equal(certainty_pseudo_labels(seg, seg_tf, label_l, 0, 100, mode, pseudo="cnn")[0],
+                           certainty_pseudo_labels(seg, seg_tf, label_l, 0, 100, mode, pseudo="mean")[0])
 
 
 def test_certainty_labels_threshold_follows_iteration():
@@ -83,6 +95,8 @@ def test_certainty_labels_reject_bad_arguments():
         certainty_pseudo_labels(seg, seg_tf, label_l, 0, 100, "none")
     with pytest.raises(ValueError, match="do not match"):
         certainty_pseudo_labels(seg, seg_tf, torch.zeros(1, 3, 3, dtype=torch.long), 0, 100, "ugpcl")
+    with pytest.raises(ValueError, match="pseudo-label source"):
+        certainty_pseudo_labels(seg, seg_tf, label_l, 0, 100, "pseudo", pseudo="swin")
 
 
 def test_downsample_keeps_ignore_and_class_ids():
@@ -180,6 +194,24 @@ def test_contrast_loss_matches_hand_computation():
     assert loss.item() == pytest.approx((loss1 + loss2) / 2, rel=1e-6)
     loss.backward()
     assert anchors.grad is not None and anchors.grad.abs().sum() > 0
+
+
+def test_self_mask_quirk_drops_key_i_from_anchor_i_positives_only():
+    keys = torch.tensor([[0.6, 0.8], [0.0, 1.0], [0.0, 0.0], [0.0, 0.0]])
+    key_labels = torch.tensor([1, 1, 0, 0])
+    anchors = torch.tensor([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0]])
+    labels = torch.tensor([1, 0, 1])
+    plain = pixel_contrast_loss(anchors, labels, keys, key_labels, 0.5, 0.25, self_mask=False)
+    quirk = pixel_contrast_loss(anchors, labels, keys, key_labels, 0.5, 0.25, self_mask=True)
+    # anchor 0 loses key 0 (a positive), anchor 1 loses nothing (key 1 is a negative of class 1, kept
+    # as a negative), anchor 2 loses key 2 (a zero row of class 0: not a positive of class 1)
+    logits0 = torch.tensor([1.2, 0.0, 0.0, 0.0]) - 1.2  # a.k / tau minus the row max
+    neg0 = 2 * math.exp(-1.2)
+    term = lambda l: l - math.log(math.exp(l) + neg0)  # noqa: E731
+    quirk0 = -(0.5 / 0.25) * term(float(logits0[1])) / (1 + 1e-5)
+    plain0 = -(0.5 / 0.25) * (term(float(logits0[0])) + term(float(logits0[1]))) / (2 + 1e-5)
+    rest = plain.item() * 3 - plain0
+    assert quirk.item() * 3 == pytest.approx(quirk0 + rest, rel=1e-5)
 
 
 def test_contrast_loss_casts_bf16_to_float32():

@@ -53,9 +53,11 @@ def test_validation_volumes(acdc_prepared, acdc_dir):
         assert np.array_equal(p.val_original[case], label)
         assert len(slices[case]) == len(label)
         assert [p.val.names[i] for i in slices[case]] == [f"{case}_slice_{k}" for k in range(len(label))]
-        k = len(label) // 2
-        resized = cv2.resize(image[k], (SIZE, SIZE), interpolation=cv2.INTER_LINEAR)
-        np.testing.assert_allclose(p.val.images[slices[case][k], 0], resized, atol=1e-6)
+        k = len(label) // 2  # images resized nearest by default, as both reference codes (zoom order 0)
+        resized = cv2.resize(image[k], (SIZE, SIZE), interpolation=cv2.INTER_NEAREST)
+        np.testing.assert_array_equal(p.val.images[slices[case][k], 0], resized)
+    assert p.val_spacing == {}  # the SSL4MIS h5 files hold no voxel size: distances stay in voxels
+    assert json.loads(p.attrs["provenance"])["interpolation"] == "nearest"
 
 
 def test_arrays_at_image_size(acdc_prepared):
@@ -86,13 +88,15 @@ def test_official_zip_matches_ssl4mis_orientation(acdc_dir, tmp_path):
     cases = (acdc_dir / "test.list").read_text().split()[:6]   # 3 patients, ED and ES
     volumes = {c: read_h5(acdc_dir / "data" / f"{c}.h5") for c in cases}
     scaled = {c: (img * 700 + 13, lab) for c, (img, lab) in volumes.items()}  # raw scanner-like units
-    archive = fake_acdc_zip(tmp_path / "ACDC.zip", scaled, extra={"ACDC/database/testing/README": b"x"})
+    archive = fake_acdc_zip(tmp_path / "ACDC.zip", scaled, extra={"ACDC/database/testing/README": b"x"},
+                            zooms=(1.5, 1.25, 10.0))
     train_slices = [f"{c}_slice_{k}" for c in cases[:4] for k in reversed(range(len(volumes[c][0])))]
     lists = write_lists(tmp_path / "lists", train_slices, cases[4:5], cases[5:])
     out = tmp_path / "acdc.h5"
     run_cli("prepare", "acdc", "--out", str(out), "--set", "data.image_size=224",
             "--set", f"data.acdc.archive={archive}", "--set", f"data.acdc.sha256='{sha256(archive)}'",
-            "--set", f"data.acdc.lists={lists}", "--set", 'data.acdc.regimes={"1": 1}')
+            "--set", f"data.acdc.lists={lists}", "--set", 'data.acdc.regimes={"1": 1}',
+            "--set", "data.acdc.interpolation=bilinear")
     p = load_prepared(out)
     provenance = json.loads(p.attrs["provenance"])
     assert p.attrs["source"] == "official" and provenance["archive"] == str(archive)
@@ -106,3 +110,4 @@ def test_official_zip_matches_ssl4mis_orientation(acdc_dir, tmp_path):
     assert p.train.images.shape[1:] == (1, 224, 224) and p.val.labels.shape[1:] == (224, 224)
     for case in cases[4:]:
         assert np.array_equal(p.val_original[case], volumes[case][1])
+        assert p.val_spacing[case] == (10.0, 1.25, 1.5)  # the NIfTI voxel size, as (z, y, x) like the arrays

@@ -46,6 +46,9 @@ def test_demo_acdc_prepared(demo):
         assert fractions[0] > 0.7 and (fractions[1:] > 0.005).all()
     for volume in p.val_original.values():
         assert volume.shape[:2] == (d["acdc_slices"], d["acdc_size"]) and volume.shape[2] <= d["acdc_size"]
+    for spacing in p.val_spacing.values():  # the demo NIfTI's voxel size (1.4, 1.4, 10) mm, as (z, y, x)
+        assert spacing == pytest.approx((10.0, 1.4, 1.4))
+    assert set(p.val_spacing) == set(p.val_original)
 
 
 def test_demo_acdc_anatomy_and_orientation(demo):

@@ -15,7 +15,8 @@ from ugpcl.geometry import rot90, rotation_theta, warp
 from ugpcl.errors import UserError
 
 NO_AUG = {"crop_scale": [1.0, 1.0], "rot90_flip_p": 0.0, "rotate_p": 0.0, "rotate_deg": 20, "hflip_p": 0.0,
-          "color_jitter_p": 0.0, "brightness": 0.4, "contrast": 0.4, "saturation": 0.4, "hue": 0.1}
+          "color_jitter_p": 0.0, "brightness": 0.4, "contrast": 0.4, "saturation": 0.4, "hue": 0.1,
+          "interpolation": "nearest"}
 
 
 def test_two_stream_batches_are_labeled_then_unlabeled_and_cover_each_epoch():
@@ -56,6 +57,20 @@ def test_augmentation_off_is_identity_and_labels_stay_in_label_set():
     assert ax.shape == x.shape and ay.shape == y.shape
     assert set(ay.unique().tolist()) <= {0, 1, 2, 3}
     assert 0 <= ax.min() and ax.max() <= 1
+
+
+def test_nearest_augmentation_resamples_images_like_labels():
+    """augment.interpolation nearest (both codes' order 0): images keep their values and are
+    sampled where the labels are; bilinear blends neighbouring values."""
+    torch.manual_seed(1)
+    y = torch.randint(0, 4, (4, 32, 32))
+    x = y[:, None].float() / 3
+    warped = {**NO_AUG, "crop_scale": [0.7, 0.9], "rotate_p": 1.0, "hflip_p": 0.5}
+    ax, ay = augment_batch(x, y, warped)
+    assert torch.equal((ax[:, 0] * 3).round().long(), ay) and set((ax * 3).round().unique().tolist()) <= {0, 1, 2, 3}
+    torch.manual_seed(1)
+    bx, _ = augment_batch(x, y, {**warped, "interpolation": "bilinear"})
+    assert not set((bx * 3).unique().tolist()) <= {0.0, 1.0, 2.0, 3.0}
 
 
 def test_quarter_turn_warp_equals_exact_rot90():

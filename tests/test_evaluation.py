@@ -102,6 +102,55 @@ def test_shifted_square_matches_hand_computed_scores():
     assert s["pred_voxels"][0] == s["truth_voxels"][0] == 64
 
 
+def test_hd95_medpy_pools_both_directions_monai_takes_the_larger():
+    """A 10-px line; the prediction adds two stray pixels 4 rows below it. Every pixel of a 1-px
+    structure is surface. prediction -> truth: 10 x 0 and 2 x 4; truth -> prediction: 10 x 0.
+    MONAI: max(p95 of [0]*10 + [4, 4], p95 of [0]*10) = 4. medpy: p95 of the 22 pooled values
+    (20 zeros, 2 fours) = 0 + 0.95 * 4 = 3.8 (linear interpolation at rank 19.95)."""
+    truth = np.zeros((12, 14), np.uint8)
+    truth[1, 1:11] = 1
+    pred = truth.copy()
+    pred[5, 1] = pred[5, 10] = 1
+    s = score_volume(pred, truth, 2)
+    assert s["hd95"][0] == pytest.approx(4.0) and s["hd95_medpy"][0] == pytest.approx(3.8)
+    assert metrics.hd95_pooled(pred == 1, truth == 1) == pytest.approx(3.8)
+    # 2 mm between rows, 1 mm between columns: the stray pixels lie 8 mm away
+    s = score_volume(pred, truth, 2, spacing=(2.0, 1.0))
+    assert s["hd95"][0] == pytest.approx(8.0) and s["hd95_medpy"][0] == pytest.approx(7.6)
+    assert s["asd"][0] == pytest.approx(2 * 8.0 / 12)  # directed, prediction surface to truth surface
+
+
+def test_hd95_definitions_share_monai_surfaces_on_random_blobs():
+    """MONAI's HD95 equals the larger of the two directed 95th percentiles of `surface_distances`:
+    the two definitions differ only in pooling, not in what a surface is."""
+    rng = np.random.default_rng(3)
+    for _ in range(5):
+        from scipy import ndimage
+
+        a = ndimage.binary_dilation(rng.random((6, 30, 30)) > 0.97, iterations=2)
+        b = ndimage.binary_dilation(rng.random((6, 30, 30)) > 0.97, iterations=2)
+        spacing = (5.0, 1.3, 0.9)
+        s = score_volume(a.astype(np.uint8), b.astype(np.uint8), 2, spacing=spacing)
+        ab, ba = metrics.surface_distances(a, b, spacing), metrics.surface_distances(b, a, spacing)
+        assert s["hd95"][0] == pytest.approx(max(np.percentile(ab, 95), np.percentile(ba, 95)), rel=1e-5)
+        assert s["hd95_medpy"][0] == pytest.approx(np.percentile(np.concatenate([ab, ba]), 95), rel=1e-9)
+        assert s["asd"][0] == pytest.approx(ab.mean(), rel=1e-5)
+
+
+def test_distances_in_mm_where_the_prepared_file_has_spacing(tmp_path):
+    prepared = make_acdc(tmp_path)
+    shifted = np.roll(prepared.val.labels, 1, axis=-1)
+    assert metrics.distance_unit(prepared) == "voxel" and metrics.distance_unit(prepared, "slices") is None
+    voxels = score_cases(shifted, prepared).set_index(["case", "class"])
+    prepared.val_spacing = {case: (2.0, 2.0, 2.0) for case in prepared.val_original}
+    assert metrics.distance_unit(prepared) == "mm"
+    mm = score_cases(shifted, prepared).set_index(["case", "class"])
+    for key in ("hd95", "hd95_medpy", "asd"):  # 2 mm voxels: every distance doubles
+        np.testing.assert_allclose(mm[key], 2.0 * voxels[key])
+    _, summary = evaluate_network(LabelNet(), prepared, batch_size=4)
+    assert summary["distance_unit"] == "mm"
+
+
 def test_edge_cases_absent_empty_and_spurious():
     truth = square(value=1)
     truth[20:26, 20:26] = 2
@@ -121,6 +170,7 @@ def test_summary_excludes_absent_classes_and_counts_empty_predictions():
         "dice": [0.8, np.nan, 0.0, 0.6],       # LV absent from both in case a
         "jaccard": [0.7, np.nan, 0.0, 0.5],
         "hd95": [2.0, np.nan, np.nan, 4.0],     # RV empty prediction in case b
+        "hd95_medpy": [1.5, np.nan, np.nan, 3.0],
         "asd": [1.0, np.nan, np.nan, 3.0],
         "pred_voxels": [10, 0, 0, 7],
         "truth_voxels": [12, 0, 9, 8],
@@ -130,6 +180,7 @@ def test_summary_excludes_absent_classes_and_counts_empty_predictions():
     assert s["per_class"]["LV"]["dice"] == pytest.approx(0.6)   # case a excluded, not 0 and not 1
     assert s["dice"] == pytest.approx(0.5)
     assert s["hd95"] == pytest.approx(3.0)                      # (2 + 4) / 2
+    assert s["hd95_medpy"] == pytest.approx(2.25)
     assert s["empty_predictions"] == 1 and s["per_class"]["RV"]["empty_predictions"] == 1
     assert s["n_cases"] == 2
     assert list(s["per_class"]) == ["RV", "LV"]
@@ -199,6 +250,15 @@ def test_validation_dice_matches_monai_per_case_scores(tmp_path):
     assert validation_dice(net, prepared, batch_size=3) == pytest.approx(expected)
 
 
+def test_selection_score_follows_the_protocol(tmp_path):
+    """Best-checkpoint selection scores the very cases, and with `slices` the very metric, of evaluation."""
+    prepared = make_acdc(tmp_path, shapes=((12, 32, 32), (2, 32, 32), (6, 32, 32)))  # batches mix cases
+    net = LabelNet(shift=2)
+    slices = validation_dice(net, prepared, batch_size=4, protocol="slices")
+    assert slices == pytest.approx(evaluate_network(net, prepared, 4, protocol="slices")[1]["dice"])
+    assert slices != pytest.approx(validation_dice(net, prepared, batch_size=4), abs=1e-3)
+
+
 def test_isic_scored_per_image_at_image_size(tmp_path):
     labels = np.stack([square(16, 4, 4, 6), square(16, 2, 3, 5), np.zeros((16, 16), np.uint8)])
     images = np.repeat((labels * 255)[:, None], 3, axis=1).astype(np.uint8)
@@ -248,7 +308,8 @@ def test_cli_evaluate_writes_summary_with_run_description(tmp_path):
     for key in ("dice", "jaccard", "empty_predictions", "n_cases"):
         assert summary[key] == pytest.approx(expected[key], nan_ok=True)
     per_case = pd.read_csv(tmp_path / "run" / "eval" / "per_case.csv")
-    assert list(per_case.columns[:6]) == ["case", "class", "dice", "jaccard", "hd95", "asd"]
+    assert list(per_case.columns[:7]) == ["case", "class", "dice", "jaccard", "hd95", "hd95_medpy", "asd"]
+    assert set(per_case["network"]) == {"model"} and list(summary["networks"]) == ["model"]
 
 
 def test_cli_evaluate_missing_run_is_a_user_error(tmp_path):

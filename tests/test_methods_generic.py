@@ -36,6 +36,7 @@ def fast_cfg(*overrides: str) -> dict:
         keys = {f.name for f in hparams.fields(cls.HParams)}
         section = cfg["methods"].setdefault(name, {})
         section.update({k: 1 for k in ("ramp_epoch", "ramp_length") if k in keys})
+        section.update({k: "code" for k in ("ramp_schedule",) if k in keys})
         section.update({k: 0 for k in ("gate_iterations", "contrast_start") if k in keys})
     return cfg
 
@@ -64,12 +65,19 @@ def check_trains(name: str, batch: Batch, cfg: dict) -> None:
 
 
 def check_resumes_and_evaluates(name: str, cfg: dict, data, tmp_path: Path) -> None:
-    """k steps, stop, resume, k more == 2k straight, bit for bit (networks, teachers, queues); then evaluate."""
+    """k steps, stop, resume, k more == 2k straight, bit for bit (networks, teachers, queues); then evaluate.
+    The ramp of the run schedule (default) puts the full consistency weight in the log's last row."""
     cfg = {**cfg, "train": {**cfg["train"], "iterations": 4, "val_every": 2, "checkpoint_every": 100}}
+    section = cfg["methods"][name]
+    if "ramp_schedule" in section:
+        cfg = {**cfg, "methods": {**cfg["methods"], name: {**section, "ramp_schedule": "run", "ramp_length": 200}}}
     info = {"run_id": f"tiny_{name}", "method": name, "dataset": "acdc", "regime": "tiny", "seed": 1337,
             "profile": "demo", "overrides": {}}
     straight = Trainer(cfg, info, tmp_path / "a", data=data)
     assert straight.fit(progress=False)
+    log = [json.loads(line) for line in (tmp_path / "a" / "log.jsonl").read_text().splitlines()]
+    if "ramp_schedule" in section:
+        assert log[0]["weight"] < log[-1]["weight"] == cfg["methods"][name]["consistency"], log
     assert not Trainer(cfg, info, tmp_path / "b", data=data).fit(stop_after=2, progress=False)
     resumed = Trainer(cfg, info, tmp_path / "b", data=data)
     assert resumed.fit(progress=False)
@@ -78,6 +86,8 @@ def check_resumes_and_evaluates(name: str, cfg: dict, data, tmp_path: Path) -> N
     assert [k for k in a if not torch.equal(a[k], b[k])] == []
     summary = evaluate_run(tmp_path / "b", checkpoint="last", data=data)
     assert summary["method"] == name and summary["n_cases"] == 8 and 0 <= summary["dice"] <= 1
+    assert list(summary["networks"]) == list(resumed.method.evaluated)  # CPS: both networks scored
+    assert (tmp_path / "b" / "eval-last" / "summary.json").is_file()
 
 
 @pytest.mark.parametrize("name", METHODS)

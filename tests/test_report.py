@@ -25,11 +25,13 @@ def make_cfg(tmp_path, profile="paper", *overrides):
                                                    f"paths.reports={tmp_path}/reports", *overrides])
 
 
-def fake_run(cfg, run_id, seed, dice, jaccard=None, status="finished"):
-    """A run directory as `ugpcl train` leaves it (no checkpoints)."""
+def fake_run(cfg, run_id, seed, dice, jaccard=None, status="finished", last=None, net2=None):
+    """A run directory as `ugpcl train` leaves it (no checkpoints); the last iteration scores
+    `last` (default: 2 Dice points below the best), a second network `net2`."""
     run = find_run(cfg, run_id)
     run_dir = run.run_dir(cfg, seed)
     (run_dir / "eval").mkdir(parents=True)
+    (run_dir / "eval-last").mkdir(parents=True)
     info = {"run_id": run_id, "method": run.method, "dataset": run.dataset, "regime": run.regime, "seed": seed,
             "profile": cfg["profile"], "overrides": run.overrides, "device": "cuda", "device_name": "NVIDIA H100",
             "iterations": 6000, "wall_time_s": 3725.0, "started": "2026-01-01T00:00:00+00:00",
@@ -37,10 +39,15 @@ def fake_run(cfg, run_id, seed, dice, jaccard=None, status="finished"):
             "protocol": "volume", "status": status}
     (run_dir / "run.json").write_text(json.dumps(info))
     jaccard = dice - 0.1 if jaccard is None else jaccard
-    summary = {"dice": dice, "jaccard": jaccard, "hd95": 4.5, "asd": 1.2, "per_class": {}, "n_cases": 20,
-               "empty_predictions": 0, "method": run.method, "dataset": run.dataset, "regime": run.regime,
-               "seed": seed, "checkpoint": "best", "protocol": "volume"}
+    summary = {"dice": dice, "jaccard": jaccard, "hd95": 4.5, "hd95_medpy": 3.5, "asd": 1.2, "per_class": {},
+               "n_cases": 20, "empty_predictions": 0, "method": run.method, "dataset": run.dataset,
+               "regime": run.regime, "seed": seed, "checkpoint": "best", "protocol": "volume", "distance_unit": "mm"}
+    if net2 is not None:
+        summary["networks"] = {"model": {"dice": dice}, "model2": {"dice": net2}}
     (run_dir / "eval" / "summary.json").write_text(json.dumps(summary))
+    last = dice - 0.02 if last is None else last
+    last_summary = {**summary, "dice": last, "jaccard": jaccard - 0.02, "checkpoint": "last"}
+    (run_dir / "eval-last" / "summary.json").write_text(json.dumps(last_summary))
     log = [{"t": t, "lr": 0.01, "loss": 1.0 / (t + 1), "sup": 0.5 / (t + 1)} for t in range(10)]
     (run_dir / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
     (run_dir / "val.jsonl").write_text("".join(json.dumps({"t": t, "val_dice": 0.5 + t / 100}) + "\n" for t in (4, 9)))
@@ -82,8 +89,9 @@ def test_cells_compare_ours_with_the_paper(tmp_path):
 
     rows = tables.display_rows(cells["table1"])
     shown = [r for r in rows if r["run"] == "acdc136_ugpcl"][0]
-    shown = [shown[k] for k in ("Dice ours", "Dice paper", "Δ Dice", "verdict")]
-    assert shown == ["89.11", "88.11", "+1.00", "matches"]
+    shown = [shown[k] for k in ("Dice ours", "Dice last", "Dice paper", "Δ Dice", "verdict", "HD95 (medpy)")]
+    assert shown == ["89.11", "87.11", "88.11", "+1.00", "matches", "3.50 mm"]
+    assert "Dice net 2" not in rows[0]  # no run of this table has a second network yet
     assert [r for r in rows if r["run"] == "acdc68_supervised"][0]["Dice ours"] == "missing"
 
 
@@ -101,6 +109,21 @@ def test_mean_and_std_over_seeds(tmp_path):
     assert one["seeds"] == "1/2" and one["Dice ours"] == "75.00"
     shown = [r for r in tables.display_rows(cells["table1"]) if r["run"] == "acdc68_ugpcl"][0]
     assert shown["Dice ours"] == "82.00 ± 2.83"
+
+
+def test_headline_checkpoint_and_second_network(tmp_path):
+    cfg = make_cfg(tmp_path, "paper", "evaluation.checkpoint=last", "evaluation.hd95=monai")
+    fake_run(cfg, "acdc136_cps", 1337, 0.86, last=0.84, net2=0.85)
+    fake_run(cfg, "acdc136_mt", 1337, 0.80, last=0.81)
+    cells = tables.build_tables(cfg, tables.collect_results(cfg))
+    cps = cell(cells["table1"], dataset="acdc", labeled="136", method="cps")
+    assert cps.dice == [pytest.approx(84.0)] and cps.other == "best" and cps.other_dice == [pytest.approx(86.0)]
+    assert cps.row()["dice_best"] == pytest.approx(86.0) and cps.row()["dice_net2"] == pytest.approx(85.0)
+    assert cps.hd95 == [4.5]  # MONAI's definition
+    rows = {r["run"]: r for r in tables.display_rows(cells["table1"], "monai")}
+    assert rows["acdc136_cps"]["Dice ours"] == "84.00" and rows["acdc136_cps"]["Dice best"] == "86.00"
+    assert rows["acdc136_cps"]["Dice net 2"] == "85.00" and rows["acdc136_mt"]["Dice net 2"] == ""
+    assert rows["acdc136_mt"]["HD95 (monai)"] == "4.50 mm"
 
 
 def test_cells_left_out_of_the_matrix_read_not_run(tmp_path):
@@ -157,9 +180,12 @@ def test_report_files(tmp_path):
     row = [r for r in rows if r["run"] == "isic91_supervised"][0]
     shown = [row[k] for k in ("dice", "dice_paper", "dice_diff", "verdict", "seeds")]
     assert shown == ["60.0", "67.02", "-7.02", "below", "1"]
+    assert row["dice_last"] == "58.0" and row["hd95"] == "3.5" and row["hd95_unit"] == "mm"
     md = files["table1_md"].read_text()
-    assert "| isic | 91 | supervised | isic91_supervised | 1/2 | 60.00 | 67.02 | -7.02 | below |" in md
-    assert "| acdc | 136 | ugpcl | acdc136_ugpcl | 2/2 | 89.00 ± 1.41 | 88.11 | +0.89 | matches |" in md
+    assert "| isic | 91 | supervised | isic91_supervised | 1/2 | 60.00 | 58.00 | 67.02 | -7.02 | below |" in md
+    assert ("| acdc | 136 | ugpcl | acdc136_ugpcl | 2/2 | 89.00 ± 1.41 | 87.00 ± 1.41 | 88.11 | +0.89 | matches |"
+            in md)
+    assert "Dice/Jaccard last: the last iteration" in md and "HD95 (medpy)" in md
     assert "SYNTHETIC" not in md
     for name in ("table2_md", "table3_md"):
         assert "acdc136_ugpcl" in files[name].read_text()

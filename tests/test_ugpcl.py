@@ -60,18 +60,35 @@ def test_every_ablation_switch_trains(overrides, expected, absent):
     assert has_rotation == cfg["methods"]["ugpcl"]["equivariance_loss"]
 
 
-def test_rotation_turns_labels_with_images():
-    cfg = load_config(profile="demo")
+@pytest.mark.parametrize("equivariance, rotate_anyway, rotates", [
+    (True, False, True), (False, True, True), (False, False, False)])
+def test_rotation_follows_the_equivariance_switch_and_its_option(equivariance, rotate_anyway, rotates):
+    """The authors rotate only when cls_weight >= 0: without l_e, cls_weight 0 rotates, -1 does not."""
+    cfg = load_config(profile="demo", overrides=[
+        f"methods.ugpcl.equivariance_loss={json.dumps(equivariance)}",
+        f"methods.ugpcl.rotate_without_equivariance={json.dumps(rotate_anyway)}", "methods.ugpcl.contrast=none"])
     method = build_method(cfg, "ugpcl", 4, 1)
+    seen = []
+    method.model.forward_heads = lambda x, inner=method.model.forward_heads: (seen.append(x), inner(x))[1]
+    image = torch.zeros(3, 1, 64, 64)
+    image[:, :, 5:20, 40:60] = 1.0
+    torch.manual_seed(1)
+    method.compute_loss(Batch(image, (image[:2, 0] > 0.5).long() * 3, 2), t=0)
+    assert torch.equal(seen[0], image) != rotates
+
+
+def test_rotation_turns_labels_with_images():
+    from ugpcl.geometry import random_turns
+
     image = torch.zeros(3, 1, 64, 64)
     image[:, :, 5:20, 40:60] = 1.0           # a bright block; the label marks the same block
     label = (image[:2, 0] > 0.5).long() * 3
     torch.manual_seed(1)
-    rotated, rotated_label, k = method.rotate(Batch(image, label, 2))
+    rotated, rotated_label, k = random_turns(image, label, 20.0, "nearest")
     assert k.shape == (3,) and set(k.tolist()) <= {0, 1, 2, 3}
     # wherever the turned label says LV, the turned image is bright (nearest rotation of both)
     inside = rotated_label == 3
-    assert inside.any() and (rotated[:2, 0][inside] > 0.5).float().mean() > 0.97
+    assert inside.any() and (rotated[:2, 0][inside] > 0.5).all()
 
 
 def test_train_and_evaluate_commands_on_demo_data(tmp_path):
@@ -88,7 +105,14 @@ def test_train_and_evaluate_commands_on_demo_data(tmp_path):
     ugpcl("train", *common, "--run", "acdc136_ugpcl", "--out", str(run_dir), "--no-progress")
     summary = json.loads((run_dir / "eval" / "summary.json").read_text())
     assert summary["method"] == "ugpcl" and summary["n_cases"] == 8 and 0 <= summary["dice"] <= 1
-    assert json.loads((run_dir / "run.json").read_text())["status"] == "finished"
+    assert summary["distance_unit"] == "mm"  # the demo NIfTI files carry a voxel size
+    last = json.loads((run_dir / "eval-last" / "summary.json").read_text())
+    assert (summary["checkpoint"], last["checkpoint"], last["iteration"]) == ("best", "last", 6)
+    run = json.loads((run_dir / "run.json").read_text())
+    assert run["status"] == "finished" and (run["dice_best"], run["dice_last"]) == (summary["dice"], last["dice"])
+    assert run["dice"] == run["dice_best"] and run["choices"]["methods.*.ramp_schedule"]["ugpcl"] == "run"
+    weights = [json.loads(line).get("weight") for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    assert weights[-1] == 0.01  # lambda on the last iteration
     ugpcl("evaluate", "--run-dir", str(run_dir), "--checkpoint", "last", "--out", str(tmp_path / "again"))
     again = json.loads((tmp_path / "again" / "summary.json").read_text())
     assert again["checkpoint"] == "last"

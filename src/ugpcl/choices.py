@@ -12,35 +12,77 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Choice:
-    key: str        # dotted key in params.yaml
+    key: str        # dotted key in params.yaml (`methods.*.k`: that key of every method having it)
     paper: str      # what the paper says
     code: str       # what the reference code does
     source: str     # where that is documented (METHODS.md section, config file)
 
 
+TRAINER = "authors' codes/trainers/ugpcl_trainer.py"
+
 CHOICES: tuple[Choice, ...] = (
     Choice("train.iterations", "6000", "10000 (ACDC-136 config)", "METHODS §3.7"),
+    Choice("methods.*.ramp_schedule", "lambda_t rises 0 -> 0.01 over training",
+           "literal ramps that end on each code's own last iteration (`code`): SSL4MIS epoch 150 x length 200 = "
+           "30000, UGPCL 100 x 100 = 10000; run for 6000 iterations they peak at 3.9% (baselines) and 43% (UGPCL) "
+           "of lambda. `run`: scaled to reach lambda on the last iteration", "METHODS §1, §3.3 step 5, §5.1"),
     Choice("train.min_lr", "poly decay to 0.001", "floor 1e-4", "METHODS §3.3 step 7"),
     Choice("train.weight_decay", "5e-4", "UGPCL 5e-4; SSL4MIS 1e-4", "METHODS §1, §3.3"),
     Choice("model.swin.train_pos_embed", "learnable (eq. 2)", "never trained (false)", "METHODS §3.1"),
     Choice("train.dice_background", "not stated", "UGPCL false; SSL4MIS true", "METHODS §5.3"),
+    Choice("data.acdc.interpolation", "resized to 224 x 224", "images zoomed with order 0 (nearest) in both codes",
+           "METHODS §1, §3.2"),
+    Choice("train.augment.interpolation", "not stated", "nearest: SSL4MIS ndimage.rotate order 0; the UGPCL config "
+           "has no resampling augmentation", "METHODS §1, §3.2"),
     Choice("train.augment.crop_scale", "random crop", "RandomCrop 224 on 224 images (a no-op)", "METHODS §3.2"),
     Choice("train.augment.rot90_flip_p", "rotation", "UGPCL config 0; SSL4MIS 0.5", "METHODS §1, §3.2"),
     Choice("train.augment.rotate_p", "rotation", "UGPCL config 0; SSL4MIS when no rot90/flip", "METHODS §1, §3.2"),
-    Choice("methods.ugpcl.ramp_epoch", "lambda_t rises 0 -> 0.01 over training",
-           "0.01 reached at t = 100 x 100 = 10000; with 6000 iterations it peaks at 0.0043", "METHODS §3.3 step 5"),
+    Choice("methods.ugpcl.rotation_interpolation", "not stated",
+           "nearest (torchvision rotate's default) for images and labels", f"METHODS §3.3 step 1; {TRAINER}"),
+    Choice("methods.ugpcl.rotate_without_equivariance", "rotation is the transformation of l_e (eqs. 10-12)",
+           "rotates only when cls_weight >= 0: cls_weight 0 rotates without l_e (true), a negative one does "
+           "neither (false); the configs of Table 2's rows without l_e are not published", TRAINER),
     Choice("methods.ugpcl.contrast_start", "not stated", "contrast on for t > 1000", "METHODS §3.3 step 6"),
     Choice("methods.ugpcl.memory_size", "not stated", "500 (ACDC-136 config)", "METHODS §3.7"),
-    Choice("evaluation.protocol", "not stated", "2D validation slices at 224 px, Dice pooled per batch of 16",
-           "METHODS §4"),
+    Choice("methods.ugpcl.pseudo_labels", "pseudo-label contrast (Table 2 row 6)",
+           "contrast_type pseudo: the CNN head's argmax on every image, labeled ones too (cnn); `mean`: the "
+           "decoders' mean on unlabeled images, ground truth on labeled ones", TRAINER),
+    Choice("methods.ugpcl.self_mask_quirk", "positives: every key of the anchor's class (eqs. 8-9)",
+           "also zeroes entry (i, i) of the positive mask, dropping queue row i from anchor i's positives (true)",
+           "METHODS §3.5 step 5; ../shared/reference/README.md"),
+    Choice("evaluation.protocol", "not stated", "2D validation slices at 224 px, Dice pooled per batch of 16; a "
+           "class absent from a batch gives NaN, which the code's sum over batches carries into the class mean "
+           "(ours: that batch is left out)", "METHODS §4"),
+    Choice("evaluation.checkpoint", "not stated", "UGPCL: checkpoints every 1000 iterations, scored by test.py on "
+           "the same validation slices (selection and score on one set); SSL4MIS: best on val, reported on test. "
+           "Here: best on the validation cases it is scored on; best and last both evaluated, tables show both",
+           "METHODS §1, §4"),
+    Choice("evaluation.hd95", "not reported", "SSL4MIS: medpy hd95 (both directed distance sets pooled) in voxels; "
+           "UGPCL: none. Ours in mm where the data gives spacing", "METHODS §4"),
 )
 
 
 def value(cfg: dict, key: str):
+    """The value of a dotted key; `methods.*.k`: {method: value} over the methods that have k."""
+    if "*" in key:
+        head, tail = key.split(".*.", 1)
+        found = {name: value(section, tail) for name, section in value(cfg, head).items()
+                 if _has(section, tail)}
+        if not found:
+            raise KeyError(key)
+        return found
     node = cfg
     for part in key.split("."):
         node = node[part]
     return node
+
+
+def _has(section, key: str) -> bool:
+    try:
+        value(section, key)
+    except (KeyError, TypeError):
+        return False
+    return True
 
 
 def in_force(cfg: dict) -> dict:
@@ -65,6 +107,10 @@ def markdown(cfg: dict) -> str:
 
 
 def _show(v) -> str:
+    if isinstance(v, dict):  # a wildcard key: one value if all agree, else each method's
+        shown = {k: _show(x) for k, x in v.items()}
+        distinct = set(shown.values())
+        return distinct.pop() if len(distinct) == 1 else ", ".join(f"{k}: {x}" for k, x in shown.items())
     if isinstance(v, bool):
         return str(v).lower()
     return str(v)

@@ -119,6 +119,15 @@ def prepared_path(cfg: dict, dataset: str) -> Path:
     return results_dir(cfg) / "data" / f"{dataset}.h5"
 
 
+# A run's evaluations, one folder per checkpoint: summary.json and per_case.csv in each.
+EVAL_DIRS = {"best": "eval", "last": "eval-last"}
+
+
+def eval_dir(run_dir: str | Path, checkpoint: str) -> Path:
+    """Where the evaluation of `run_dir`'s `checkpoint` (best | last) is written and read."""
+    return Path(run_dir) / EVAL_DIRS[checkpoint]
+
+
 def resolve_path(p: str | Path) -> Path:
     """Relative paths in params.yaml are relative to the repository root."""
     p = Path(p)

@@ -25,16 +25,23 @@ from .losses import entropy_map, sigmoid_rampup
 
 IGNORE = -1
 MODES = ("ugpcl", "pseudo", "sup")
+PSEUDO_SOURCES = ("cnn", "mean")  # mode "pseudo": the authors' CNN argmax on every image, or ours
 
 
 def uncertainty_threshold(t: int, total: int) -> float:
-    """tau(t) = (0.75 + 0.25 rampup(t, total)) ln 2: from about 0.521 at t = 0 to ln 2 at t = total."""
+    """tau(t) = (0.75 + 0.25 rampup(t, total)) ln 2: from about 0.521 at t = 0 to ln 2 at t = total.
+
+    The authors' trainer ramps it on the raw step over its own max_iter (METHODS §3.4, §5.1), so
+    with total = train.iterations it already spans the whole run, whatever its length: unlike
+    the consistency ramp, it has no constant made for another run length to scale.
+    """
     return (0.75 + 0.25 * sigmoid_rampup(t, total)) * math.log(2)
 
 
 @torch.no_grad()
 def certainty_pseudo_labels(
-    seg: torch.Tensor, seg_tf: torch.Tensor, label_l: torch.Tensor, t: int, total: int, mode: str = "ugpcl"
+    seg: torch.Tensor, seg_tf: torch.Tensor, label_l: torch.Tensor, t: int, total: int, mode: str = "ugpcl",
+    pseudo: str = "cnn",
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Contrast targets for the whole batch (B x H x W long, -1 = not sampled), paper eq. 7.
 
@@ -42,26 +49,34 @@ def certainty_pseudo_labels(
     - "ugpcl": y = -1 where the entropy of p exceeds tau(t);
     - "pseudo": y kept everywhere (no uncertainty mask);
     - "sup": every unlabeled pixel is -1, so only labeled pixels are used.
-    In every mode the first `len(label_l)` images get their ground truth. (The authors' "pseudo"
-    branch instead uses the CNN head's argmax on every image, labeled ones included; here the
-    three modes differ only in how unlabeled pixels are treated.)
-    info: the threshold and the fraction of unlabeled pixels kept.
+    The first `len(label_l)` images get their ground truth, except in mode "pseudo" with
+    pseudo="cnn", the authors' branch: there the targets are the CNN head's argmax on every image,
+    labeled ones included (pseudo="mean" keeps the rule above, so the modes differ only in how
+    unlabeled pixels are treated).
+    info: the threshold, the fraction of unlabeled pixels kept, and the authors' logged
+    `uncertainty_rate`: the fraction of ALL pixels, labeled ones included, whose entropy exceeds it.
     """
     if mode not in MODES:
         raise ValueError(f"unknown contrast mode {mode!r}; expected one of {MODES}")
+    if pseudo not in PSEUDO_SOURCES:
+        raise ValueError(f"unknown pseudo-label source {pseudo!r}; expected one of {PSEUDO_SOURCES}")
     labeled_bs = label_l.shape[0]
     if label_l.shape[1:] != seg.shape[2:] or labeled_bs > seg.shape[0]:
         raise ValueError(f"labels {tuple(label_l.shape)} do not match the first images of seg {tuple(seg.shape)}")
     probs = (seg.float().softmax(1) + seg_tf.float().softmax(1)) / 2
     targets = probs.argmax(1)
     threshold = uncertainty_threshold(t, total)
+    uncertain = entropy_map(probs) > threshold
     if mode == "ugpcl":
-        targets[entropy_map(probs) > threshold] = IGNORE
+        targets[uncertain] = IGNORE
     elif mode == "sup":
         targets[labeled_bs:] = IGNORE
-    targets[:labeled_bs] = label_l.long()
-    kept = (targets[labeled_bs:] != IGNORE).float().mean()  # a tensor: read at logging time, no sync here
-    return targets, {"threshold": threshold, "certain_fraction": kept}
+    if mode == "pseudo" and pseudo == "cnn":
+        targets = seg.argmax(1)
+    else:
+        targets[:labeled_bs] = label_l.long()
+    kept = (targets[labeled_bs:] != IGNORE).float().mean()  # tensors: read at logging time, no sync here
+    return targets, {"threshold": threshold, "certain_fraction": kept, "uncertainty_rate": uncertain.float().mean()}
 
 
 def downsample_labels(labels: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
@@ -181,13 +196,17 @@ def pixel_contrast_loss(
     key_labels: torch.Tensor,
     temperature: float = 0.07,
     base_temperature: float = 0.07,
+    self_mask: bool = False,
 ) -> torch.Tensor:
     """Supervised InfoNCE of anchors against the queue (paper eq. 8-9, as the code computes it).
 
     l_ij = a_i.k_j / tau - max_j (detached), P = same class, N = other classes;
     loss_i = -(tau / tau_base) sum_{j in P} [l_ij - log(e^l_ij + sum_{n in N} e^l_in)] / (|P_i| + 1e-5),
-    averaged over anchors. The code also zeroes entry (i, i) of P, a leftover of anchor-vs-anchor
-    contrast that here would drop an unrelated queue row i; that quirk is not reproduced.
+    averaged over anchors. `self_mask`: the code's quirk, also zeroing entry (i, i) of P (not
+    adding it to N), a leftover of anchor-vs-anchor contrast that against a queue drops the
+    unrelated key row i from anchor i's positives (off by default; the parity tests turn it on to
+    reproduce the authors' numbers exactly). Against the anchors themselves (keys = anchors) it
+    removes each anchor's self-pair, as in the code's no-queue branch.
     Computed in float32 (autocast off). No anchors: a zero that still backpropagates.
     """
     if anchors.shape[0] == 0:
@@ -200,6 +219,8 @@ def pixel_contrast_loss(
         positive = (anchor_labels.to(keys.device)[:, None] == key_labels.to(keys.device)[None, :]).float()
         exp_logits = logits.exp()
         negatives = (exp_logits * (1 - positive)).sum(dim=1, keepdim=True)
+        if self_mask:
+            positive.diagonal().zero_()
         log_prob = logits - torch.log(exp_logits + negatives)
         mean_log_prob_pos = (positive * log_prob).sum(1) / (positive.sum(1) + 1e-5)
         return -(temperature / base_temperature) * mean_log_prob_pos.mean()

@@ -1,5 +1,15 @@
-"""Evaluating a trained run: its checkpoint scored on the validation cases (`metrics.py`), the
-results written to `eval/`, and the run's record `run.json` when training has finished."""
+"""Evaluating a trained run: its checkpoints scored on the validation cases (`metrics.py`), the
+results written to `eval/` (best checkpoint) and `eval-last/` (last iteration), and the run's
+record `run.json` when training has finished.
+
+The best checkpoint is selected during training on the very cases it is scored on here (the
+validation set, as the authors select and report on one set: SSL4MIS's best-on-val, METHODS
+§1, §4), which flatters it; the last iteration's score, evaluated beside it, shows by how much.
+Every network a method evaluates (`Method.evaluated`: CPS's two) is scored: `summary.json`
+holds the first network's scores at the top and every network's under `networks`;
+`per_case.csv` has a `network` column. The best checkpoint is the first network's best, so the
+second is scored at that iteration (SSL4MIS keeps a best checkpoint per CPS network).
+"""
 
 from __future__ import annotations
 
@@ -7,15 +17,18 @@ import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
 
+import pandas as pd
 import torch
 
 from . import choices
-from .config import REPO_ROOT, prepared_path
+from .config import REPO_ROOT, eval_dir, prepared_path
 from .data.prepared import Prepared, load_prepared
 from .engine.checkpoint import load_run
 from .errors import UserError
 from .fileio import write_json
-from .metrics import evaluate_network, write_evaluation
+from .metrics import METRICS, evaluate_network, write_evaluation
+
+CHECKPOINTS = ("best", "last")
 
 
 def git_commit() -> str:
@@ -29,8 +42,8 @@ def git_commit() -> str:
 def evaluate_run(run_dir: str | Path, *, checkpoint: str = "best", data: Prepared | str | Path | None = None,
                  device="cpu", batch_size: int | None = None, protocol: str | None = None, out: Path | None = None,
                  progress: bool = False) -> dict:
-    """Score `run_dir/checkpoints/<checkpoint>.pt`; write per_case.csv and summary.json to `out`
-    (default `run_dir/eval`) and return the summary."""
+    """Score every evaluated network of `run_dir/checkpoints/<checkpoint>.pt`; write per_case.csv
+    and summary.json to `out` (default: `eval_dir(run_dir, checkpoint)`) and return the summary."""
     loaded = load_run(run_dir, checkpoint, device=device)
     cfg, info = loaded.cfg, loaded.info
     prepared = data if isinstance(data, Prepared) else load_prepared(data or prepared_path(cfg, info["dataset"]))
@@ -39,18 +52,25 @@ def evaluate_run(run_dir: str | Path, *, checkpoint: str = "best", data: Prepare
                         path=prepared.path, fix=f"pass the {info['dataset']} prepared file with --data")
     protocol = protocol or cfg["evaluation"]["protocol"]
     amp = cfg["train"]["amp"] == "bf16"
-    per_case, summary = evaluate_network(loaded.net, prepared, batch_size or cfg["train"]["val_batch"], device,
-                                         amp=amp, progress=progress, protocol=protocol)
+    frames, networks = [], {}
+    for name in loaded.method.evaluated:
+        per_case, networks[name] = evaluate_network(getattr(loaded.method, name), prepared,
+                                                    batch_size or cfg["train"]["val_batch"], device, amp=amp,
+                                                    progress=progress, protocol=protocol)
+        frames.append(per_case.assign(network=name))
+    summary = dict(networks[loaded.method.evaluated[0]])
+    summary["networks"] = {name: {k: s[k] for k in (*METRICS, "per_class")} for name, s in networks.items()}
     summary.update({k: info.get(k) for k in ("method", "dataset", "regime", "seed")},
                    checkpoint=checkpoint, iteration=loaded.iteration, protocol=protocol)
-    write_evaluation(out or Path(run_dir) / "eval", per_case, summary)
+    write_evaluation(out or eval_dir(run_dir, checkpoint), pd.concat(frames, ignore_index=True), summary)
     return summary
 
 
 def finish_run(run_dir: Path, cfg: dict, info: dict, facts: dict, started: str, data: Prepared,
                device: torch.device) -> dict:
-    """After training: evaluate the configured checkpoint, write run.json, drop the resume file."""
-    summary = evaluate_run(run_dir, checkpoint=cfg["evaluation"]["checkpoint"], data=data, device=device)
+    """After training: evaluate the best and the last checkpoint, write run.json (its `dice` is
+    the one `evaluation.checkpoint` names), drop the resume file."""
+    summaries = {which: evaluate_run(run_dir, checkpoint=which, data=data, device=device) for which in CHECKPOINTS}
     run = {
         **info,
         **facts,
@@ -60,7 +80,9 @@ def finish_run(run_dir: Path, cfg: dict, info: dict, facts: dict, started: str, 
         "data_source": cfg["data"][info["dataset"]]["source"],
         "protocol": cfg["evaluation"]["protocol"],
         "choices": choices.in_force(cfg),
-        "dice": summary["dice"],
+        "dice": summaries[cfg["evaluation"]["checkpoint"]]["dice"],
+        **{f"dice_{which}": summaries[which]["dice"] for which in CHECKPOINTS},
+        "best_iteration": summaries["best"]["iteration"],
         "status": "finished",
     }
     write_json(run_dir / "run.json", run)

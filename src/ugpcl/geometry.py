@@ -7,10 +7,20 @@ import torch
 import torch.nn.functional as F
 
 
-def warp(images: torch.Tensor, labels: torch.Tensor | None, theta: torch.Tensor):
-    """Apply per-sample affine maps (B x 2 x 3, output -> input coordinates); fill with 0."""
+INTERPOLATIONS = ("nearest", "bilinear")
+
+
+def warp(images: torch.Tensor, labels: torch.Tensor | None, theta: torch.Tensor, mode: str = "bilinear"):
+    """Apply per-sample affine maps (B x 2 x 3, output -> input coordinates); fill with 0.
+
+    Images are resampled with `mode` ("nearest", as both reference codes do: scipy order 0 and
+    torchvision's default, or "bilinear"); labels, which may cover only the first samples,
+    always with nearest.
+    """
+    if mode not in INTERPOLATIONS:
+        raise ValueError(f"interpolation {mode!r} is not one of {INTERPOLATIONS}")
     grid = F.affine_grid(theta.to(images.dtype), list(images.shape), align_corners=False)
-    images = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    images = F.grid_sample(images, grid, mode=mode, padding_mode="zeros", align_corners=False)
     if labels is not None:
         lab = F.grid_sample(labels[:, None].float(), grid[: labels.shape[0]].float(), mode="nearest", align_corners=False)
         labels = lab[:, 0].round().to(labels.dtype)
@@ -38,3 +48,16 @@ def rot90(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"per-sample quarter turns need square images, got {tuple(x.shape[-2:])}")
     turns = torch.stack([torch.rot90(x, q, dims=(-2, -1)) for q in range(4)])  # 4 x B x ...
     return turns[k.long(), torch.arange(x.shape[0], device=x.device)]
+
+
+def random_turns(images: torch.Tensor, labels: torch.Tensor, max_deg: float, mode: str = "nearest"):
+    """UGPCL's rotation task (authors' train_step, METHODS §3.3 step 1): every image turned by its
+    own k ~ U{0..3} quarter turns (exact), then by an angle ~ U(-max_deg, max_deg) with `mode`;
+    labels (those of the first len(labels) images) turned with them, nearest. Returns
+    (images, labels, k), k being the rotation classes."""
+    n, device = images.shape[0], images.device
+    k = torch.randint(0, 4, (n,), device=device)
+    angle = (torch.rand(n, device=device) * 2 - 1) * max_deg
+    images, labels = rot90(images, k), rot90(labels, k[: labels.shape[0]])
+    images, labels = warp(images, labels, rotation_theta(angle), mode)
+    return images, labels, k

@@ -13,23 +13,28 @@ def cross_entropy(logits: torch.Tensor, target: torch.Tensor, ignore_index: int 
     return F.cross_entropy(logits.float(), target.long(), ignore_index=ignore_index)
 
 
-def dice_loss(logits: torch.Tensor, target: torch.Tensor, include_background: bool = False) -> torch.Tensor:
-    """Soft Dice loss of METHODS.md §1, sums pooled over the whole batch.
-
-    d_c = 1 - (2 sum p g + 1e-5) / (sum p^2 + sum g^2 + 1e-5), averaged over all C classes.
-    With include_background=False the background term is zeroed but the sum is still divided
-    by C, exactly as the UGPCL code does (SSL4MIS includes it).
-    """
+def dice_per_class(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Soft Dice loss of each class (C,), METHODS.md §1, sums pooled over the whole batch:
+    d_c = 1 - (2 sum p g + 1e-5) / (sum p^2 + sum g^2 + 1e-5), p = softmax, g = one-hot target."""
     num_classes = logits.shape[1]
     probs = logits.float().softmax(dim=1)
     onehot = F.one_hot(target.long(), num_classes).permute(0, 3, 1, 2).float()
     dims = (0, 2, 3)
     intersect = (probs * onehot).sum(dims)
     denom = (probs * probs).sum(dims) + (onehot * onehot).sum(dims)
-    per_class = 1 - (2 * intersect + 1e-5) / (denom + 1e-5)
+    return 1 - (2 * intersect + 1e-5) / (denom + 1e-5)
+
+
+def dice_loss(logits: torch.Tensor, target: torch.Tensor, include_background: bool = False) -> torch.Tensor:
+    """The mean of `dice_per_class` over all C classes.
+
+    With include_background=False the background term is zeroed but the sum is still divided
+    by C, exactly as the UGPCL code does (class_weight [0, 1, 1, 1]; SSL4MIS includes it).
+    """
+    per_class = dice_per_class(logits, target)
     if not include_background:
         per_class = per_class[1:]
-    return per_class.sum() / num_classes
+    return per_class.sum() / logits.shape[1]
 
 
 def ce_dice(logits: torch.Tensor, target: torch.Tensor, include_background: bool = False) -> torch.Tensor:
@@ -45,9 +50,26 @@ def sigmoid_rampup(current: float, length: float) -> float:
     return math.exp(-5.0 * (1.0 - x) ** 2)
 
 
-def ramp_weight(t: int, maximum: float, ramp_epoch: int, ramp_length: int) -> float:
-    """Consistency weight at 0-based iteration t: maximum * rampup(floor(t / ramp_epoch), ramp_length)."""
-    return maximum * sigmoid_rampup(t // ramp_epoch, ramp_length)
+def ramp_position(t: int, ramp_epoch: int, ramp_length: int, iterations: int | None = None) -> int:
+    """The ramp "epoch" of 0-based iteration t, which `sigmoid_rampup` compares with ramp_length.
+
+    iterations None: t // ramp_epoch, the code's literal constants (SSL4MIS 150, the authors'
+    UGPCL 100). Given the run's iterations T: floor(t L / (T - 1)), the ramp epoch scaled to the
+    run, so that the ramp spans the whole run as it does in each source for that source's own
+    length (SSL4MIS 150 x 200 = its max_iter 30000; the authors' 100 x 100 = their max_iter
+    10000; METHODS §1, §3.7), and epoch L (full weight) falls exactly on the last iteration
+    T - 1 (the sources' last iteration reaches epoch L - 1: 0.99988 of the maximum for L = 200).
+    """
+    if iterations is None:
+        return t // ramp_epoch
+    if iterations <= 1:
+        return ramp_length
+    return t * ramp_length // (iterations - 1)
+
+
+def ramp_weight(t: int, maximum: float, ramp_epoch: int, ramp_length: int, iterations: int | None = None) -> float:
+    """Consistency weight at 0-based iteration t: maximum * rampup(ramp_position(t, ...), ramp_length)."""
+    return maximum * sigmoid_rampup(ramp_position(t, ramp_epoch, ramp_length, iterations), ramp_length)
 
 
 def softmax_mse(logits_a: torch.Tensor, logits_b: torch.Tensor) -> torch.Tensor:

@@ -3,10 +3,15 @@
 Protocol "volume" (METHODS §4, SSL4MIS): every validation slice is predicted at image_size
 (eval mode, argmax of the logits). ACDC predictions are resized back to the original H x W of
 `val/original/<case>` (nearest), stacked to D x H x W and scored in 3D against the original
-labels; ISIC images (no originals stored) are scored per image at image_size. Metrics come
-from MONAI on one-hot masks, per foreground class, in voxel units (no spacing):
-Dice, Jaccard, HD95 (MONAI: the larger of the two directed 95th percentiles of surface
-distances) and ASD (directed, prediction surface to truth surface, as medpy's `asd`).
+labels; ISIC images (no originals stored) are scored per image at image_size. Per foreground
+class: Dice, Jaccard, ASD (MONAI, directed, prediction surface to truth surface, as medpy's
+`asd`) and HD95 by two definitions:
+- `hd95` (MONAI): the larger of the two directed 95th percentiles of surface distances;
+- `hd95_medpy` (medpy's `hd95`, what SSL4MIS reports): the 95th percentile of both directed
+  distance sets pooled; computed here with scipy (`hd95_pooled`), medpy is not a dependency.
+Distances are in millimetres where the prepared file stores the case's voxel size (ACDC from
+the NIfTI headers), otherwise in voxels (the SSL4MIS h5 layout stores none) or pixels at
+image_size (ISIC); the summary's `distance_unit` says which.
 
 Edge cases, per (case, class), chosen so that no score is optimistic (METHODS §5.8):
 - class absent from both prediction and truth: every metric is NaN, so that case does not
@@ -21,7 +26,10 @@ A class whose distances are NaN in every case therefore leaves the mean HD95/ASD
 
 Protocol "slices" (METHODS §4, the authors' UGPCL code): validation slices at image_size in
 file order, in batches of 16; per batch and class, Dice and Jaccard pooled over the batch's
-pixels (NaN when the class is absent from the whole batch); averaged over batches. No
+pixels (NaN when the class is absent from the whole batch, in prediction and truth alike, as
+the code's tensor 0/0); averaged over batches. There the two differ: the code sums the batch
+scores, so one such batch turns that class's score, and the mean over classes, into NaN; here
+that batch is left out of that class's average (the code's result would be undefined). No
 resizing back and no distances. The code also applies random rot/flip to its validation
 slices; that is not reproduced (scores would depend on the augmentation draw).
 """
@@ -35,6 +43,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 from monai.metrics import compute_average_surface_distance, compute_dice, compute_hausdorff_distance, compute_iou
 from torch import nn
 from tqdm import tqdm
@@ -43,7 +52,7 @@ from .data.prepared import Prepared
 from .errors import UserError
 from .fileio import atomic_path, write_json
 
-METRICS = ("dice", "jaccard", "hd95", "asd")
+METRICS = ("dice", "jaccard", "hd95", "hd95_medpy", "asd")
 
 
 # --- prediction ---------------------------------------------------------------------------
@@ -93,19 +102,41 @@ def foreground_box(pred: np.ndarray, truth: np.ndarray, margin: int = 1) -> tupl
     return tuple(box)
 
 
-def score_volume(pred: np.ndarray, truth: np.ndarray, num_classes: int) -> dict[str, np.ndarray]:
+def surface(mask: np.ndarray) -> np.ndarray:
+    """medpy's surface of a boolean mask: the mask minus its erosion by the face-connected
+    structure (the array border counting as background)."""
+    return mask & ~ndimage.binary_erosion(mask, ndimage.generate_binary_structure(mask.ndim, 1))
+
+
+def surface_distances(a: np.ndarray, b: np.ndarray, spacing=None) -> np.ndarray:
+    """Distance from every surface voxel of mask `a` to the surface of mask `b` (medpy's
+    `__surface_distances`: Euclidean distance transform with `spacing`)."""
+    return ndimage.distance_transform_edt(~surface(b), sampling=spacing)[surface(a)]
+
+
+def hd95_pooled(pred: np.ndarray, truth: np.ndarray, spacing=None) -> float:
+    """medpy's `hd95`: the 95th percentile of both directed surface-distance sets pooled."""
+    pred_surface, truth_surface = surface(pred), surface(truth)
+    both = np.concatenate([ndimage.distance_transform_edt(~truth_surface, sampling=spacing)[pred_surface],
+                           ndimage.distance_transform_edt(~pred_surface, sampling=spacing)[truth_surface]])
+    return float(np.percentile(both, 95))
+
+
+def score_volume(pred: np.ndarray, truth: np.ndarray, num_classes: int, spacing=None) -> dict[str, np.ndarray]:
     """Scores of each foreground class 1..num_classes-1 of one 2D or 3D label map.
 
-    Returns {"dice", "jaccard", "hd95", "asd", "pred_voxels", "truth_voxels"}, each an array
-    with one entry per foreground class; the edge cases follow the module docstring.
+    Returns {"dice", "jaccard", "hd95", "hd95_medpy", "asd", "pred_voxels", "truth_voxels"}, each
+    an array with one entry per foreground class; the edge cases follow the module docstring.
+    `spacing`: the voxel size per axis (distances then in its unit), None for voxels.
     """
     if pred.shape != truth.shape:
         raise ValueError(f"prediction {pred.shape} and truth {truth.shape} differ in shape")
     box = foreground_box(pred, truth)
     pred, truth = pred[box], truth[box]
     classes = np.arange(1, num_classes).reshape(-1, *([1] * truth.ndim))
-    pred_oh = torch.from_numpy(pred[None] == classes)[None].float()   # 1 x K x spatial
-    truth_oh = torch.from_numpy(truth[None] == classes)[None].float()
+    pred_masks, truth_masks = pred[None] == classes, truth[None] == classes
+    pred_oh = torch.from_numpy(pred_masks)[None].float()   # 1 x K x spatial
+    truth_oh = torch.from_numpy(truth_masks)[None].float()
     axes = tuple(range(2, pred_oh.ndim))
     pred_n = pred_oh.sum(axes)[0].numpy()
     truth_n = truth_oh.sum(axes)[0].numpy()
@@ -116,18 +147,20 @@ def score_volume(pred: np.ndarray, truth: np.ndarray, num_classes: int) -> dict[
     dice[absent] = np.nan
     jaccard[absent] = np.nan
 
-    hd95 = np.full(num_classes - 1, np.nan)
-    asd = np.full(num_classes - 1, np.nan)
+    hd95, hd95_medpy, asd = (np.full(num_classes - 1, np.nan) for _ in range(3))
     both = (pred_n > 0) & (truth_n > 0)
     if both.any():
         keep = torch.from_numpy(both)
+        space = None if spacing is None else [float(v) for v in spacing]
         with warnings.catch_warnings():  # MONAI warns about its own deprecated internal argument
             warnings.simplefilter("ignore", FutureWarning)
             hd95[both] = compute_hausdorff_distance(
-                pred_oh[:, keep], truth_oh[:, keep], include_background=True, percentile=95)[0].numpy()
+                pred_oh[:, keep], truth_oh[:, keep], include_background=True, percentile=95, spacing=space)[0].numpy()
             asd[both] = compute_average_surface_distance(
-                pred_oh[:, keep], truth_oh[:, keep], include_background=True, symmetric=False)[0].numpy()
-    return {"dice": dice, "jaccard": jaccard, "hd95": hd95, "asd": asd,
+                pred_oh[:, keep], truth_oh[:, keep], include_background=True, symmetric=False, spacing=space)[0].numpy()
+        for i in np.flatnonzero(both):
+            hd95_medpy[i] = hd95_pooled(pred_masks[i], truth_masks[i], space)
+    return {"dice": dice, "jaccard": jaccard, "hd95": hd95, "hd95_medpy": hd95_medpy, "asd": asd,
             "pred_voxels": pred_n.astype(np.int64), "truth_voxels": truth_n.astype(np.int64)}
 
 
@@ -157,9 +190,21 @@ def score_cases(pred: np.ndarray, prepared: Prepared) -> pd.DataFrame:
     names = prepared.class_names[1:]
     frames = []
     for case, index in prepared.case_slices().items():
-        scores = score_volume(*case_prediction(pred, prepared, case, index), prepared.num_classes)
+        scores = score_volume(*case_prediction(pred, prepared, case, index), prepared.num_classes,
+                              prepared.val_spacing.get(case))
         frames.append(pd.DataFrame({"case": case, "class": names, **scores}))
     return pd.concat(frames, ignore_index=True)
+
+
+def distance_unit(prepared: Prepared, protocol: str = "volume") -> str | None:
+    """The unit of HD95 and ASD: "mm" when every case has a voxel size, else "voxel" (3D volumes
+    at original resolution) or "pixel" (2D images at image_size); None for "slices" (no distances)."""
+    if protocol == "slices":
+        return None
+    cases = prepared.case_slices()
+    if cases and all(case in prepared.val_spacing for case in cases):
+        return "mm"
+    return "voxel" if prepared.val_original else "pixel"
 
 
 def score_batches(pred: np.ndarray, prepared: Prepared, batch_size: int = 16) -> pd.DataFrame:
@@ -175,7 +220,7 @@ def score_batches(pred: np.ndarray, prepared: Prepared, batch_size: int = 16) ->
             rows.append({"case": f"batch{start // batch_size:04d}", "class": name,
                          "dice": 2 * inter / (n_p + n_g) if n_p + n_g else np.nan,
                          "jaccard": inter / union if union else np.nan,
-                         "hd95": np.nan, "asd": np.nan, "pred_voxels": n_p, "truth_voxels": n_g})
+                         "hd95": np.nan, "hd95_medpy": np.nan, "asd": np.nan, "pred_voxels": n_p, "truth_voxels": n_g})
     return pd.DataFrame(rows)
 
 
@@ -213,16 +258,22 @@ def evaluate_network(net: nn.Module, prepared: Prepared, batch_size: int = 32, d
     """Predict every validation slice and score it with `protocol` ("volume" or "slices")."""
     pred = predict_slices(net, prepared.val.images, batch_size, device, amp=amp, progress=progress)
     per_case = score_batches(pred, prepared) if protocol == "slices" else score_cases(pred, prepared)
-    return per_case, summarise(per_case, prepared.class_names)
+    return per_case, {**summarise(per_case, prepared.class_names), "distance_unit": distance_unit(prepared, protocol)}
 
 
-def validation_dice(net: nn.Module, prepared: Prepared, batch_size: int = 32, device="cpu") -> float:
-    """Mean foreground Dice per case at image_size: the quick score for best-checkpoint selection.
+def validation_dice(net: nn.Module, prepared: Prepared, batch_size: int = 32, device="cpu",
+                    protocol: str = "volume") -> float:
+    """The score of best-checkpoint selection, on the very validation cases evaluation scores (as
+    the authors select and report on one set): with protocol "slices" that protocol's mean Dice;
+    with "volume", the quick version of it: mean foreground Dice per case at image_size.
 
     Counts come from one bincount over (case, predicted, true) per batch. Same edge cases as
     the full protocol (absent from both: excluded; one side empty: 0). Returns 0.0 when no
     class has a defined score.
     """
+    if protocol == "slices":
+        rows = score_batches(predict_slices(net, prepared.val.images, batch_size, device), prepared)
+        return summarise(rows, prepared.class_names)["dice"] or 0.0
     device = torch.device(device)
     cases = prepared.case_slices()
     case_of = np.empty(len(prepared.val), dtype=np.int64)

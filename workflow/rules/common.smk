@@ -26,8 +26,10 @@ RUN_FILES = {
     "val": "val.jsonl",
     "best": "checkpoints/best.pt",
     "last": "checkpoints/last.pt",
-    "summary": "eval/summary.json",
+    "summary": "eval/summary.json",            # the best checkpoint (ugpcl.config.EVAL_DIRS)
     "per_case": "eval/per_case.csv",
+    "summary_last": "eval-last/summary.json",  # the last iteration
+    "per_case_last": "eval-last/per_case.csv",
 }
 
 

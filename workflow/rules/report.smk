@@ -17,7 +17,7 @@ rule figures:
 
 rule report:
     input:
-        results=run_outputs(("run_json", "summary")),
+        results=run_outputs(("run_json", "summary", "summary_last")),
         figures=rules.figures.output,
         paper=[f"{rel(PAPER_DIR)}/{t}.csv" for t in TABLES],
         code=REPORT_CODE,

@@ -13,17 +13,19 @@ def register(subparsers) -> None:
     p.add_argument("--data", type=Path, default=None, help="prepared HDF5 (default: the run's dataset file)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--batch-size", type=int, default=None, help="slices per forward pass (default train.val_batch)")
-    p.add_argument("--out", type=Path, default=None, help="output folder (default RUN_DIR/eval)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="output folder (default RUN_DIR/eval for best, RUN_DIR/eval-last for last)")
     p.add_argument("--protocol", choices=("volume", "slices"), default=None,
                    help="scoring protocol (default: the run's evaluation.protocol)")
     p.set_defaults(func=run_evaluate)
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
+    from ..config import eval_dir
     from ..device import pick_device
     from ..evaluation import evaluate_run
 
-    out = args.out or Path(args.run_dir) / "eval"
+    out = args.out or eval_dir(args.run_dir, args.checkpoint)
     summary = evaluate_run(args.run_dir, checkpoint=args.checkpoint, data=args.data, device=pick_device(args.device),
                            batch_size=args.batch_size, protocol=args.protocol, out=out, progress=True)
     dice = summary["dice"]

@@ -143,6 +143,7 @@ class ZipVolumes:
     def __init__(self, path: Path):
         self.path = path
         self.members: dict[tuple[str, bool], str] = {}  # (case, is ground truth) -> member name
+        self.zooms: dict[str, tuple[float, ...]] = {}     # case -> voxel size (z, y, x) in mm, once read
         with open_zip(path) as zf:
             for name in zf.namelist():
                 if m := NIFTI_RE.search(name):
@@ -173,12 +174,18 @@ class ZipVolumes:
         if array.ndim != 3:
             raise UserError(f"expected a 3-D volume, got shape {array.shape}", path=where,
                             fix="use the ACDC frame files")
+        if gt:
+            self.zooms[case] = tuple(float(z) for z in img.header.get_zooms()[:3][::-1])
         return array.transpose(2, 1, 0)  # nibabel (X, Y, Z) -> (Z, Y, X), as SimpleITK's GetArrayFromImage
 
     def volume(self, case: str) -> tuple[np.ndarray, np.ndarray]:
         where, label_where = (f"{self.path}::{self.members[(case, gt)]}" for gt in (False, True))
         image, label = check_volume(self._nifti(case, False), self._nifti(case, True), where, label_where)
         return minmax(image, where), label
+
+    def spacing(self, case: str) -> tuple[float, ...]:
+        """The voxel size (z, y, x, mm) of a case whose volume has been read (the NIfTI header's)."""
+        return self.zooms[case]
 
     def slices(self, case: str, ks: list[int]) -> tuple[np.ndarray, np.ndarray]:
         image, label = self.volume(case)
@@ -195,6 +202,10 @@ class FolderVolumes:
 
     def __init__(self, path: Path):
         self.path = path
+
+    def spacing(self, case: str) -> None:
+        """None: the SSL4MIS h5 files store no voxel size, so distances stay in voxels."""
+        return None
 
     def slice_file(self, case: str, k: int) -> Path:
         return self.path / "data" / "slices" / f"{case}_slice_{k}.h5"
@@ -277,6 +288,10 @@ def fetch(cfg: dict) -> tuple[ZipVolumes | FolderVolumes, AcdcLists, dict]:
     return reader, lists, provenance
 
 
+# Images: SSL4MIS and the authors' loaders both zoom with order 0 (nearest, METHODS §1, §3.2); bilinear is ours.
+INTERPOLATION = {"nearest": cv2.INTER_NEAREST, "bilinear": cv2.INTER_LINEAR}
+
+
 def resize_stack(stack: np.ndarray, size: int, interpolation: int) -> np.ndarray:
     return np.stack([cv2.resize(s, (size, size), interpolation=interpolation) for s in stack])
 
@@ -285,16 +300,18 @@ def prepare(cfg: dict, out: str | Path) -> dict:
     """Convert the configured ACDC source into the prepared file `out`; returns a summary."""
     reader, lists, provenance = fetch(cfg)
     size = cfg["data"]["image_size"]
+    interpolation = cfg["data"]["acdc"]["interpolation"]  # images; labels are always resized nearest
+    provenance["interpolation"] = interpolation
 
     def resized(image, label):
-        return resize_stack(image, size, cv2.INTER_LINEAR), resize_stack(label, size, cv2.INTER_NEAREST)
+        return resize_stack(image, size, INTERPOLATION[interpolation]), resize_stack(label, size, cv2.INTER_NEAREST)
 
     def train_case(case):
         return resized(*reader.slices(case, [k for _, k in by_case[case]]))
 
     def val_case(case):
         image, label = reader.volume(case)
-        return (*resized(image, label), label)
+        return (*resized(image, label), label, reader.spacing(case))
 
     labeled = labeled_prefixes(lists.train_slices, cfg["data"]["acdc"]["regimes"], lists.folder / "train_slices.list")
     by_case: dict[str, list[tuple[int, int]]] = {}  # volume -> (index in the list, slice) of its slices
@@ -309,7 +326,7 @@ def prepare(cfg: dict, out: str | Path) -> dict:
         train_images[index, 0], train_labels[index] = images, labels
     del train
     val = progress_map(val_case, lists.val_cases, reader.workers, "acdc val volumes")
-    val_names = [f"{case}_slice_{k}" for case, (img, _, _) in zip(lists.val_cases, val) for k in range(len(img))]
+    val_names = [f"{case}_slice_{k}" for case, (img, *_) in zip(lists.val_cases, val) for k in range(len(img))]
 
     write_prepared(
         out,
@@ -320,11 +337,12 @@ def prepare(cfg: dict, out: str | Path) -> dict:
         train_names=lists.train_slices,
         train_groups=[patient_of(n) for n in lists.train_slices],
         labeled=labeled,
-        val_images=np.concatenate([img for img, _, _ in val])[:, None],
-        val_labels=np.concatenate([lab for _, lab, _ in val]),
+        val_images=np.concatenate([img for img, *_ in val])[:, None],
+        val_labels=np.concatenate([lab for _, lab, *_ in val]),
         val_names=val_names,
         val_cases=[n.rsplit("_slice_", 1)[0] for n in val_names],
-        val_original={case: original for case, (_, _, original) in zip(lists.val_cases, val)},
+        val_original={case: original for case, (_, _, original, _) in zip(lists.val_cases, val)},
+        val_spacing={case: spacing for case, (*_, spacing) in zip(lists.val_cases, val) if spacing is not None},
         source=provenance["source"],
         provenance=provenance,
     )

@@ -16,6 +16,8 @@ Layout (format_version 1):
                                    slices are contiguous and in slice order
     val/original/<case>  D x H x W or H x W uint8: the case's labels at original resolution
                                    (ACDC only; evaluation resizes predictions back to them)
+    val/spacing/<case>   (optional) the voxel size of val/original/<case> in mm, one float per
+                                   axis (ACDC from NIfTI); absent: distances are in voxels
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ class Prepared:
     val_cases: list[str]
     val_original: dict[str, np.ndarray] = field(default_factory=dict)
     attrs: dict = field(default_factory=dict)
+    val_spacing: dict[str, tuple[float, ...]] = field(default_factory=dict)  # case -> mm per axis
 
     def labeled_indices(self, regime: str) -> np.ndarray:
         if regime not in self.labeled:
@@ -100,6 +103,7 @@ def write_prepared(
     val_names: list[str],
     val_cases: list[str],
     val_original: dict[str, np.ndarray] | None = None,
+    val_spacing: dict[str, tuple[float, ...]] | None = None,
     source: str = "",
     provenance: dict | None = None,
 ) -> Path:
@@ -141,6 +145,8 @@ def write_prepared(
             f.create_dataset("val/cases", data=np.array(val_cases, dtype=object), dtype=string)
             for case, lab in (val_original or {}).items():
                 f.create_dataset(f"val/original/{case}", data=lab.astype(np.uint8), compression="gzip")
+            for case, spacing in (val_spacing or {}).items():
+                f.create_dataset(f"val/spacing/{case}", data=np.asarray(spacing, dtype=np.float64))
     return path
 
 
@@ -159,6 +165,7 @@ def load_prepared(path: str | Path) -> Prepared:
                     fix="delete the file and run the data stage again",
                 )
             originals = {k: f["val/original"][k][()] for k in f["val/original"]} if "val/original" in f else {}
+            spacing = {k: tuple(v[()].tolist()) for k, v in f["val/spacing"].items()} if "val/spacing" in f else {}
             return Prepared(
                 path=path,
                 dataset=str(f.attrs["dataset"]),
@@ -173,6 +180,7 @@ def load_prepared(path: str | Path) -> Prepared:
                 val_cases=_strings(f["val/cases"]),
                 val_original=originals,
                 attrs={k: f.attrs[k] for k in f.attrs},
+                val_spacing=spacing,
             )
     except UserError:
         raise

@@ -1,8 +1,9 @@
 """Batch augmentation on the device: one affine warp per sample, then colour jitter.
 
 The paper's augmentations (random crop, rotation, flip, colour jitter) are folded into a single
-affine transform per sample, applied with one `grid_sample` to the images (bilinear) and one to
-the labels (nearest), so augmentation costs two kernel launches whatever the batch size.
+affine transform per sample, applied with one `grid_sample` to the images (`augment.interpolation`:
+nearest, as SSL4MIS's order-0 rotation, or bilinear) and one to the labels (nearest), so
+augmentation costs two kernel launches whatever the batch size.
 Randomness comes from torch's global RNG, which the trainer checkpoints.
 """
 
@@ -91,5 +92,5 @@ def _hue_shift(x: torch.Tensor, turns: torch.Tensor) -> torch.Tensor:
 def augment_batch(images: torch.Tensor, labels: torch.Tensor, aug: dict):
     """Augment a batch whose first labels.shape[0] images are labeled; returns (images, labels)."""
     theta = geometric_theta(images.shape[0], aug, images.device)
-    images, labels = warp(images, labels, theta)
+    images, labels = warp(images, labels, theta, aug["interpolation"])
     return color_jitter(images, aug), labels

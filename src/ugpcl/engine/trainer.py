@@ -59,6 +59,12 @@ class Trainer:
                 f"prepared at {self.data.image_size} px but data.image_size is {cfg['data']['image_size']}",
                 path=self.data.path, fix="prepare the data again with this configuration",
             )
+        prepared_with = json.loads(self.data.attrs.get("provenance", "{}")).get("interpolation")
+        wanted = cfg["data"][info["dataset"]].get("interpolation")
+        if prepared_with and wanted and prepared_with != wanted:
+            raise UserError(f"images prepared with {prepared_with} interpolation but data.{info['dataset']}"
+                            f".interpolation is {wanted}", path=self.data.path,
+                            fix="prepare the data again with this configuration")
         self.info = {**info, "num_classes": self.data.num_classes, "in_channels": self.data.in_channels}
 
         seed_everything(self.tr["seed"])
@@ -152,7 +158,8 @@ class Trainer:
 
     # --- the loop -------------------------------------------------------------------------
     def validate(self) -> float:
-        return float(validation_dice(self.method.eval_network(), self.data, self.tr["val_batch"], self.device))
+        return float(validation_dice(self.method.eval_network(), self.data, self.tr["val_batch"], self.device,
+                                     self.cfg["evaluation"]["protocol"]))
 
     def fit(self, stop_after: int | None = None, progress: bool = True) -> bool:
         """Train until `train.iterations` (or `stop_after` iterations, to test resuming).

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import torch
 from torch import nn
@@ -68,11 +68,17 @@ class Setup:
 
 @dataclass(frozen=True)
 class RampHParams:
-    """The consistency weight w(t) = consistency * rampup(t // ramp_epoch, ramp_length) (SSL4MIS)."""
+    """The consistency weight w(t) = consistency * rampup(e(t), ramp_length) (SSL4MIS), where the
+    ramp epoch e(t) is t scaled to the run (`ramp_schedule: run`: full weight on the run's last
+    iteration, whatever train.iterations is) or t // ramp_epoch (`code`: the literal constants,
+    made for the sources' own run lengths). See `losses.ramp_position`."""
 
     consistency: float = hparam(0.1, "SSL4MIS train_*_2D.py --consistency (lambda)", minimum=0)
     ramp_epoch: int = hparam(150, "SSL4MIS: get_current_consistency_weight(iter_num // 150)", minimum=1)
     ramp_length: int = hparam(200, "SSL4MIS --consistency_rampup 200.0", minimum=1)
+    ramp_schedule: Literal["run", "code"] = hparam(
+        "run", "the sources' ramps end on their last iteration (SSL4MIS 150 x 200 = max_iter 30000; authors' "
+               "UGPCL 100 x 100 = max_iter 10000); run: so does ours; code: ramp_epoch literally (METHODS §5.1)")
 
 
 class Method(nn.Module):
@@ -85,11 +91,13 @@ class Method(nn.Module):
     uses_unlabeled: ClassVar[bool] = True   # False: the engine hands it batches of labeled images only
     evaluated: ClassVar[tuple[str, ...]] = ("model",)  # networks evaluation scores; the first is the main one
 
-    def __init__(self, setup: Setup, hp):
+    def __init__(self, setup: Setup, hp, model: nn.Module | None = None):
+        """`model`: a ready network to use instead of `build_model()` (the seam through which the
+        parity tests plug in a stub that returns recorded outputs)."""
         super().__init__()
         self.setup = setup
         self.hp = hp
-        self.model = self.build_model()
+        self.model = self.build_model() if model is None else model
 
     def build_model(self) -> nn.Module:
         """The main network: the shared UNet-R50 (methods override this to add heads)."""
@@ -129,4 +137,6 @@ class Method(nn.Module):
 
     def ramp(self, t: int) -> float:
         """The consistency weight at iteration t (for HParams derived from RampHParams)."""
-        return ramp_weight(t, self.hp.consistency, self.hp.ramp_epoch, self.hp.ramp_length)
+        hp = self.hp
+        iterations = self.setup.iterations if hp.ramp_schedule == "run" else None
+        return ramp_weight(t, hp.consistency, hp.ramp_epoch, hp.ramp_length, iterations)

@@ -50,8 +50,8 @@ class CrossConsistency(Method):
         drop_gamma: tuple[float, float] = hparam((0.7, 0.9), "SSL4MIS FeatureDropout: uniform(0.7, 0.9)",
                                                  minimum=0, maximum=1)
 
-    def __init__(self, setup, hp):
-        super().__init__(setup, hp)
+    def __init__(self, setup, hp, model=None):
+        super().__init__(setup, hp, model)
         self.aux = nn.ModuleList(build_decoder(setup.net, self.model.encoder_channels) for _ in range(3))
         self.perturbations = [  # one per auxiliary decoder
             partial(feature_noise, magnitude=hp.feature_noise),

@@ -16,8 +16,8 @@ class CrossPseudoSupervision(Method):
     name = "cps"
     evaluated = ("model", "model2")  # SSL4MIS scores both; the tables report the first
 
-    def __init__(self, setup, hp):
-        super().__init__(setup, hp)
+    def __init__(self, setup, hp, model=None):
+        super().__init__(setup, hp, model)
         self.model2 = self.unet()  # initialised independently of self.model
 
     def compute_loss(self, batch: Batch, t: int):

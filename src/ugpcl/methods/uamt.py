@@ -40,13 +40,16 @@ class UncertaintyAwareMeanTeacher(MeanTeacher):
         head_dropout: float = hparam(0.1, "ours: MC-dropout before the seg head (the R50 encoder has none; "
                                           "SSL4MIS's UNet has encoder dropout)", minimum=0, maximum=1)
 
-    def __init__(self, setup, hp):
-        super().__init__(dataclasses.replace(setup, net=dataclasses.replace(setup.net, head_dropout=hp.head_dropout)), hp)
+    def __init__(self, setup, hp, model=None):
+        net = dataclasses.replace(setup.net, head_dropout=hp.head_dropout)
+        super().__init__(dataclasses.replace(setup, net=net), hp, model)
 
     def consistency_weight(self, t: int) -> float:
         return self.ramp(t)
 
     def threshold(self, t: int) -> float:
+        """(0.75 + 0.25 rampup(t, T)) ln 2. SSL4MIS ramps it on raw t over max_iter (METHODS §2, §5.1),
+        so it already spans the whole run whatever its length: no constant to scale."""
         return (0.75 + 0.25 * sigmoid_rampup(t, self.setup.iterations)) * math.log(2)
 
     @torch.no_grad()

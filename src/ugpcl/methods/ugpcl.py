@@ -6,8 +6,8 @@
          + lambda_1 [t > contrast_start] InfoNCE(anchors, queue)   eqs. 6-9
 
 Every image is first turned by k quarter turns (k is the rotation class) and a small random
-angle, labels with it, as in the authors' code. Ablation switches (Table 2): consistency_loss,
-equivariance_loss, contrast = none | sup | pseudo | ugpcl; embedding stage (Table 3): embed_stage.
+angle, labels with it, as in the authors' code (see rotate_without_equivariance). Ablation
+switches (Table 2): consistency_loss, equivariance_loss, contrast; Table 3: embed_stage.
 """
 
 from __future__ import annotations
@@ -15,17 +15,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-import torch
 import torch.nn.functional as F
 
 from ..contrast import MemoryQueue, certainty_pseudo_labels, downsample_labels, pixel_contrast_loss, sample_anchors
-from ..geometry import rot90, rotation_theta, warp
+from ..geometry import random_turns
 from ..losses import softmax_mse
 from .base import Batch, Method, RampHParams, register
 from .hparams import hparam
 
 ROTATION_DEG = 20.0
 CONFIG = "authors' configs/comparison_acdc_224_136/ugpcl_unet_r50.yaml"
+TRAINER = "authors' ugpcl_trainer.py"
 
 
 @register
@@ -35,12 +35,14 @@ class UGPCL(Method):
     @dataclass(frozen=True)
     class HParams(RampHParams):
         consistency: float = hparam(0.01, f"{CONFIG}: consistency 0.01; paper: lambda_t rises to 0.01", minimum=0)
-        ramp_epoch: int = hparam(100, "authors' trainer: get_current_consistency_weight(step // 100)", minimum=1)
+        ramp_epoch: int = hparam(100, f"{TRAINER}: get_current_consistency_weight(step // 100)", minimum=1)
         ramp_length: int = hparam(100, f"{CONFIG}: consistency_rampup 100", minimum=1)
         tf_weight: float = hparam(0.4, "paper eq. 3 alpha = 0.4; trainer default tf_decoder_weight", minimum=0)
         rotation_weight: float = hparam(0.1, "paper lambda_2 = 0.1; trainer default cls_weight", minimum=0)
         contrast_weight: float = hparam(0.1, f"paper lambda_1 = 0.1; {CONFIG}: contrast_weight", minimum=0)
-        contrast_start: int = hparam(1000, "authors' trainer: contrast on for step > 1000", minimum=0)
+        # 1000 whatever the run's length (unlike the ramp): the trainer's default for its 6000 and for the
+        # config's 10000 iterations alike, a warm-up of the random initial queue, not a fraction of a schedule.
+        contrast_start: int = hparam(1000, f"{TRAINER}: contrast on for step > 1000", minimum=0)
         temperature: float = hparam(0.07, f"{CONFIG}: temperature 0.07", exclusive_minimum=0)
         base_temperature: float = hparam(0.07, f"{CONFIG}: base_temperature 0.07", exclusive_minimum=0)
         memory_size: int = hparam(500, f"{CONFIG}: memory_size 500", minimum=1)
@@ -49,9 +51,16 @@ class UGPCL(Method):
         contrast: Literal["none", "sup", "pseudo", "ugpcl"] = hparam("ugpcl", "Table 2 l_c variants (ablation)")
         embed_stage: Literal["conv1", "conv2", "conv3", "conv4"] = hparam(
             "conv2", "Table 3; authors' contrast_embed_index -3 = stride 8 (conv2 at 224 px)")
+        rotation_interpolation: Literal["nearest", "bilinear"] = hparam(
+            "nearest", f"{TRAINER}: torchvision rotate, default InterpolationMode.NEAREST")
+        rotate_without_equivariance: bool = hparam(
+            True, f"{TRAINER}: rotates when cls_weight >= 0, so cls_weight 0 rotates without l_e (true), -1 does not")
+        pseudo_labels: Literal["cnn", "mean"] = hparam(
+            "cnn", f"{TRAINER}: contrast_type 'pseudo' uses the CNN head's argmax on every image")
+        self_mask_quirk: bool = hparam(False, "authors' pixel_contras_loss.py zeroes P[i, i]; off: paper eq. 8")
 
-    def __init__(self, setup, hp):
-        super().__init__(setup, hp)
+    def __init__(self, setup, hp, model=None):
+        super().__init__(setup, hp, model)
         self.queue = (MemoryQueue(setup.net.num_classes, hp.memory_size, setup.net.embed_dim)
                       if hp.contrast != "none" else None)
         self._pending = None
@@ -61,18 +70,11 @@ class UGPCL(Method):
         return self.unet(swin=self.setup.swin, rotation_head=self.hp.equivariance_loss,
                          embed_stage=self.hp.embed_stage if self.hp.contrast != "none" else None)
 
-    def rotate(self, batch: Batch):
-        """k quarter turns plus a U(-20, 20) degree turn per image, applied to images and labels."""
-        n = batch.image.shape[0]
-        k = torch.randint(0, 4, (n,), device=batch.image.device)
-        angle = (torch.rand(n, device=batch.image.device) * 2 - 1) * ROTATION_DEG
-        image, label = rot90(batch.image, k), rot90(batch.label, k[: batch.labeled_bs])
-        image, label = warp(image, label, rotation_theta(angle))
-        return image, label, k
-
     def compute_loss(self, batch: Batch, t: int):
         hp, nl = self.hp, batch.labeled_bs
-        image, label, k = self.rotate(batch)
+        image, label, k = batch.image, batch.label, None
+        if hp.equivariance_loss or hp.rotate_without_equivariance:
+            image, label, k = random_turns(image, label, ROTATION_DEG, hp.rotation_interpolation)
         out = self.model.forward_heads(image)
         seg, seg_tf = out["seg"], out["seg_tf"]
 
@@ -85,7 +87,7 @@ class UGPCL(Method):
             weight = self.ramp(t)
             con = softmax_mse(seg[nl:], seg_tf[nl:])
             loss = loss + weight * con
-            logs.update(con=con.detach(), con_weight=weight)
+            logs.update(con=con.detach(), weight=weight)
         if hp.equivariance_loss:
             rot = F.cross_entropy(out["rot"].float(), k)
             loss = loss + hp.rotation_weight * rot
@@ -97,14 +99,13 @@ class UGPCL(Method):
         return loss, logs
 
     def contrastive_loss(self, seg, seg_tf, embed, label, t):
-        hp = self.hp
-        targets, info = certainty_pseudo_labels(seg, seg_tf, label, t, self.setup.iterations, hp.contrast)
-        size = embed.shape[-2:]
-        targets_small = downsample_labels(targets, size)
-        preds_small = downsample_labels(seg.detach().argmax(1), size)
+        hp, size = self.hp, embed.shape[-2:]
+        targets, info = certainty_pseudo_labels(seg, seg_tf, label, t, self.setup.iterations, hp.contrast,
+                                                hp.pseudo_labels)
+        targets_small, preds_small = downsample_labels(targets, size), downsample_labels(seg.detach().argmax(1), size)
         anchors, anchor_labels = sample_anchors(embed.float(), targets_small, preds_small)
-        keys, key_labels = self.queue.keys()
-        loss = pixel_contrast_loss(anchors, anchor_labels, keys, key_labels, hp.temperature, hp.base_temperature)
+        loss = pixel_contrast_loss(anchors, anchor_labels, *self.queue.keys(), hp.temperature, hp.base_temperature,
+                                   hp.self_mask_quirk)
         self._pending = (embed.detach().float(), targets_small)
         return loss, info
 

@@ -17,7 +17,8 @@ def list_runs(cfg: dict) -> list[dict]:
         seeds = {}
         for seed in cfg["experiments"]["seeds"]:
             run_dir = run.run_dir(cfg, seed)
-            status = "finished" if tables.read_finished(run_dir) else ("started" if run_dir.exists() else "missing")
+            finished = tables.read_finished(run_dir, cfg["evaluation"]["checkpoint"])
+            status = "finished" if finished else ("started" if run_dir.exists() else "missing")
             seeds[str(seed)] = {"status": status, "dir": str(run_dir)}
         out.append({"id": run.id, "dataset": run.dataset, "regime": run.regime, "method": run.method,
                     "overrides": run.overrides, "tables": run.tables, "seeds": seeds})

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .. import choices
 from ..study import distinct_runs
-from .tables import SYNTHETIC_WARNING, TITLES, VERDICTS, Cell, display_rows, protocol_note, synthetic
+from .tables import SYNTHETIC_WARNING, TITLES, VERDICTS, Cell, columns_note, display_rows, protocol_note, synthetic
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
@@ -89,10 +89,11 @@ def render(cfg: dict, tables: dict[str, list[Cell]], results: dict[str, dict[int
     parts.append(f"<p class=\"note\">Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC from {done} of "
                  f"{planned} planned run-seeds. {escape(VERDICTS.replace('**', ''))}</p>")
     parts.append(f"<p class=\"note\">{escape(protocol_note(cfg).replace('`', ''))}</p>")
+    parts.append(f"<p class=\"note\">{escape(columns_note(cfg))}</p>")
 
     for name, cells in tables.items():
         parts.append(f"<h2>{escape(TITLES[name])}</h2><p>{escape(verdict_counts(cells))}</p>")
-        parts.append(html_table(display_rows(cells), name))
+        parts.append(html_table(display_rows(cells, cfg["evaluation"]["hd95"]), name))
         parts.append(image_tag(bars[name], f"{name}: our Dice against the paper's"))
 
     parts.append("<h2>Figure 3: ACDC-136 validation slices (ground truth, MT, CPS, UGPCL)</h2>")
@@ -110,7 +111,8 @@ def render(cfg: dict, tables: dict[str, list[Cell]], results: dict[str, dict[int
         {"setting": "iterations", "value": str(cfg["train"]["iterations"])},
         {"setting": "batch (labeled)", "value": f"{cfg['train']['batch_size']} ({cfg['train']['labeled_bs']})"},
         {"setting": "seeds", "value": ", ".join(map(str, cfg["experiments"]["seeds"]))},
-        {"setting": "evaluation", "value": f"protocol {evaluation['protocol']}, {evaluation['checkpoint']} checkpoint"},
+        {"setting": "evaluation", "value": f"protocol {evaluation['protocol']}, {evaluation['checkpoint']} checkpoint "
+                                           f"(both best and last evaluated), HD95 {evaluation['hd95']}"},
     ]
     parts.append(html_table(overview, "settings"))
     parts.append("<h3>Where the paper and the reference code differ: the value in force</h3>")

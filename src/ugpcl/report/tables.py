@@ -3,7 +3,10 @@
 A cell holds the run that fills it (if the experiment matrix has one), the Dice and Jaccard of
 every finished seed, and the paper's values. Its verdict compares the mean Dice over seeds with
 the paper's: within TOLERANCE Dice points it "matches", otherwise it is "above" or "below".
-Runs that have not finished are shown as missing, never filled in.
+Runs that have not finished are shown as missing, never filled in. Ours is the checkpoint
+`evaluation.checkpoint` names (best, selected on the very cases it is scored on); the other
+one (last) stands beside it, so the selection effect shows. A method evaluating two networks
+(CPS) is reported by its first; the second's Dice has a column of its own.
 
 This module imports nothing heavy: the Snakefile reads the output layout from it.
 """
@@ -17,11 +20,13 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import REPO_ROOT, reports_dir
+from ..config import REPO_ROOT, eval_dir, reports_dir
 from ..errors import UserError
 from ..study import Run, distinct_runs
 
 TOLERANCE = 2.0  # Dice points (%): |ours - paper| <= TOLERANCE reads "matches"
+HD95_KEYS = {"medpy": "hd95_medpy", "monai": "hd95"}  # evaluation.hd95 -> the summary.json key tables show
+HD95_NAMES = {"medpy": "medpy: both directed sets pooled", "monai": "MONAI: larger directed"}
 PAPER_DIR = REPO_ROOT / "workflow" / "resources" / "paper"
 TABLES = ("table1", "table2", "table3")
 PAPER_COLUMNS = {
@@ -82,20 +87,29 @@ def synthetic(cfg: dict) -> bool:
 
 
 # --- reading results ----------------------------------------------------------------------
-def read_finished(run_dir: Path) -> dict | None:
-    """{'run': run.json, 'summary': eval/summary.json} of a finished run, else None."""
-    run_json, summary_json = run_dir / "run.json", run_dir / "eval" / "summary.json"
-    if not (run_json.is_file() and summary_json.is_file()):
+def _read_json(path: Path) -> dict | None:
+    if not path.is_file():
         return None
     try:
-        info = json.loads(run_json.read_text())
-        summary = json.loads(summary_json.read_text())
+        return json.loads(path.read_text())
     except json.JSONDecodeError as exc:
-        raise UserError(f"not valid JSON ({exc})", path=run_dir,
+        raise UserError(f"not valid JSON ({exc})", path=path,
                         fix="delete the run directory and train it again") from exc
-    if info.get("status") != "finished":
+
+
+def other_checkpoint(headline: str) -> str:
+    return "last" if headline == "best" else "best"
+
+
+def read_finished(run_dir: Path, headline: str = "best") -> dict | None:
+    """{'run': run.json, 'summary': the `headline` checkpoint's summary.json, 'other': the other
+    checkpoint's (None if absent)} of a finished run, else None."""
+    info = _read_json(run_dir / "run.json")
+    summary = _read_json(eval_dir(run_dir, headline) / "summary.json")
+    if info is None or summary is None or info.get("status") != "finished":
         return None
-    return {"run": info, "summary": summary}
+    other = _read_json(eval_dir(run_dir, other_checkpoint(headline)) / "summary.json")
+    return {"run": info, "summary": summary, "other": other}
 
 
 def collect_results(cfg: dict) -> dict[str, dict[int, dict]]:
@@ -104,7 +118,7 @@ def collect_results(cfg: dict) -> dict[str, dict[int, dict]]:
     for run in distinct_runs(cfg):
         per_seed = {}
         for seed in cfg["experiments"]["seeds"]:
-            result = read_finished(run.run_dir(cfg, seed))
+            result = read_finished(run.run_dir(cfg, seed), cfg["evaluation"]["checkpoint"])
             if result is not None:
                 per_seed[seed] = result
         results[run.id] = per_seed
@@ -132,11 +146,16 @@ class Cell:
     labels: dict                      # the columns that name the cell, e.g. dataset/labeled/method
     run_id: str | None                # None: the experiment matrix does not include this cell
     seeds_planned: int
-    dice: list[float] = field(default_factory=list)      # % per finished seed
+    dice: list[float] = field(default_factory=list)      # % per finished seed (the headline checkpoint)
     jaccard: list[float] = field(default_factory=list)
-    hd95: list[float] = field(default_factory=list)
+    hd95: list[float] = field(default_factory=list)      # the definition evaluation.hd95 names, in hd95_unit
     paper_dice: float | None = None
     paper_jaccard: float | None = None
+    other: str = "last"                                  # the checkpoint shown beside the headline one
+    other_dice: list[float] = field(default_factory=list)
+    other_jaccard: list[float] = field(default_factory=list)
+    dice_net2: list[float] = field(default_factory=list)  # a second evaluated network (CPS), headline checkpoint
+    hd95_unit: str | None = None
 
     @property
     def dice_mean(self) -> float | None:
@@ -184,8 +203,16 @@ class Cell:
             "jaccard_std": std(self.jaccard),
             "jaccard_paper": self.paper_jaccard,
             "jaccard_diff": _round(self.jaccard_diff),
-            "hd95": _round(statistics.fmean(self.hd95)) if self.hd95 else None,
+            f"dice_{self.other}": _mean_or_none(self.other_dice),
+            f"jaccard_{self.other}": _mean_or_none(self.other_jaccard),
+            "dice_net2": _mean_or_none(self.dice_net2),
+            "hd95": _mean_or_none(self.hd95),
+            "hd95_unit": self.hd95_unit or "",
         }
+
+
+def _mean_or_none(values: list[float]) -> float | None:
+    return _round(statistics.fmean(values)) if values else None
 
 
 def _diff(ours: float | None, paper: float | None) -> float | None:
@@ -196,14 +223,22 @@ def _round(x: float | None) -> float | None:
     return None if x is None else round(x, 2)
 
 
-def fill(cell: Cell, results: dict[str, dict[int, dict]]) -> Cell:
-    """Add each finished seed's Dice and Jaccard (fractions in summary.json) as percentages."""
+def fill(cell: Cell, results: dict[str, dict[int, dict]], hd95: str = "medpy") -> Cell:
+    """Add each finished seed's Dice and Jaccard (fractions in summary.json) as percentages, for the
+    headline checkpoint, the other one and a second network; and the HD95 `hd95` defines."""
     for result in results.get(cell.run_id, {}).values():
-        summary = result["summary"]
+        summary, other = result["summary"], result.get("other")
         cell.dice.append(100.0 * float(summary["dice"]))
         cell.jaccard.append(100.0 * float(summary["jaccard"]))
-        if summary.get("hd95") is not None:
-            cell.hd95.append(float(summary["hd95"]))
+        if other is not None and other.get("dice") is not None:
+            cell.other_dice.append(100.0 * float(other["dice"]))
+            cell.other_jaccard.append(100.0 * float(other["jaccard"]))
+        second = list(summary.get("networks", {}).values())[1:2]
+        if second and second[0].get("dice") is not None:
+            cell.dice_net2.append(100.0 * float(second[0]["dice"]))
+        if summary.get(HD95_KEYS[hd95]) is not None:
+            cell.hd95.append(float(summary[HD95_KEYS[hd95]]))
+            cell.hd95_unit = summary.get("distance_unit", "voxel")
     return cell
 
 
@@ -217,10 +252,12 @@ def build_tables(cfg: dict, results: dict[str, dict[int, dict]], paper_dir: Path
     n_seeds = len(cfg["experiments"]["seeds"])
     by_tag = {tag: r for r in runs for tag in r.tables}
 
+    evaluation = cfg["evaluation"]
+
     def cell(labels: dict, run: Run | None, paper: dict | None) -> Cell:
         c = Cell(labels, run.id if run else None, n_seeds, paper_dice=_paper_value(paper, "dice"),
-                 paper_jaccard=_paper_value(paper, "jaccard"))
-        return fill(c, results)
+                 paper_jaccard=_paper_value(paper, "jaccard"), other=other_checkpoint(evaluation["checkpoint"]))
+        return fill(c, results, evaluation["hd95"])
 
     # Table 1: (dataset, labeled, method)
     t1_runs = {(r.dataset, r.regime, r.method): r for r in runs if "table1" in r.tables}
@@ -264,23 +301,32 @@ def fmt_diff(x: float | None) -> str:
     return "" if x is None else f"{x:+.2f}"
 
 
-def display_rows(cells: list[Cell]) -> list[dict]:
-    """The rows as shown in Markdown and HTML: formatted strings."""
+def display_rows(cells: list[Cell], hd95: str = "medpy") -> list[dict]:
+    """The rows as shown in Markdown and HTML: formatted strings. "Dice ours" is the headline
+    checkpoint's, the column beside it the other checkpoint's; "Dice net 2" appears when a run
+    of the table evaluates a second network."""
+    net2 = any(c.dice_net2 for c in cells)
     rows = []
     for c in cells:
-        ours_dice = fmt_value(c.dice) if c.run_id else "not run"
-        ours_jac = fmt_value(c.jaccard) if c.run_id else "not run"
+        def shown(values):
+            return fmt_value(values) if c.run_id else "not run"
+
+        hd = "" if not c.hd95 else f"{statistics.fmean(c.hd95):.2f} {c.hd95_unit}"
         rows.append({
             **{k: str(v) for k, v in c.labels.items()},
             "run": c.run_id or "—",
             "seeds": f"{len(c.dice)}/{c.seeds_planned}" if c.run_id else "—",
-            "Dice ours": ours_dice,
+            "Dice ours": shown(c.dice),
+            f"Dice {c.other}": shown(c.other_dice),
             "Dice paper": "—" if c.paper_dice is None else f"{c.paper_dice:.2f}",
             "Δ Dice": fmt_diff(c.dice_diff),
             "verdict": c.verdict,
-            "Jaccard ours": ours_jac,
+            "Jaccard ours": shown(c.jaccard),
+            f"Jaccard {c.other}": shown(c.other_jaccard),
             "Jaccard paper": "—" if c.paper_jaccard is None else f"{c.paper_jaccard:.2f}",
             "Δ Jaccard": fmt_diff(c.jaccard_diff),
+            f"HD95 ({hd95})": hd,
+            **({"Dice net 2": fmt_value(c.dice_net2) if c.dice_net2 else ""} if net2 else {}),
         })
     return rows
 
@@ -318,12 +364,24 @@ def protocol_note(cfg: dict) -> str:
     return PROTOCOL_NOTES[cfg["evaluation"]["protocol"]]
 
 
+def columns_note(cfg: dict) -> str:
+    """What the columns hold: which checkpoint, which HD95 definition and unit."""
+    ev = cfg["evaluation"]
+    headline, other = ev["checkpoint"], other_checkpoint(ev["checkpoint"])
+    picked = {"best": "the best checkpoint, selected on these same validation cases (as the authors select and "
+                      "report on one set)", "last": "the last iteration's network"}
+    return (f"Dice/Jaccard ours: {picked[headline]}; Dice/Jaccard {other}: {picked[other]}, so the selection "
+            f"effect shows. HD95 ({ev['hd95']}): {HD95_NAMES[ev['hd95']]}, of the headline checkpoint, in mm where "
+            "the data gives the voxel size, else in voxels or pixels (the unit is printed). Dice net 2: the second "
+            "network of a method that trains two (CPS), whose first network is the main number.")
+
+
 def markdown_document(cfg: dict, table: str, cells: list[Cell]) -> str:
     head = (f"# {TITLES[table]}\n\nProfile `{cfg['profile']}`, evaluation protocol "
-            f"`{cfg['evaluation']['protocol']}`. {VERDICTS}\n\n{protocol_note(cfg)}\n\n")
+            f"`{cfg['evaluation']['protocol']}`. {VERDICTS}\n\n{protocol_note(cfg)}\n\n{columns_note(cfg)}\n\n")
     if synthetic(cfg):
         head = f"> **{SYNTHETIC_WARNING}**\n\n" + head
-    return head + markdown_table(display_rows(cells))
+    return head + markdown_table(display_rows(cells, cfg["evaluation"]["hd95"]))
 
 
 def csv_text(cells: list[Cell]) -> str:
