@@ -7,17 +7,22 @@ import argparse
 import contextlib
 import gzip
 import hashlib
+import json
 import shutil
 import threading
 import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import cv2
 import h5py
 import nibabel as nib
 import numpy as np
+import pytest
+import yaml
 
-from ugpcl.config import load_config
+from ugpcl.config import REPO_ROOT, load_config
+from ugpcl.errors import UserError
 from ugpcl.commands import data as data_command
 from ugpcl.data import stage
 from ugpcl.data.layout import ISIC_GT_FOLDER as GT_FOLDER, ISIC_INPUT_FOLDER as INPUT_FOLDER
@@ -42,6 +47,65 @@ def sha256(path: Path) -> str:
 def folder_state(folder: Path) -> dict[str, bytes]:
     """Every file under `folder` with its bytes, to show that a failure changed nothing."""
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(Path(folder).rglob("*")) if p.is_file()}
+
+
+def fails_cleanly(out, prepare, *named):
+    """Run `prepare` over an earlier output `out`; it must raise a UserError naming `named`."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(b"an earlier prepared file")
+    before = folder_state(out.parent)
+    with pytest.raises(UserError) as info:
+        prepare()
+    for name in named:
+        assert str(name) in str(info.value)
+    assert folder_state(out.parent) == before
+    return str(info.value)
+
+
+# ---------------------------------------------------------------- folder datasets
+
+
+def folder_config(name: str, entry: dict, *overrides: str, profile: str | None = None) -> dict:
+    """params.yaml with `data.<name>` set to `entry` (checked by the schema like any other key)."""
+    return config(f"data.{name}={json.dumps(entry, default=str)}", *overrides, profile=profile)
+
+
+def readme_example() -> dict:
+    """The YAML block of the README's section 'Your own data', parsed."""
+    text = (REPO_ROOT / "README.md").read_text()
+    section = text.split("\n## Your own data\n", 1)[1].split("\n## ", 1)[0]
+    return yaml.safe_load(section.split("```yaml\n", 1)[1].split("```", 1)[0])
+
+
+def isic_pngs(isic_dir: Path, images: Path, masks: Path, n: int, size: int | None = None,
+              image_name: str = "{id}.png", mask_name: str = "{id}_mask.png") -> list[str]:
+    """The first `n` real ISIC pairs as PNG files named by the patterns (ids: the numbers), optionally
+    shrunk to `size` px wide (masks stay 0/255). Returns the ids."""
+    ids = []
+    for jpg in sorted((isic_dir / INPUT_FOLDER).glob("ISIC_*.jpg"))[:n]:
+        image = cv2.imread(str(jpg), cv2.IMREAD_UNCHANGED)
+        mask = cv2.imread(str(isic_dir / GT_FOLDER / f"{jpg.stem}_segmentation.png"), cv2.IMREAD_UNCHANGED)
+        if size:
+            shape = (size, round(size * image.shape[0] / image.shape[1]))
+            image = cv2.resize(image, shape, interpolation=cv2.INTER_AREA)
+            mask = cv2.resize(mask, shape, interpolation=cv2.INTER_NEAREST)
+        id_ = jpg.stem.removeprefix("ISIC_")
+        for folder, pattern, array in ((images, image_name, image), (masks, mask_name, mask)):
+            target = folder / pattern.format(id=id_)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            assert cv2.imwrite(str(target), array)
+        ids.append(id_)
+    return ids
+
+
+def nifti_volumes(acdc_dir: Path, folder: Path, cases: list[str]) -> Path:
+    """Real ACDC validation volumes as <case>.nii.gz images and <case>_gt.nii.gz masks (X x Y x Z)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for case in cases:
+        image, label = read_h5(acdc_dir / "data" / f"{case}.h5")
+        nib.save(nib.Nifti1Image(image.transpose(2, 1, 0), np.eye(4)), folder / f"{case}.nii.gz")
+        nib.save(nib.Nifti1Image(label.astype(np.uint8).transpose(2, 1, 0), np.eye(4)), folder / f"{case}_gt.nii.gz")
+    return folder
 
 
 # ---------------------------------------------------------------- ACDC

@@ -74,7 +74,7 @@ def test_demo_isic_prepared(demo):
     brightness = p.train.images.mean(1)
     assert brightness[lesion].mean() < brightness[~lesion].mean() - 30, "lesions are darker than skin"
     csv = (p.path.parent / "isic_split.csv").read_text().splitlines()
-    assert csv[0] == "id,image,split,labeled_91,labeled_181" and len(csv) == n + 1
+    assert csv[0] == "case,group,split,labeled_91,labeled_181" and len(csv) == n + 1
 
 
 def test_demo_preparation_is_fast(demo):

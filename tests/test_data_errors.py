@@ -3,33 +3,21 @@ file at fault, and leaves the output folder exactly as it was (earlier output by
 no partial or temporary files)."""
 
 import hashlib
+import shutil
 import zipfile
 
 import cv2
 import numpy as np
 import pytest
 import yaml
-from data_helpers import (config, fake_acdc_zip, folder_state, http_server, mini_acdc_folder, mini_isic, read_h5,
-                          sha256, write_h5, write_lists, zip_folder)
+from data_helpers import (config, fails_cleanly, fake_acdc_zip, folder_config, folder_state, http_server, isic_pngs,
+                          mini_acdc_folder, mini_isic, read_h5, sha256, write_h5, write_lists, zip_folder)
 
 from ugpcl.config import DEFAULT_CONFIG, load_config
 from ugpcl.data import stage
 from ugpcl.data.download import download
 from ugpcl.data.layout import ISIC_GT_FOLDER as GT_FOLDER, ISIC_INPUT_FOLDER as INPUT_FOLDER
 from ugpcl.errors import UserError
-
-
-def fails_cleanly(out, prepare, *named):
-    """Run `prepare` over an earlier output `out`; it must raise a UserError naming `named`."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_bytes(b"an earlier prepared file")
-    before = folder_state(out.parent)
-    with pytest.raises(UserError) as info:
-        prepare()
-    for name in named:
-        assert str(name) in str(info.value)
-    assert folder_state(out.parent) == before
-    return str(info.value)
 
 
 # ---------------------------------------------------------------- ACDC, SSL4MIS folder
@@ -234,6 +222,125 @@ def test_isic_truncated_zip(mini, tmp_path):
     fails_cleanly(out, lambda: stage.prepare(cfg, "isic", out), raw_isic / gt_zip.name)
     assert not (raw_isic / GT_FOLDER).exists()
     assert not [p for p in raw_isic.iterdir() if p.name.startswith(".")], "no half-extracted temp folder"
+
+
+# ---------------------------------------------------------------- folder kind
+
+
+@pytest.fixture
+def png_folder(isic_dir, tmp_path):
+    """6 real ISIC pairs as images/<id>.png and masks/<id>_mask.png (0/255), and their dataset entry."""
+    ids = isic_pngs(isic_dir, tmp_path / "images", tmp_path / "masks", 6, size=48)
+    entry = {"kind": "folder", "images": str(tmp_path / "images"), "masks": str(tmp_path / "masks"),
+             "image_pattern": "{id}.png", "mask_pattern": "{id}_mask.png", "classes": {0: "background", 255: "lesion"},
+             "split": [1, 1], "seed": 0, "regimes": {"1": 1}}
+    return tmp_path, ids, entry, tmp_path / "out" / "mine.h5"
+
+
+def prepare_folder(entry, out, *overrides):
+    return lambda: stage.prepare(folder_config("mine", entry, "data.image_size=32", *overrides), "mine", out)
+
+
+def test_folder_is_valid(png_folder):
+    _, _, entry, out = png_folder
+    assert stage.prepare(folder_config("mine", entry, "data.image_size=32"), "mine", out)["train"] == "3 images"
+    assert (out.parent / "mine_split.csv").is_file()
+
+
+def test_folder_image_without_mask(png_folder):
+    root, ids, entry, out = png_folder
+    (root / "masks" / f"{ids[2]}_mask.png").unlink()
+    text = fails_cleanly(out, prepare_folder(entry, out), root / "images", f"{ids[2]}.png",
+                         root / "masks" / f"{ids[2]}_mask.png")
+    assert "1 files have no mask" in text
+
+
+@pytest.mark.parametrize("corruption, message", [
+    ("value", "mask values other than 0 and 255: [128]"),
+    ("size", "differs from its image"),
+    ("colour", "colour mask"),
+    ("truncated", "truncated PNG"),
+])
+def test_folder_bad_mask(png_folder, corruption, message):
+    root, ids, entry, out = png_folder
+    path = root / "masks" / f"{ids[3]}_mask.png"
+    mask = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    if corruption == "value":
+        mask[:3, :3] = 128
+        cv2.imwrite(str(path), mask)
+    elif corruption == "size":
+        cv2.imwrite(str(path), mask[:, :-2])
+    elif corruption == "colour":
+        colour = np.stack([mask, mask, mask], -1)
+        colour[:3, :3, 0] = 7
+        cv2.imwrite(str(path), colour)
+    else:
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    assert message in fails_cleanly(out, prepare_folder(entry, out), path)
+
+
+def test_folder_without_images(png_folder):
+    root, _, entry, out = png_folder
+    for image in (root / "images").iterdir():
+        image.unlink()
+    assert "no file matches image_pattern '{id}.png' (it holds no files)" in fails_cleanly(
+        out, prepare_folder(entry, out), root / "images")
+    missing = {**entry, "images": str(root / "nowhere")}
+    assert "folder not found" in fails_cleanly(out, prepare_folder(missing, out), root / "nowhere", "data.mine.images")
+
+
+def test_folder_duplicate_ids(png_folder):
+    root, ids, entry, out = png_folder
+    for image in (root / "images").glob("*.png"):   # one subfolder per scanner; ids[0] scanned twice
+        (root / "images" / "a").mkdir(exist_ok=True)
+        image.rename(root / "images" / "a" / image.name)
+    (root / "images" / "b").mkdir()
+    shutil.copy(root / "images" / "a" / f"{ids[0]}.png", root / "images" / "b")
+    nested = {**entry, "image_pattern": "*/{id}.png"}
+    text = fails_cleanly(out, prepare_folder(nested, out), root / "images" / "a" / f"{ids[0]}.png",
+                         f"duplicate id '{ids[0]}'", f"b/{ids[0]}.png")
+    assert "data.mine.image_pattern" in text
+
+
+@pytest.mark.parametrize("pattern, message", [
+    (r"^(patient\d+)_", "matches none of the 6 ids"),
+    (r"^(000[0-6])", "ids do not match the group pattern"),
+    ("(", "is not a regular expression"),
+])
+def test_folder_group_pattern(png_folder, pattern, message):
+    _, _, entry, out = png_folder
+    text = fails_cleanly(out, prepare_folder({**entry, "group": pattern}, out), "data.mine.group")
+    assert message in text
+
+
+def test_folder_split_lists(png_folder):
+    root, ids, entry, out = png_folder
+    train, val = root / "train.txt", root / "val.txt"
+    listed = {**entry, "split": {"train": str(train), "val": str(val)}}
+    train.write_text("\n".join(ids[:3]) + "\nno_such_case\n")
+    val.write_text("\n".join(ids[3:]) + "\n")
+    assert "have no image/mask pair: no_such_case" in fails_cleanly(out, prepare_folder(listed, out), train)
+    train.write_text("\n".join(ids[:4]) + "\n")
+    assert f"in both the train and the val list: {ids[3]}" in fails_cleanly(out, prepare_folder(listed, out), val)
+    val.write_text("\n".join(ids[4:5]) + "\n")
+    assert f"in neither list: {ids[5]}" in fails_cleanly(out, prepare_folder(listed, out), train)
+    # ids 0001769, 0001852, 0001871 share the group 0001: two in train, one in val
+    train.write_text("\n".join([ids[0], ids[1], ids[3]]) + "\n")
+    val.write_text("\n".join([ids[2], ids[4], ids[5]]) + "\n")
+    grouped = {**listed, "group": r"^(\d{4})"}
+    assert "1 groups have cases in both lists: 0001" in fails_cleanly(out, prepare_folder(grouped, out), val)
+
+
+def test_folder_regime_larger_than_the_training_split(png_folder):
+    _, _, entry, out = png_folder
+    text = fails_cleanly(out, prepare_folder({**entry, "regimes": {"9": 9}}, out), "data.mine.regimes.9")
+    assert "asks for 9 labeled images but the training split has 3" in text
+
+
+def test_folder_split_leaving_a_side_empty(png_folder):
+    root, _, entry, out = png_folder
+    text = fails_cleanly(out, prepare_folder({**entry, "split": [100, 1]}, out), root / "images")
+    assert "leaves the validation set empty" in text
 
 
 # ---------------------------------------------------------------- download and config

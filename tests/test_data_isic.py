@@ -11,7 +11,8 @@ import pytest
 from data_helpers import http_server, mini_isic, run_cli, sha256, zip_folder
 
 from ugpcl.data.download import download
-from ugpcl.data.isic import GT_FOLDER, INPUT_FOLDER, labeled_ids, split_ids
+from ugpcl.data.isic import GT_FOLDER, INPUT_FOLDER
+from ugpcl.data.split import labeled_ids, split_ids
 from ugpcl.data.prepared import load_prepared
 from ugpcl.errors import UserError
 
@@ -37,7 +38,8 @@ def test_every_pair_prepared(isic_prepared, isic_dir):
     ids = sorted(f.stem for f in (isic_dir / INPUT_FOLDER).glob("ISIC_*.jpg"))
     assert sorted(p.train.names + p.val.names) == ids and len(ids) == 60
     assert (len(p.train), len(p.val)) == (42, 18)          # round(60 * 1815 / 2594) = 42
-    assert p.val_cases == p.val.names and p.train_groups == p.train.names and not p.val_original
+    assert p.val_cases == p.val.names and not p.val_original
+    assert p.train_groups == [n.removeprefix("ISIC_") for n in p.train.names]  # an image is its own group
     assert (p.num_classes, p.in_channels, p.class_names) == (2, 3, ["background", "lesion"])
     assert p.train.images.shape == (42, 3, 64, 64) and p.train.images.dtype == np.uint8
     assert p.val.labels.shape == (18, 64, 64) and set(np.unique(p.val.labels)) == {0, 1}
@@ -64,8 +66,8 @@ def test_split_reproducible_and_nested(isic_prepared, isic_dir, tmp_path):
     assert other_seed.train.names != isic_prepared.train.names
 
     rows = list(csv.DictReader((tmp_path / "isic_split.csv").open()))
-    assert {r["image"] for r in rows if r["split"] == "train"} == set(other_seed.train.names)
-    assert {r["image"] for r in rows if r["labeled_5"] == "1"} == {
+    assert {r["case"] for r in rows if r["split"] == "train"} == set(other_seed.train.names)
+    assert {r["case"] for r in rows if r["labeled_5"] == "1"} == {
         other_seed.train.names[i] for i in other_seed.labeled_indices("5")}
 
 

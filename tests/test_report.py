@@ -302,3 +302,37 @@ def test_figures_from_tiny_networks(tmp_path, acdc_dir, monkeypatch):
     assert read["figure4"].shape[1] > 2 * read["figure4"].shape[0]
     # a run with logs gets curves; one without gets the placeholder (a much smaller picture)
     assert read["curves:acdc68_em"].size > 3 * read["curves:acdc68_mt"].size
+
+
+def test_a_dataset_of_our_own_gets_its_own_table_without_the_papers_columns(tmp_path):
+    mine = {"kind": "folder", "images": str(tmp_path), "image_pattern": "{id}.png", "mask_pattern": "{id}_m.png",
+            "classes": {0: "background", 255: "lesion"}, "split": [7, 3], "seed": 0, "regimes": {"4": 4}}
+    cfg = make_cfg(tmp_path, "paper", f"data.mine={json.dumps(mine)}", "experiments.table1.methods=[supervised, ugpcl]",
+                   'experiments.table1.datasets={acdc: ["136"], mine: ["4"]}', "experiments.table2.dataset=mine",
+                   "experiments.table2.regime='4'")
+    fake_run(cfg, "mine4_ugpcl", 1337, 0.75)
+    fake_run(cfg, "acdc136_ugpcl", 1337, 0.88)
+    cells = tables.build_tables(cfg, tables.collect_results(cfg))
+    ours = cell(cells["table1"], dataset="mine", labeled="4", method="ugpcl")
+    assert ours.paper_dice is None and ours.verdict == "no paper value"
+    assert cell(cells["table1"], dataset="acdc", labeled="136", method="ugpcl").paper_dice == pytest.approx(88.11)
+    # Table 2 on our dataset: the matrix's rows, no paper values; Table 3 stays on ACDC-136 with them
+    assert len(cells["table2"]) == 7 and all(c.paper_dice is None for c in cells["table2"])
+    assert cell(cells["table2"], row=7).run_id == "mine4_ugpcl"
+    assert cell(cells["table3"], feature="conv2").paper_dice == pytest.approx(88.11)
+
+    files = write_report(cfg)
+    md = files["table1_md"].read_text()
+    assert "## Table 1 on mine (kind folder)" in md
+    assert "| mine | 4 | ugpcl | mine4_ugpcl | 1/1 | 75.00 | 73.00 | 65.00 | 63.00 | 3.50 mm |" in md
+    assert "| acdc | 136 | ugpcl | acdc136_ugpcl | 1/1 | 88.00 | 86.00 | 88.11 | -0.11 | matches |" in md
+    rows = list(csv.DictReader(files["table1_csv"].open()))
+    assert [r["dice_paper"] for r in rows if r["dataset"] == "mine"] == ["", ""]
+    assert json.loads(files["metrics"].read_text())["table1"]["mine-4"]["ugpcl"] == pytest.approx(75.0)
+    page = files["html"].read_text()
+    checker = TagChecker()
+    checker.feed(page)
+    assert checker.errors == [] and {"table1", "table1-mine"} <= set(checker.ids)
+    mine_table = page.split('id="table1-mine"')[1].split("</table>")[0]
+    assert "mine4_ugpcl" in mine_table and "paper" not in mine_table and "<th>HD95 (medpy)</th>" in mine_table
+    assert "mine: folder" in page and "acdc: official" in page

@@ -1,6 +1,8 @@
 """The demo profile end to end, in a copy of the repository: `snakemake all` builds every table,
 figure and the HTML report; `dvc repro` then has nothing to do, and after a change to the report
-code only it re-renders the report and retrains nothing.
+code only it re-renders the report and retrains nothing. And the README's own-data example, on
+real ISIC images written as its folder expects them: `snakemake all` trains two methods on it
+and the report shows its table.
 
 Slow (the whole study at demo scale): kept in this one module, marked `workflow`, meant to run last.
 """
@@ -14,6 +16,8 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
+from data_helpers import isic_pngs, readme_example
 
 pytestmark = pytest.mark.workflow
 
@@ -113,3 +117,45 @@ def test_dvc_repro_retrains_nothing_after_a_report_code_change(demo):
     assert report.stat().st_mtime_ns > report_before
     assert {p: p.stat().st_mtime_ns for p in checkpoints} == before   # nothing retrained
     assert "Data and pipelines are up to date" in dvc("status")
+
+
+@pytest.fixture(scope="module")
+def own_data(tmp_path_factory, isic_dir):
+    """A copy of the repository whose params.yaml holds the README's example dataset (12 real ISIC
+    images as PNG files where the example looks for them) and a profile training two methods on it."""
+    repo = tmp_path_factory.mktemp("own") / "repo"
+    copy_checkout(repo)
+    example = readme_example()
+    folder = example["data"]["mydata"]
+    isic_pngs(isic_dir, repo / folder["images"], repo / folder["masks"], 12, size=96,
+              image_name=folder["image_pattern"], mask_name=folder["mask_pattern"])
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["data"].update(example["data"])
+    experiments = params["experiments"]
+    experiments["table1"] = {"methods": ["supervised", "mt"], "datasets": example["experiments"]["table1"]["datasets"]}
+    experiments["table2"].update(dataset="mydata", regime="4", rows=[])
+    experiments["table3"].update(dataset="mydata", regime="4", stages=[])
+    demo = params["profiles"]["demo"]   # the demo's tiny model and 20 iterations, on real data
+    params["profiles"]["mine"] = {**{k: v for k, v in demo.items() if k != "data"}, "data": {"image_size": 64}}
+    params["profile"] = "mine"
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "PYTHONPATH": str(repo / "src")}
+    result = run([BIN / "snakemake", "all", "--cores", "2", "--resources", "gpu=2", "--scheduler", "greedy",
+                  "--set-threads", "train=1", "prepare=1"], repo, env)
+    assert result.returncode == 0, failure(result, repo)
+    return repo
+
+
+def test_readme_example_dataset_through_snakemake_to_its_table(own_data):
+    reports = own_data / "reports" / "mine"
+    run_ids = sorted(p.parent.name for p in (own_data / "results" / "mine" / "runs").glob("*/seed1337"))
+    assert run_ids == ["mydata4_mt", "mydata4_supervised", "mydata50pct_mt", "mydata50pct_supervised"]
+    rows = [r.split(",") for r in (reports / "table1.csv").read_text().splitlines()]
+    header, ours = rows[0], [r for r in rows[1:] if r[0] == "mydata"]
+    assert len(ours) == 4 and all(r[header.index("seeds")] == "1" for r in ours)
+    assert all(r[header.index("dice_paper")] == "" and 0 <= float(r[header.index("dice")]) <= 100 for r in ours)
+    assert "## Table 1 on mydata (kind folder)" in (reports / "table1.md").read_text()
+    page = (reports / "report.html").read_text()
+    table = page.split('id="table1-mydata"')[1].split("</table>")[0]
+    assert all(run_id in table for run_id in run_ids) and "missing" not in table and "paper" not in table
+    assert (own_data / "results" / "mine" / "data" / "mydata_split.csv").is_file()

@@ -16,7 +16,7 @@ from . import __version__
 from .errors import UserError
 
 COMMAND_MODULES = {
-    "ugpcl.commands.data": ("fetch", "prepare", "demo-data"),
+    "ugpcl.commands.data": ("fetch", "prepare", "inspect", "demo-data"),
     "ugpcl.commands.train": ("train", "bench"),
     "ugpcl.commands.evaluate": ("evaluate",),
     "ugpcl.commands.predict": ("predict",),

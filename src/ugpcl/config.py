@@ -115,7 +115,7 @@ def raw_dir(cfg: dict) -> Path:
 
 
 def prepared_path(cfg: dict, dataset: str) -> Path:
-    """The prepared HDF5 file of `dataset` ('acdc' or 'isic') for the profile in force."""
+    """The prepared HDF5 file of `dataset` (a name under `data:`) for the profile in force."""
     return results_dir(cfg) / "data" / f"{dataset}.h5"
 
 
@@ -126,6 +126,39 @@ EVAL_DIRS = {"best": "eval", "last": "eval-last"}
 def eval_dir(run_dir: str | Path, checkpoint: str) -> Path:
     """Where the evaluation of `run_dir`'s `checkpoint` (best | last) is written and read."""
     return Path(run_dir) / EVAL_DIRS[checkpoint]
+
+
+# --- datasets: the entries of `data:` ----------------------------------------------------------
+# Every entry of `data:` other than these settings is a dataset, named by its key. Its `kind`
+# (the module in ugpcl/data/ that reads it) defaults to the key itself, so `data.acdc` and
+# `data.isic` need none; any other entry states it, e.g. `data.mydata: {kind: folder, ...}`.
+DATA_SETTINGS = ("image_size", "demo")
+
+
+def dataset_names(cfg: dict) -> list[str]:
+    """The configured datasets, in the order of `data:`."""
+    return [k for k in cfg["data"] if k not in DATA_SETTINGS]
+
+
+def dataset_config(cfg: dict, name: str) -> dict:
+    """`data.<name>`; a UserError naming the configured datasets when there is no such entry."""
+    if name not in dataset_names(cfg):
+        raise UserError(
+            f"no dataset {name!r} under data: (configured: {', '.join(dataset_names(cfg)) or 'none'})",
+            fix=f"add a data.{name} entry to params.yaml (see the README, 'Your own data') or use a configured name",
+        )
+    return cfg["data"][name]
+
+
+def dataset_kind(cfg: dict, name: str) -> str:
+    """The kind of dataset `name` (acdc | isic | folder): its `kind` key, else its name."""
+    return dataset_config(cfg, name).get("kind", name)
+
+
+def dataset_source(cfg: dict, name: str) -> str:
+    """Where the dataset's raw data comes from, as the report shows it: `source`, else its kind."""
+    entry = dataset_config(cfg, name)
+    return str(entry.get("source") or entry.get("kind", name))
 
 
 def resolve_path(p: str | Path) -> Path:

@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 
 from . import choices
-from .config import REPO_ROOT, eval_dir, prepared_path
+from .config import REPO_ROOT, dataset_source, eval_dir, prepared_path
 from .data.prepared import Prepared, load_prepared
 from .engine.checkpoint import load_run
 from .errors import UserError
@@ -77,7 +77,7 @@ def finish_run(run_dir: Path, cfg: dict, info: dict, facts: dict, started: str, 
         "started": started,
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "git_commit": git_commit(),
-        "data_source": cfg["data"][info["dataset"]]["source"],
+        "data_source": dataset_source(cfg, info["dataset"]),
         "protocol": cfg["evaluation"]["protocol"],
         "choices": choices.in_force(cfg),
         "dice": summaries[cfg["evaluation"]["checkpoint"]]["dice"],

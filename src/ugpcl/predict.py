@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data.imageio import read_image as decode_image
+from .data.volumeio import volume_zyx
 from .errors import UserError
 from .fileio import atomic_path
 from .metrics import predict_slices, resize_labels
@@ -117,18 +118,6 @@ def read_nifti(path: Path) -> tuple[np.ndarray, nib.spatialimages.SpatialImage]:
     lo, hi = float(volume.min()), float(volume.max())
     volume = (volume - lo) / (hi - lo) if hi > lo else np.zeros_like(volume)
     return volume[:, None], img
-
-
-def volume_zyx(data: np.ndarray, path: Path) -> np.ndarray:
-    """A NIfTI array (X x Y [x Z], trailing singleton axes allowed) as Z x Y x X."""
-    while data.ndim > 3 and data.shape[-1] == 1:
-        data = data[..., 0]
-    if data.ndim == 2:
-        data = data[..., None]
-    if data.ndim != 3:
-        raise UserError(f"NIfTI image of shape {data.shape} is not 2D or 3D", path=path,
-                        fix="give one volume (split 4D series into 3D files first)")
-    return data.transpose(2, 1, 0)
 
 
 def read_hdf5(path: Path) -> np.ndarray:

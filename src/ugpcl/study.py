@@ -2,7 +2,9 @@
 
 A run is (dataset, labeled regime, method, method overrides); each is trained once per seed,
 however many tables it appears in. Its id names what differs from the method's defaults, so
-Table 1 UGPCL on ACDC-136, Table 2 row 7 and Table 3 conv2 are the same id.
+Table 1 UGPCL on ACDC-136, Table 2 row 7 and Table 3 conv2 are the same id. A dataset is any
+entry of `data:` (config.dataset_names): Table 1's methods x regimes x seeds run on every dataset
+listed in `experiments.table1.datasets`, and Tables 2 and 3 on the one they name.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import DEFAULT_CONFIG, deep_merge, load_config, results_dir
+from .config import DEFAULT_CONFIG, dataset_names, deep_merge, load_config, results_dir
 from .errors import UserError
 from .methods import check_config, parse_hparams
 
@@ -100,11 +102,24 @@ def distinct_runs(cfg: dict, source="params.yaml") -> list[Run]:
 
     by_id: dict[str, Run] = {}
     for run in wanted:
-        if run.id in by_id:
-            by_id[run.id].tables.extend(run.tables)
-        else:
+        same = by_id.get(run.id)
+        if same is None:
             by_id[run.id] = run
+        elif (same.dataset, same.regime) != (run.dataset, run.regime):
+            raise UserError(
+                f"experiments: dataset {same.dataset!r} regime {same.regime!r} and dataset {run.dataset!r} regime "
+                f"{run.regime!r} give the same run id {run.id!r}",
+                path=source, fix="rename one of the datasets or regimes (e.g. end a dataset name with a letter)",
+            )
+        else:
+            same.tables.extend(run.tables)
     for run in by_id.values():
+        if run.dataset not in dataset_names(cfg):
+            raise UserError(
+                f"experiments use dataset {run.dataset!r}, which has no entry under data: "
+                f"(configured: {', '.join(dataset_names(cfg))})",
+                path=source, fix=f"add data.{run.dataset} (README, 'Your own data') or correct the experiment matrix",
+            )
         if run.regime not in cfg["data"][run.dataset]["regimes"]:
             raise UserError(
                 f"experiments use regime {run.regime!r} of {run.dataset}, which data.{run.dataset}.regimes lacks",

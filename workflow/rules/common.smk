@@ -2,6 +2,7 @@
 import hashlib
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -13,8 +14,10 @@ SRC = os.path.join(workflow.basedir, "src")
 sys.path.insert(0, SRC)
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH")) if p)
 
-from ugpcl.config import load_config, prepared_path, reports_dir, resolve, results_dir
-from ugpcl.report.tables import PAPER_DIR, TABLES, figure3_runs, figure4_runs, figure_outputs, report_outputs
+from ugpcl.config import dataset_names, load_config, prepared_path, reports_dir, resolve, results_dir
+from ugpcl.data.stage import input_files
+from ugpcl.report.tables import (PAPER_DIR, TABLES, figure3_runs, figure4_runs, figure_datasets, figure_outputs,
+                                 report_outputs)
 from ugpcl.study import check_study, distinct_runs
 
 # The venv's interpreter, so that jobs need no activated venv or PATH entry.
@@ -84,10 +87,20 @@ def run_outputs(names=tuple(RUN_FILES)):
 
 
 def figure_checkpoints():
-    """The checkpoints Figures 3 and 4 load (first seed), and the ACDC data they show."""
+    """The checkpoints Figures 3 and 4 load (first seed), and the prepared data they show."""
     runs = [r for r in {**figure3_runs(CFG), **figure4_runs(CFG)}.values() if r is not None]
     files = [f"{run_dir(r, SEEDS[0])}/checkpoints/{CFG['evaluation']['checkpoint']}.pt" for r in runs]
-    return files + ([prepared_file("acdc")] if "acdc" in datasets() else [])
+    return files + sorted({prepared_file(d) for d in figure_datasets(CFG).values() if d is not None})
+
+
+def dataset_pattern():
+    """The prepare rule's wildcard constraint: exactly the datasets configured under data:."""
+    return "|".join(re.escape(d) for d in dataset_names(CFG))
+
+
+def prepare_inputs(wildcards):
+    """The files a folder dataset's preparation reads (Snakemake reruns it when one is newer)."""
+    return [rel(p) for p in input_files(CFG, wildcards.dataset)]
 
 
 def figure_files():

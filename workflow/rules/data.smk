@@ -2,6 +2,8 @@
 
 
 rule prepare:
+    input:
+        prepare_inputs,
     output:
         f"{RESULTS}/data/{{dataset}}.h5",
     log:
@@ -10,7 +12,7 @@ rule prepare:
         # rerun when the dataset's settings change (Snakemake's params trigger)
         settings=lambda w: digest([CFG["data"][w.dataset], CFG["data"]["image_size"], CFG["data"]["demo"]]),
     wildcard_constraints:
-        dataset="acdc|isic",
+        dataset=dataset_pattern(),
     threads: 2
     shell:
         "{UGPCL} prepare {wildcards.dataset} --profile {PROFILE} > {log} 2>&1"

@@ -8,6 +8,7 @@ import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
+from ..config import dataset_config
 from ..errors import UserError
 from ..methods import names
 from ..study import Run, find_run
@@ -21,7 +22,7 @@ def register(sub) -> None:
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--run", help="a run id of the experiment matrix (see `ugpcl runs`)")
     which.add_argument("--method", choices=methods, help="an ad-hoc run: method (with --dataset and --regime)")
-    p.add_argument("--dataset", choices=["acdc", "isic"], help="ad-hoc run: dataset")
+    p.add_argument("--dataset", help="ad-hoc run: a dataset configured under data: (e.g. acdc, isic)")
     p.add_argument("--regime", help="ad-hoc run: labeled regime, e.g. 136")
     p.add_argument("--seed", type=int, default=None, help="default: train.seed")
     p.add_argument("--out", type=Path, default=None, help="run directory (default: results/<profile>/runs/<id>/seed<seed>)")
@@ -53,6 +54,7 @@ def _run_from_args(args, cfg) -> Run:
         return find_run(cfg, args.run)
     if not (args.dataset and args.regime):
         raise UserError("--method needs --dataset and --regime", fix="e.g. --method ugpcl --dataset acdc --regime 136")
+    dataset_config(cfg, args.dataset)  # a UserError naming the configured datasets
     return Run(args.dataset, args.regime, args.method)
 
 

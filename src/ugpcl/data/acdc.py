@@ -18,7 +18,7 @@ import h5py
 import nibabel as nib
 import numpy as np
 
-from ..config import raw_dir, resolve_path
+from ..config import dataset_config, raw_dir, resolve_path
 from ..errors import UserError
 from .archive import open_zip, read_member
 from .download import download, verify_file
@@ -55,7 +55,7 @@ class AcdcLists:
 def _read_list(path: Path, pattern: re.Pattern) -> list[str]:
     if not path.is_file():
         raise UserError("list file not found", path=path,
-                        fix="point data.acdc.lists at a folder holding " + ", ".join(LIST_FILES))
+                        fix="point data.<dataset>.lists at a folder holding " + ", ".join(LIST_FILES))
     names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
     bad = [n for n in names if not pattern.fullmatch(n)]
     if bad:
@@ -83,7 +83,8 @@ def read_lists(folder: str | Path) -> AcdcLists:
     return AcdcLists(folder, train_slices, val, test)
 
 
-def labeled_prefixes(train_slices: list[str], regimes: dict[str, int], list_path: Path) -> dict[str, np.ndarray]:
+def labeled_prefixes(train_slices: list[str], regimes: dict[str, int], list_path: Path,
+                     key: str = "data.acdc.regimes") -> dict[str, np.ndarray]:
     """regime -> indices of the shortest prefix of `train_slices` covering that many patients."""
     patients = np.array([patient_of(n) for n in train_slices])
     starts = np.flatnonzero(np.r_[True, patients[1:] != patients[:-1]])
@@ -100,7 +101,7 @@ def labeled_prefixes(train_slices: list[str], regimes: dict[str, int], list_path
             raise UserError(
                 f"regime {regime!r} asks for {n} labeled patients but the list has {len(order)}",
                 path=list_path,
-                fix="lower data.acdc.regimes or use the full list",
+                fix=f"lower {key} or use the full list",
             )
         end = starts[n] if n < len(order) else len(train_slices)
         out[regime] = np.arange(end)
@@ -256,18 +257,18 @@ def _parse_slice(name: str) -> tuple[str, int]:
 # ---------------------------------------------------------------- fetch and prepare
 
 
-def fetch(cfg: dict) -> tuple[ZipVolumes | FolderVolumes, AcdcLists, dict]:
+def fetch_input(cfg: dict, name: str) -> tuple[ZipVolumes | FolderVolumes, AcdcLists, dict]:
     """Make sure the configured raw ACDC input exists; returns its reader, lists and provenance."""
-    acdc = cfg["data"]["acdc"]
+    acdc = dataset_config(cfg, name)
     source = acdc["source"]
     if source == "local":
         if not acdc["local_dir"]:
-            raise UserError("data.acdc.source is local but data.acdc.local_dir is not set",
-                            fix="set data.acdc.local_dir to an SSL4MIS ACDC folder")
+            raise UserError(f"data.{name}.source is local but data.{name}.local_dir is not set",
+                            fix=f"set data.{name}.local_dir to an SSL4MIS ACDC folder")
         folder = resolve_path(acdc["local_dir"])
         if not (folder / "data" / "slices").is_dir():
             raise UserError("not an SSL4MIS ACDC folder (no data/slices/)", path=folder,
-                            fix="point data.acdc.local_dir at the folder holding data/ and the lists")
+                            fix=f"point data.{name}.local_dir at the folder holding data/ and the lists")
         reader, lists_dir = FolderVolumes(folder), resolve_path(acdc["lists"])
         provenance = {"local_dir": str(folder)}
     elif source == "demo":
@@ -296,9 +297,14 @@ def resize_stack(stack: np.ndarray, size: int, interpolation: int) -> np.ndarray
     return np.stack([cv2.resize(s, (size, size), interpolation=interpolation) for s in stack])
 
 
-def prepare(cfg: dict, out: str | Path) -> dict:
+def fetch(cfg: dict, name: str) -> list[Path]:
+    reader, lists, _ = fetch_input(cfg, name)
+    return [reader.path, lists.folder]
+
+
+def prepare(cfg: dict, name: str, out: str | Path) -> dict:
     """Convert the configured ACDC source into the prepared file `out`; returns a summary."""
-    reader, lists, provenance = fetch(cfg)
+    reader, lists, provenance = fetch_input(cfg, name)
     size = cfg["data"]["image_size"]
     interpolation = cfg["data"]["acdc"]["interpolation"]  # images; labels are always resized nearest
     provenance["interpolation"] = interpolation
@@ -313,10 +319,11 @@ def prepare(cfg: dict, out: str | Path) -> dict:
         image, label = reader.volume(case)
         return (*resized(image, label), label, reader.spacing(case))
 
-    labeled = labeled_prefixes(lists.train_slices, cfg["data"]["acdc"]["regimes"], lists.folder / "train_slices.list")
+    labeled = labeled_prefixes(lists.train_slices, dataset_config(cfg, name)["regimes"],
+                               lists.folder / "train_slices.list", f"data.{name}.regimes")
     by_case: dict[str, list[tuple[int, int]]] = {}  # volume -> (index in the list, slice) of its slices
-    for i, name in enumerate(lists.train_slices):
-        case, k = _parse_slice(name)
+    for i, slice_name in enumerate(lists.train_slices):
+        case, k = _parse_slice(slice_name)
         by_case.setdefault(case, []).append((i, k))
     train_images = np.empty((len(lists.train_slices), 1, size, size), np.float32)
     train_labels = np.empty((len(lists.train_slices), size, size), np.uint8)
@@ -330,7 +337,7 @@ def prepare(cfg: dict, out: str | Path) -> dict:
 
     write_prepared(
         out,
-        dataset="acdc",
+        dataset=name,
         class_names=CLASS_NAMES,
         train_images=train_images,
         train_labels=train_labels,
@@ -348,7 +355,7 @@ def prepare(cfg: dict, out: str | Path) -> dict:
     )
     groups = {patient_of(n) for n in lists.train_slices}
     return {
-        "dataset": "acdc",
+        "dataset": name,
         "out": str(out),
         "train": f"{len(lists.train_slices)} slices / {len(groups)} patients",
         "labeled": {r: f"{len(idx)} slices / {len({patient_of(lists.train_slices[i]) for i in idx})} patients"

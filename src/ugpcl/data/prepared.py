@@ -2,12 +2,12 @@
 
 Layout (format_version 1):
 
-    attrs: format_version, dataset ('acdc' | 'isic'), num_classes, class_names (JSON list),
+    attrs: format_version, dataset (its name under data:), num_classes, class_names (JSON list),
            in_channels, image_size, source, provenance (JSON: where the raw data came from)
     train/images   N x C x S x S   float32 in [0, 1] (ACDC) or uint8 in 0..255 (ISIC)
     train/labels   N x S x S       uint8, values < num_classes
     train/names    N               slice or image ids (utf-8)
-    train/groups   N               patient id (ACDC) or image id (ISIC)
+    train/groups   N               the group of each slice: patient (ACDC), image (ISIC), volume...
     labeled/<regime>  n            int64 indices into train/, ascending; the rest is unlabeled
     val/images     M x C x S x S   as train/images
     val/labels     M x S x S       uint8
@@ -15,7 +15,7 @@ Layout (format_version 1):
     val/cases      M               the case (volume or image) each slice belongs to; a case's
                                    slices are contiguous and in slice order
     val/original/<case>  D x H x W or H x W uint8: the case's labels at original resolution
-                                   (ACDC only; evaluation resizes predictions back to them)
+                                   (ACDC, NIfTI/HDF5 folder data; evaluation resizes predictions back)
     val/spacing/<case>   (optional) the voxel size of val/original/<case> in mm, one float per
                                    axis (ACDC from NIfTI); absent: distances are in voxels
 """

@@ -1,30 +1,57 @@
-"""The data stage: make the raw input of a dataset available, and convert it into the prepared file."""
+"""The data stage: make the raw input of a dataset available, and convert it into the prepared file.
+
+A dataset is an entry of `data:` (config.dataset_names); its kind is the module here that reads it.
+Each kind module provides `fetch(cfg, name) -> [paths]` and `prepare(cfg, name, out) -> summary`;
+folder-based kinds also `inspect(cfg, name) -> report` (survey.describe renders it), and the folder
+kind `input_files(cfg, name)`, the files preparation reads (the workflow's up-to-date check).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from ..config import prepared_path
-from . import acdc, isic
+from ..config import dataset_kind, prepared_path
+from ..errors import UserError
+from . import acdc, folder, isic
 
-DATASETS = {"acdc": acdc, "isic": isic}
+KINDS = {"acdc": acdc, "isic": isic, "folder": folder}
+
+
+def kind_module(cfg: dict, name: str):
+    return KINDS[dataset_kind(cfg, name)]
 
 
 def fetch(cfg: dict, dataset: str) -> list[Path]:
     """Make sure the raw input of `dataset` exists for the configured source; returns its paths."""
-    if dataset == "acdc":
-        reader, lists, _ = acdc.fetch(cfg)
-        return [reader.path, lists.folder]
-    input_dir, gt_dir, _ = isic.fetch(cfg)
-    return [input_dir, gt_dir]
+    return kind_module(cfg, dataset).fetch(cfg, dataset)
 
 
 def prepare(cfg: dict, dataset: str, out: str | Path | None = None) -> dict:
     """Fetch if needed and write the prepared file (default `prepared_path(cfg, dataset)`)."""
-    return DATASETS[dataset].prepare(cfg, Path(out) if out else prepared_path(cfg, dataset))
+    return kind_module(cfg, dataset).prepare(cfg, dataset, Path(out) if out else prepared_path(cfg, dataset))
+
+
+def inspect(cfg: dict, dataset: str) -> dict:
+    """Survey the raw input of a folder-based dataset without writing anything (fetches it first if needed)."""
+    module = kind_module(cfg, dataset)
+    if not hasattr(module, "inspect"):
+        raise UserError(f"`ugpcl inspect` surveys folders of images and masks; {dataset} is of kind "
+                        f"{dataset_kind(cfg, dataset)}, whose preparation checks its own input",
+                        fix=f"run `ugpcl prepare {dataset}` (it stops at the first problem, naming the file)")
+    return module.inspect(cfg, dataset)
+
+
+def input_files(cfg: dict, dataset: str) -> list[Path]:
+    """The local files the preparation of `dataset` reads, where the kind knows them in advance."""
+    module = kind_module(cfg, dataset)
+    return module.input_files(cfg, dataset) if hasattr(module, "input_files") else []
 
 
 def summary_line(summary: dict) -> str:
     labeled = ", ".join(f"{regime}: {text}" for regime, text in summary["labeled"].items())
-    return (f"{summary['dataset']}: train {summary['train']} (labeled {labeled}); "
+    line = (f"{summary['dataset']}: train {summary['train']} (labeled {labeled}); "
             f"val {summary['val']} -> {summary['out']}")
+    if summary.get("classes"):
+        line += "\n  class pixel fractions: " + ", ".join(f"{k} {100 * v:.2f}%" for k, v in summary["classes"].items())
+    line += "".join(f"\n  warning: {w}" for w in summary.get("warnings", []))
+    return line

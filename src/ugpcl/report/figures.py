@@ -29,7 +29,7 @@ from ..metrics import predict_slices  # noqa: E402
 from ..fileio import atomic_path  # noqa: E402
 from ..models.unet import EMBED_STAGES  # noqa: E402
 from ..study import distinct_runs  # noqa: E402
-from .tables import figure3_runs, figure4_runs, figure_outputs  # noqa: E402
+from .tables import figure3_runs, figure4_runs, figure_datasets, figure_outputs  # noqa: E402
 
 CLASS_COLOURS = np.array([
     [0.0, 0.0, 0.0],      # background (not drawn in overlays)
@@ -286,8 +286,12 @@ def make_figures(cfg: dict, device: str = "auto") -> dict[str, Path]:
         dirs = {seed: run.run_dir(cfg, seed) for seed in cfg["experiments"]["seeds"]}
         logs = {seed: (read_jsonl(d / "log.jsonl"), read_jsonl(d / "val.jsonl")) for seed, d in dirs.items()}
         training_curves(run.id, logs, files[f"curves:{run.id}"])
-    acdc = prepared_path(cfg, "acdc")
-    prepared = load_prepared(acdc) if acdc.is_file() else None
-    make_figure3(cfg, prepared, files["figure3"], torch_device)
-    make_figure4(cfg, prepared, files["figure4"], torch_device)
+    shown = figure_datasets(cfg)  # the paper's figures are on ACDC: its dataset in this study, if any
+
+    def prepared(figure: str):
+        path = prepared_path(cfg, shown[figure]) if shown[figure] else None
+        return load_prepared(path) if path and path.is_file() else None
+
+    make_figure3(cfg, prepared("figure3"), files["figure3"], torch_device)
+    make_figure4(cfg, prepared("figure4"), files["figure4"], torch_device)
     return files

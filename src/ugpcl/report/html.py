@@ -10,7 +10,9 @@ from pathlib import Path
 
 from .. import choices
 from ..study import distinct_runs
-from .tables import SYNTHETIC_WARNING, TITLES, VERDICTS, Cell, columns_note, display_rows, protocol_note, synthetic
+from ..config import dataset_source
+from .tables import (SYNTHETIC_WARNING, TITLES, VERDICTS, Cell, columns_note, display_rows, protocol_note, synthetic,
+                     table1_sections)
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
@@ -92,8 +94,11 @@ def render(cfg: dict, tables: dict[str, list[Cell]], results: dict[str, dict[int
     parts.append(f"<p class=\"note\">{escape(columns_note(cfg))}</p>")
 
     for name, cells in tables.items():
-        parts.append(f"<h2>{escape(TITLES[name])}</h2><p>{escape(verdict_counts(cells))}</p>")
-        parts.append(html_table(display_rows(cells, cfg["evaluation"]["hd95"]), name))
+        sections = table1_sections(cfg, cells) if name == "table1" else [(name, TITLES[name], cells, True)]
+        for ident, title, part, paper in sections:  # Table 1: the paper's datasets, then one table per other
+            counts = f"<p>{escape(verdict_counts(part))}</p>" if paper else ""
+            parts.append(f"<h2>{escape(title)}</h2>{counts}")
+            parts.append(html_table(display_rows(part, cfg["evaluation"]["hd95"], paper), ident))
         parts.append(image_tag(bars[name], f"{name}: our Dice against the paper's"))
 
     parts.append("<h2>Figure 3: ACDC-136 validation slices (ground truth, MT, CPS, UGPCL)</h2>")
@@ -102,7 +107,8 @@ def render(cfg: dict, tables: dict[str, list[Cell]], results: dict[str, dict[int
     parts.append(image_tag(figures["figure4"], "Figure 4"))
 
     parts.append("<h2>Settings</h2>")
-    data_sources = ", ".join(f"{d}: {cfg['data'][d]['source']}" for d in ("acdc", "isic"))
+    datasets = dict.fromkeys(run.dataset for run in distinct_runs(cfg))
+    data_sources = ", ".join(f"{d}: {dataset_source(cfg, d)}" for d in datasets) or "none"
     evaluation = cfg["evaluation"]
     overview = [
         {"setting": "profile", "value": profile},

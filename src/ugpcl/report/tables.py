@@ -20,7 +20,7 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import REPO_ROOT, eval_dir, reports_dir
+from ..config import REPO_ROOT, dataset_names, dataset_source, eval_dir, reports_dir
 from ..errors import UserError
 from ..study import Run, distinct_runs
 
@@ -39,7 +39,8 @@ SYNTHETIC_WARNING = (
     "not a reproduction of the paper. Nothing here says anything about UGPCL or its baselines."
 )
 FIGURE3_METHODS = ("mt", "cps", "ugpcl")  # the paper's Figure 3: MT and CPS against UGPCL, ACDC-136
-FIGURE3_REGIME = ("acdc", "136")
+FIGURE3_REGIME = ("acdc", "136")          # (dataset kind, regime)
+PAPER_ABLATIONS = ("acdc", "136")         # Tables 2 and 3 of the paper: (dataset kind, regime)
 FIGURE4_ROWS = {4: "no contrast (row 4)", 6: "pseudo-label contrast (row 6)", 7: "UGPCL (row 7)"}
 
 
@@ -66,11 +67,16 @@ def figure_outputs(cfg: dict) -> dict[str, Path]:
     return files
 
 
+def kind(cfg: dict, dataset: str) -> str:
+    """A dataset's kind (its name when it is not configured: the paper's datasets are kinds)."""
+    return (cfg["data"].get(dataset) or {}).get("kind", dataset)
+
+
 def figure3_runs(cfg: dict) -> dict[str, Run | None]:
-    """Figure 3's methods -> their Table 1 ACDC-136 run (None where the matrix lacks it)."""
-    dataset, regime = FIGURE3_REGIME
+    """Figure 3's methods -> their Table 1 run on an ACDC-kind dataset with regime 136 (None where the matrix lacks it)."""
+    dataset_kind, regime = FIGURE3_REGIME
     found = {r.method: r for r in distinct_runs(cfg)
-             if "table1" in r.tables and (r.dataset, r.regime) == (dataset, regime)}
+             if "table1" in r.tables and (kind(cfg, r.dataset), r.regime) == (dataset_kind, regime)}
     return {method: found.get(method) for method in FIGURE3_METHODS}
 
 
@@ -80,10 +86,18 @@ def figure4_runs(cfg: dict) -> dict[str, Run | None]:
     return {label: by_tag.get(f"table2:{row}") for row, label in FIGURE4_ROWS.items()}
 
 
+def figure_datasets(cfg: dict) -> dict[str, str | None]:
+    """The dataset each figure shows: Figure 3 its runs', Figure 4 Table 2's (None: the figure has no run)."""
+    fig3 = {r.dataset for r in figure3_runs(cfg).values() if r is not None}
+    fig4 = any(r is not None for r in figure4_runs(cfg).values())
+    return {"figure3": min(fig3) if fig3 else None,
+            "figure4": cfg["experiments"]["table2"]["dataset"] if fig4 else None}
+
+
 def synthetic(cfg: dict) -> bool:
     """True when any dataset of the study comes from the synthetic demo generator."""
     datasets = {r.dataset for r in distinct_runs(cfg)}
-    return cfg["profile"] == "demo" or any(cfg["data"][d]["source"] == "demo" for d in datasets)
+    return cfg["profile"] == "demo" or any(dataset_source(cfg, d) == "demo" for d in datasets)
 
 
 # --- reading results ----------------------------------------------------------------------
@@ -247,7 +261,11 @@ def _paper_value(row: dict | None, key: str) -> float | None:
 
 
 def build_tables(cfg: dict, results: dict[str, dict[int, dict]], paper_dir: Path = PAPER_DIR) -> dict[str, list[Cell]]:
-    """Cells of Tables 1-3: the paper's entries in its order, then matrix entries the paper lacks."""
+    """Cells of Tables 1-3: the paper's entries in its order, then matrix entries the paper lacks.
+
+    The paper's values go to the datasets of its datasets' kinds (Table 1: acdc, isic; Tables 2
+    and 3: an ACDC-kind dataset at regime 136); any other dataset's cells have none.
+    """
     runs = distinct_runs(cfg)
     n_seeds = len(cfg["experiments"]["seeds"])
     by_tag = {tag: r for r in runs for tag in r.tables}
@@ -262,12 +280,17 @@ def build_tables(cfg: dict, results: dict[str, dict[int, dict]], paper_dir: Path
     # Table 1: (dataset, labeled, method)
     t1_runs = {(r.dataset, r.regime, r.method): r for r in runs if "table1" in r.tables}
     t1_paper = {(p["dataset"], p["labeled"], p["method"]): p for p in read_paper_table("table1", paper_dir)}
-    keys = list(t1_paper) + [k for k in t1_runs if k not in t1_paper]
-    table1 = [cell({"dataset": d, "labeled": n, "method": m}, t1_runs.get((d, n, m)), t1_paper.get((d, n, m)))
-              for d, n, m in keys]
+    keys = []
+    for paper_kind, n, m in t1_paper:  # each paper entry under every configured dataset of its kind
+        keys += [(d, n, m) for d in [d for d in dataset_names(cfg) if kind(cfg, d) == paper_kind] or [paper_kind]]
+    keys = list(dict.fromkeys(keys + list(t1_runs)))
+    table1 = [cell({"dataset": d, "labeled": n, "method": m}, t1_runs.get((d, n, m)),
+                   t1_paper.get((kind(cfg, d), n, m))) for d, n, m in keys]
+    paper_setting = {t: (kind(cfg, cfg["experiments"][t]["dataset"]), cfg["experiments"][t]["regime"])
+                     == PAPER_ABLATIONS for t in ("table2", "table3")}
 
     # Table 2: rows, their loss-term switches as the paper's columns
-    t2_paper = {int(p["row"]): p for p in read_paper_table("table2", paper_dir)}
+    t2_paper = {int(p["row"]): p for p in read_paper_table("table2", paper_dir)} if paper_setting["table2"] else {}
     t2_rows = [int(r["row"]) for r in cfg["experiments"]["table2"]["rows"]]
     switches = ("l_con", "l_e", "l_c_sup", "l_c_pseudo", "l_c_ugpcl")
     table2 = []
@@ -277,7 +300,7 @@ def build_tables(cfg: dict, results: dict[str, dict[int, dict]], paper_dir: Path
         table2.append(cell(labels, by_tag.get(f"table2:{row}"), paper))
 
     # Table 3: embedding stage
-    t3_paper = {p["feature"]: p for p in read_paper_table("table3", paper_dir)}
+    t3_paper = {p["feature"]: p for p in read_paper_table("table3", paper_dir)} if paper_setting["table3"] else {}
     stages = cfg["experiments"]["table3"]["stages"]
     table3 = []
     for stage in list(t3_paper) + [s for s in stages if s not in t3_paper]:
@@ -301,10 +324,24 @@ def fmt_diff(x: float | None) -> str:
     return "" if x is None else f"{x:+.2f}"
 
 
-def display_rows(cells: list[Cell], hd95: str = "medpy") -> list[dict]:
+def table1_sections(cfg: dict, cells: list[Cell]) -> list[tuple[str, str, list[Cell], bool]]:
+    """Table 1 as shown: (id, title, cells, has paper columns). First the paper's datasets (acdc,
+    isic kinds) against the paper, then one table per other dataset, without paper columns."""
+    paper_kinds = {kind(cfg, c.labels["dataset"]) for c in cells if c.paper_dice is not None}
+    ours = [c for c in cells if kind(cfg, c.labels["dataset"]) in paper_kinds]
+    sections = [("table1", TITLES["table1"], ours, True)] if ours else []
+    for dataset in dict.fromkeys(c.labels["dataset"] for c in cells if c not in ours):
+        part = [c for c in cells if c.labels["dataset"] == dataset]
+        title = (f"Table 1 on {dataset} (kind {kind(cfg, dataset)}): Dice / Jaccard (%) of every method "
+                 "(validation set; the paper has no results on it)")
+        sections.append((f"table1-{dataset}", title, part, False))
+    return sections
+
+
+def display_rows(cells: list[Cell], hd95: str = "medpy", paper: bool = True) -> list[dict]:
     """The rows as shown in Markdown and HTML: formatted strings. "Dice ours" is the headline
     checkpoint's, the column beside it the other checkpoint's; "Dice net 2" appears when a run
-    of the table evaluates a second network."""
+    of the table evaluates a second network. Without `paper`, the paper's columns are left out."""
     net2 = any(c.dice_net2 for c in cells)
     rows = []
     for c in cells:
@@ -328,6 +365,9 @@ def display_rows(cells: list[Cell], hd95: str = "medpy") -> list[dict]:
             f"HD95 ({hd95})": hd,
             **({"Dice net 2": fmt_value(c.dice_net2) if c.dice_net2 else ""} if net2 else {}),
         })
+        if not paper:
+            for key in ("Dice paper", "Δ Dice", "verdict", "Jaccard paper", "Δ Jaccard"):
+                del rows[-1][key]
     return rows
 
 
@@ -381,11 +421,18 @@ def markdown_document(cfg: dict, table: str, cells: list[Cell]) -> str:
             f"`{cfg['evaluation']['protocol']}`. {VERDICTS}\n\n{protocol_note(cfg)}\n\n{columns_note(cfg)}\n\n")
     if synthetic(cfg):
         head = f"> **{SYNTHETIC_WARNING}**\n\n" + head
-    return head + markdown_table(display_rows(cells, cfg["evaluation"]["hd95"]))
+    if table != "table1":
+        return head + markdown_table(display_rows(cells, cfg["evaluation"]["hd95"]))
+    sections = table1_sections(cfg, cells)
+    return head + "\n".join((f"## {title}\n\n" if ident != "table1" else "")
+                             + markdown_table(display_rows(part, cfg["evaluation"]["hd95"], paper))
+                             for ident, title, part, paper in sections)
 
 
 def csv_text(cells: list[Cell]) -> str:
     rows = [c.row() for c in cells]
+    if not rows:  # the matrix leaves the whole table out
+        return ""
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
     writer.writeheader()

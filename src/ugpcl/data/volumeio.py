@@ -1,0 +1,57 @@
+"""Reading NIfTI and HDF5 arrays with checks: slices first (Z x Y x X), errors naming the file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import nibabel as nib
+import numpy as np
+
+from ..errors import UserError
+
+REPLACE = "replace the file with an intact copy"
+
+
+def volume_zyx(data: np.ndarray, path: Path) -> np.ndarray:
+    """A NIfTI array (X x Y [x Z], trailing singleton axes allowed) as Z x Y x X.
+
+    nibabel's (X, Y, Z) order transposed, as SimpleITK's GetArrayFromImage returns it (and as
+    the ACDC preparation reads the Creatis files).
+    """
+    while data.ndim > 3 and data.shape[-1] == 1:
+        data = data[..., 0]
+    if data.ndim == 2:
+        data = data[..., None]
+    if data.ndim != 3:
+        raise UserError(f"NIfTI image of shape {data.shape} is not 2D or 3D", path=path,
+                        fix="give one volume (split 4D series into 3D files first)")
+    return data.transpose(2, 1, 0)
+
+
+def read_nifti(path: Path) -> np.ndarray:
+    """The voxels of a .nii / .nii.gz file as Z x Y x X, in their stored type (scaled if the header says so)."""
+    try:
+        data = np.asanyarray(nib.load(str(path)).dataobj)
+    except Exception as exc:  # nibabel, gzip and zlib raise many types for corrupt files
+        raise UserError(f"not a readable NIfTI file ({exc})", path=path, fix=REPLACE) from exc
+    return volume_zyx(np.asarray(data), path)
+
+
+def read_h5(path: Path, key: str) -> np.ndarray:
+    """Dataset `key` of an HDF5 file as Z x H x W (an H x W array is one slice)."""
+    try:
+        with h5py.File(path, "r") as f:
+            if key not in f:
+                raise UserError(f"no `{key}` dataset in this HDF5 file (it has: {', '.join(f) or 'nothing'})",
+                                path=path, fix=f"store the {'image' if key == 'image' else 'mask'} as `{key}`, "
+                                               "H x W or D x H x W")
+            data = f[key][()]
+    except OSError as exc:
+        raise UserError(f"not a readable HDF5 file ({exc})", path=path, fix=REPLACE) from exc
+    if data.ndim == 2:
+        data = data[None]
+    if data.ndim != 3 or data.size == 0:
+        raise UserError(f"`{key}` has shape {data.shape}, expected H x W or D x H x W", path=path,
+                        fix="store one 2D slice or one volume per file")
+    return data

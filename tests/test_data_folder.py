@@ -1,0 +1,254 @@
+"""The folder kind on real data: ISIC laid out differently prepares to the ISIC arrays; ACDC volumes
+as NIfTI files prepare with patient-disjoint splits and score per volume; user lists and
+fractions; `ugpcl inspect`; and the README's example, prepared and trained as written."""
+
+import csv
+import json
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+from data_helpers import config, folder_config, isic_pngs, nifti_volumes, read_h5, readme_example
+
+from ugpcl import config as config_module
+from ugpcl.cli import main
+from ugpcl.config import DEFAULT_CONFIG, deep_merge, load_config
+from ugpcl.data import stage
+from ugpcl.data.layout import ISIC_GT_FOLDER as GT_FOLDER, ISIC_INPUT_FOLDER as INPUT_FOLDER
+from ugpcl.data.prepared import load_prepared
+from ugpcl.errors import UserError
+from ugpcl.metrics import score_cases, summarise
+from ugpcl.study import distinct_runs
+
+SIZE = 64
+ACDC_CLASSES = {0: "background", 1: "RV", 2: "Myo", 3: "LV"}
+
+
+def entry(**kw) -> dict:
+    base = {"kind": "folder", "classes": {0: "background", 255: "lesion"}, "split": [1, 1], "seed": 0,
+            "regimes": {"1": 1}}
+    return {**base, **kw}
+
+
+# ---------------------------------------------------------------- ISIC, laid out differently
+
+
+def test_isic_laid_out_as_a_folder_prepares_to_the_isic_arrays(isic_dir, tmp_path):
+    regimes = {"5": 5, "10": 10}
+    isic_cfg = config(f"data.image_size={SIZE}", "data.isic.source=local", f"data.isic.local_dir={isic_dir}",
+                      f"data.isic.regimes={json.dumps(regimes)}")
+    isic = load_prepared(stage.prepare(isic_cfg, "isic", tmp_path / "isic" / "isic.h5")["out"])
+
+    # the same pictures as PNG files in one folder per case, the 0/255 masks under other names
+    for jpg in sorted((isic_dir / INPUT_FOLDER).glob("ISIC_*.jpg")):
+        id_ = jpg.stem.removeprefix("ISIC_")
+        (tmp_path / "scans" / id_).mkdir(parents=True)
+        cv2.imwrite(str(tmp_path / "scans" / id_ / "dermoscopy.png"), cv2.imread(str(jpg), cv2.IMREAD_UNCHANGED))
+        (tmp_path / "truth").mkdir(exist_ok=True)
+        shutil.copy(isic_dir / GT_FOLDER / f"{jpg.stem}_segmentation.png", tmp_path / "truth" / f"lesion-{id_}.png")
+    mine = entry(images=str(tmp_path / "scans"), masks=str(tmp_path / "truth"), image_pattern="{id}/dermoscopy.png",
+                 mask_pattern="lesion-{id}.png", split=[1815, 779], seed=2022, regimes=regimes)
+    cfg = folder_config("skin", mine, f"data.image_size={SIZE}")
+    summary = stage.prepare(cfg, "skin", tmp_path / "skin" / "skin.h5")
+    folder = load_prepared(summary["out"])
+
+    assert (folder.dataset, folder.class_names, folder.in_channels) == ("skin", isic.class_names, 3)
+    for split in ("train", "val"):
+        ours, theirs = getattr(folder, split), getattr(isic, split)
+        assert ours.names == [n.removeprefix("ISIC_") for n in theirs.names]
+        assert ours.images.dtype == theirs.images.dtype == np.uint8
+        assert np.array_equal(ours.images, theirs.images) and np.array_equal(ours.labels, theirs.labels)
+    assert {r: i.tolist() for r, i in folder.labeled.items()} == {r: i.tolist() for r, i in isic.labeled.items()}
+    assert summary["train"] == "42 images" and summary["labeled"] == {"5": "5 images", "10": "10 images"}
+    assert set(summary["classes"]) == {"background", "lesion"} and sum(summary["classes"].values()) == pytest.approx(1)
+    assert any("not square" in w for w in summary["warnings"])
+    rows = list(csv.DictReader((tmp_path / "skin" / "skin_split.csv").open()))
+    assert len(rows) == 60 and {r["case"] for r in rows if r["split"] == "val"} == set(folder.val.names)
+
+
+# ---------------------------------------------------------------- ACDC volumes as NIfTI
+
+
+@pytest.fixture(scope="module")
+def nifti_scans(acdc_dir, tmp_path_factory):
+    """12 real ACDC validation volumes (6 patients, ED and ES) as NIfTI files in one folder."""
+    cases = (acdc_dir / "val.list").read_text().split()[:12]
+    assert len({c[:10] for c in cases}) == 6
+    return nifti_volumes(acdc_dir, tmp_path_factory.mktemp("nifti") / "scans", cases), cases
+
+
+def nifti_entry(folder, **kw):
+    return entry(images=str(folder), image_pattern="{id}.nii.gz", mask_pattern="{id}_gt.nii.gz",
+                 classes=ACDC_CLASSES, **kw)
+
+
+def test_nifti_volumes_split_by_patient_and_scored_per_volume(nifti_scans, acdc_dir, tmp_path):
+    folder, cases = nifti_scans
+    cfg = folder_config("heart", nifti_entry(folder, group=r"^(patient\d+)_", regimes={"1": 1, "2": 2}),
+                        f"data.image_size={SIZE}")
+    summary = stage.prepare(cfg, "heart", tmp_path / "heart.h5")
+    p = load_prepared(summary["out"])
+    assert (p.num_classes, p.in_channels, p.train.images.dtype) == (4, 1, np.float32)
+
+    val_cases = list(p.case_slices())
+    train_patients, val_patients = set(p.train_groups), {c[:10] for c in val_cases}
+    assert len(train_patients) == len(val_patients) == 3 and not train_patients & val_patients
+    train_cases = {n.rsplit("_slice_", 1)[0] for n in p.train.names}
+    assert sorted(train_cases | set(val_cases)) == sorted(cases)   # both frames of a patient on one side
+    assert summary["train"].endswith("/ 6 volumes / 3 groups") and summary["val"].endswith("/ 6 volumes / 3 groups")
+    one, two = ({p.train_groups[i] for i in p.labeled_indices(r)} for r in ("1", "2"))
+    assert len(one) == 1 and len(two) == 2 and one < two
+    assert len(p.labeled_indices("1")) == sum(g in one for g in p.train_groups)  # every slice of the patient
+
+    for case in val_cases:
+        image, label = read_h5(acdc_dir / "data" / f"{case}.h5")
+        assert np.array_equal(p.val_original[case], label)
+        index = p.case_slices()[case]
+        assert [p.val.names[i] for i in index] == [f"{case}_slice_{k}" for k in range(len(label))]
+        k = len(label) // 2
+        expected = cv2.resize(image[k], (SIZE, SIZE), interpolation=cv2.INTER_LINEAR)
+        np.testing.assert_allclose(p.val.images[index[k], 0], expected, atol=1e-6)
+
+    # per volume: the prepared truth, resized back, scored in 3D against the original labels
+    per_case = score_cases(p.val.labels, p)
+    assert sorted(per_case["case"].unique()) == sorted(val_cases) and len(per_case) == 3 * len(val_cases)
+    assert per_case["dice"].min() > 0.6 and per_case["dice"].mean() > 0.8   # 64 px and back: not exact
+    assert summarise(per_case, p.class_names)["n_cases"] == len(val_cases)
+
+
+def test_without_a_group_each_volume_is_its_own(nifti_scans, tmp_path):
+    folder, cases = nifti_scans
+    cfg = folder_config("heart", nifti_entry(folder, split=[2, 1], seed=3), f"data.image_size={SIZE}")
+    p = load_prepared(stage.prepare(cfg, "heart", tmp_path / "heart.h5")["out"])
+    val_cases = set(p.case_slices())
+    assert len(val_cases) == 4 and set(p.train_groups) == set(cases) - val_cases
+
+
+# ---------------------------------------------------------------- user lists, fractions
+
+
+def test_user_lists_and_nested_fractions(isic_dir, tmp_path):
+    ids = isic_pngs(isic_dir, tmp_path / "img", tmp_path / "img", 20, size=48)
+    (tmp_path / "train.txt").write_text("# training cases\n" + "\n".join(ids[:14]) + "\n")
+    (tmp_path / "val.txt").write_text("\n".join(ids[14:]) + "\n\n")
+    mine = entry(images=str(tmp_path / "img"), image_pattern="{id}.png", mask_pattern="{id}_mask.png",
+                 split={"train": str(tmp_path / "train.txt"), "val": str(tmp_path / "val.txt")},
+                 regimes={"quarter": 0.25, "half": 0.5, "2": 2})
+    p = load_prepared(stage.prepare(folder_config("mine", mine, "data.image_size=32"), "mine", tmp_path / "o.h5")["out"])
+    assert p.train.names == ids[:14] and p.val.names == ids[14:]
+    sets = {r: {p.train.names[i] for i in p.labeled_indices(r)} for r in ("2", "quarter", "half")}
+    assert [len(s) for s in sets.values()] == [2, 4, 7]   # round(0.25 * 14) = 4 (banker's 3.5 -> 4), 7
+    assert sets["2"] < sets["quarter"] < sets["half"]
+    again = load_prepared(stage.prepare(folder_config("mine", mine, "data.image_size=32"), "mine",
+                                        tmp_path / "again.h5")["out"])
+    assert {r: i.tolist() for r, i in again.labeled.items()} == {r: i.tolist() for r, i in p.labeled.items()}
+
+
+# ---------------------------------------------------------------- inspect
+
+
+def test_inspect_counts_fractions_and_problems(isic_dir, tmp_path, capsys):
+    images = tmp_path / "data"
+    ids = isic_pngs(isic_dir, images / "a", images / "a", 6, size=40, image_name="{id}.png", mask_name="{id}_m.png")
+    isic_pngs(isic_dir, images / "b", images / "b", 1, size=40, image_name="{id}.png", mask_name="{id}_m.png")
+    bad_value, bad_size = images / "a" / f"{ids[1]}_m.png", images / "a" / f"{ids[2]}_m.png"
+    mask = cv2.imread(str(bad_value), cv2.IMREAD_GRAYSCALE)
+    mask[:2, :2] = 7
+    cv2.imwrite(str(bad_value), mask)
+    cv2.imwrite(str(bad_size), cv2.imread(str(bad_size), cv2.IMREAD_GRAYSCALE)[:-2])
+    mine = entry(images=str(images), image_pattern="*/{id}.png", mask_pattern="*/{id}_m.png",
+                 classes={0: "background", 100: "hair", 255: "lesion"})
+    cfg = folder_config("mine", mine, "data.image_size=32")
+
+    report = stage.inspect(cfg, "mine")
+    errors = "\n".join(report["errors"])
+    assert f"duplicate id {ids[0]!r}" in errors                           # a/<id>.png and b/<id>.png
+    assert str(bad_value) in errors and "mask values other than 0, 100 and 255: [7]" in errors
+    assert str(bad_size) in errors and "differs from its image" in errors
+    warnings = "\n".join(report["warnings"])
+    assert "class 'hair' (mask value 100) appears in no mask" in warnings and "are upsampled" in warnings
+    assert report["cases"] == 6 and report["classes"]["hair"]["fraction"] == 0
+
+    out = tmp_path / "out" / "mine.h5"
+    with pytest.raises(UserError, match="duplicate id"):
+        stage.prepare(cfg, "mine", out)
+    assert not out.parent.exists()
+
+    params = tmp_path / "params.yaml"
+    raw = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    raw["data"]["mine"] = mine
+    params.write_text(yaml.safe_dump(raw))
+    assert main(["inspect", "mine", "--config", str(params)]) == 1
+    text = capsys.readouterr().out
+    assert "errors (prepare would stop)" in text and "hair (100): 0.00%, 0 cases" in text
+    assert main(["inspect", "mine", "--config", str(params), "--json"]) == 1
+    assert json.loads(capsys.readouterr().out)["classes"]["lesion"]["value"] == 255
+
+
+def test_inspect_of_a_clean_folder(isic_dir, tmp_path):
+    ids = isic_pngs(isic_dir, tmp_path / "i", tmp_path / "m", 8, size=40)
+    cfg = folder_config("mine", entry(images=str(tmp_path / "i"), masks=str(tmp_path / "m"), image_pattern="{id}.png",
+                                      mask_pattern="{id}_mask.png"), "data.image_size=32")
+    report = stage.inspect(cfg, "mine")
+    assert report["errors"] == [] and report["cases"] == 8 and report["channels"] == {"grey": 0, "RGB": 8}
+    masks = np.concatenate([cv2.imread(str(tmp_path / "m" / f"{i}_mask.png"), 0).ravel() for i in ids])
+    assert report["classes"]["lesion"]["fraction"] == pytest.approx((masks == 255).mean(), abs=1e-6)
+    assert report["split"]["train"] == "4 images" and report["split"]["labeled"] == {"1": "1 images"}
+    assert report["value_range"][1] <= 255 and report["dtypes"] == {"uint8": 8}
+    with pytest.raises(UserError, match="surveys folders"):
+        stage.inspect(load_config(), "acdc")
+
+
+# ---------------------------------------------------------------- the experiment matrix
+
+
+def test_matrix_names_configured_datasets_only(tmp_path):
+    with pytest.raises(UserError, match="dataset 'nosuch', which has no entry under data:"):
+        distinct_runs(load_config(overrides=['experiments.table1.datasets={nosuch: ["1"]}']))
+    mine = entry(images=str(tmp_path), image_pattern="{id}.png", mask_pattern="{id}_m.png", regimes={"23": 1, "3": 1})
+    cfg = load_config(overrides=[f"data.d1={json.dumps(mine)}", f"data.d12={json.dumps(mine)}",
+                                 'experiments.table1.datasets={d1: ["23"], d12: ["3"]}'])
+    with pytest.raises(UserError, match="give the same run id 'd123_supervised'"):
+        distinct_runs(cfg)
+    with pytest.raises(UserError, match=r"no dataset 'nosuch' under data: \(configured: acdc, isic\)"):
+        stage.prepare(load_config(), "nosuch")
+
+
+# ---------------------------------------------------------------- the README's example
+
+
+def test_readme_example_prepares_and_trains_as_written(isic_dir, tmp_path, monkeypatch, capsys):
+    example = readme_example()
+    assert example["data"]["mydata"]["kind"] == "folder"
+    # the repository root moved to tmp_path: the example's relative paths, results and runs land there
+    monkeypatch.setattr(config_module, "REPO_ROOT", tmp_path)
+    folder = example["data"]["mydata"]
+    isic_pngs(isic_dir, tmp_path / folder["images"], tmp_path / folder["masks"], 12, size=96,
+              image_name=folder["image_pattern"], mask_name=folder["mask_pattern"])
+    raw = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    raw["data"].update(example["data"])
+    raw["experiments"]["table1"]["datasets"] = example["experiments"]["table1"]["datasets"]
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(raw, sort_keys=False))
+
+    base = ["--config", str(params), "--profile", "demo"]
+    assert main(["inspect", "mydata", *base]) == 0
+    assert main(["prepare", "mydata", *base]) == 0
+    out = capsys.readouterr().out
+    assert "mydata: train 8 images (labeled 4: 4 images, 50pct: 4 images); val 4 images" in out
+    prepared = load_prepared(tmp_path / "results" / "demo" / "data" / "mydata.h5")
+    assert (prepared.image_size, prepared.in_channels, prepared.class_names) == (64, 3, ["background", "lesion"])
+    assert (tmp_path / "results" / "demo" / "data" / "mydata_split.csv").is_file()
+
+    train = ["train", "--run", "mydata4_supervised", *base, "--set", "train.iterations=4", "--set", "train.val_every=2",
+             "--no-progress"]
+    assert main(["runs", *base]) == 0 and "mydata50pct_ugpcl" in capsys.readouterr().out
+    assert main(train) == 0
+    run_dir = tmp_path / "results" / "demo" / "runs" / "mydata4_supervised" / "seed1337"
+    summary = json.loads((run_dir / "eval" / "summary.json").read_text())
+    assert summary["n_cases"] == 4 and summary["dataset"] == "mydata"
+    assert json.loads((run_dir / "run.json").read_text())["data_source"] == "folder"
+    cfg = deep_merge(load_config(params, "demo"), {})
+    assert cfg["data"]["mydata"]["classes"] == {0: "background", 255: "lesion"}
