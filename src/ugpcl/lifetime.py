@@ -43,28 +43,35 @@ def boot_id() -> str | None:
         return None
 
 
-def start_time(pid: int) -> str | None:
-    """When process `pid` started (clock ticks since boot, with the boot id), or None if unknown or gone."""
+def _stat(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name (state first), or None."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    fields = stat[stat.rindex(")") + 2:].split()  # the command name in (...) may hold spaces
-    return f"{boot_id()}/{fields[19]}"
+    return stat[stat.rindex(")") + 2:].split()  # the command name in (...) may hold spaces
+
+
+def start_time(pid: int) -> str | None:
+    """When process `pid` started (clock ticks since boot, with the boot id), or None if unknown or gone."""
+    fields = _stat(pid)
+    return f"{boot_id()}/{fields[19]}" if fields else None
 
 
 def alive(pid: int, started: str | None = None) -> bool:
-    """Whether process `pid` (the one that started at `started`, when given) is running on this host."""
+    """Whether process `pid` (the one that started at `started`, when given) is running on this host.
+
+    A zombie (dead, not yet reaped by its parent) is not running."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         pass  # another user's process: it exists
-    if started is None:
+    fields = _stat(pid)
+    if fields is None:  # no /proc: the PID alone
         return True
-    now = start_time(pid)
-    return now is None or now == started
+    return fields[0] not in ("Z", "X") and (started is None or start_time(pid) == started)
 
 
 def token(pid: int | None = None) -> str:

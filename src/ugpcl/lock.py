@@ -80,7 +80,7 @@ def _busy(target: Path, path: Path, record: dict) -> UserError:
     where = record.get("host")
     here = where == host()
     return UserError(
-        f"{target} is being written by PID {record['pid']} on host {where} ({record.get('command', '?')}, "
+        f"being written by PID {record['pid']} on host {where} ({record.get('command', '?')}, "
         f"since {record.get('since', '?')}{'' if here else age}); one writer at a time",
         path=target,
         fix=("wait for it to finish or stop it (`kill " + str(record["pid"]) + "`); a lock whose process has "

@@ -68,9 +68,9 @@ def train_command(args) -> int:
             return 0
     info = {"run_id": run.id, "method": run.method, "dataset": run.dataset, "regime": run.regime, "seed": seed,
             "profile": cfg["profile"], "overrides": run.overrides}
-    trainer = Trainer(cfg, info, run_dir, data=args.data, device=args.device)  # checks everything, writes nothing
     files = RunFiles(run_dir)
-    with files.writing("ugpcl train"):  # one writer: training and the evaluation that ends it
+    with files.writing("ugpcl train"):  # one writer, from here: training and the evaluation that ends it
+        trainer = Trainer(cfg, info, run_dir, data=args.data, device=args.device)  # checks, writes nothing
         if args.fresh or args.force:
             files.discard()
             record.unlink(missing_ok=True)
