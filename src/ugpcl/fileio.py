@@ -145,7 +145,19 @@ def atomic_dir(target: str | os.PathLike):
 
 
 def write_bytes(target, data: bytes | memoryview, *, suffix: str | None = None) -> None:
-    """Write `data` atomically (plain file I/O, so that a full disk is an OSError, not a crash)."""
+    """Write `data` atomically (plain file I/O, so that a full disk is an OSError, not a crash).
+
+    Data larger than the free space is refused before anything is written."""
+    target = Path(target)
+    make_dirs(target.parent)
+    with contextlib.suppress(OSError):
+        free = shutil.disk_usage(target.parent).free
+        if len(data) > free:
+            raise UserError(
+                f"no space left on the device: writing needs {len(data) / 2**20:.1f} MiB, {free / 2**20:.1f} MiB "
+                "are free there", path=target,
+                fix="free space on that file system (or write elsewhere: --out, paths.results), then run the same "
+                    "command again; nothing half-written was kept and finished work is intact")
     with atomic_path(target, suffix=suffix) as tmp:
         with open(tmp, "wb") as f:
             f.write(data)
