@@ -18,6 +18,7 @@ import yaml
 from test_engine import INFO, tiny_cfg
 from test_workflow import copy_checkout
 
+from ugpcl.data.prepared import load_prepared
 from ugpcl.engine import checkpoint
 from ugpcl.engine.trainer import Trainer
 from ugpcl.errors import UserError
@@ -271,3 +272,28 @@ def test_a_refused_resume_leaves_the_run_directory_as_it_was(tiny_acdc, tmp_path
     with pytest.raises(UserError, match="different configuration"):
         Trainer(tiny_cfg(iterations=9), INFO, tmp_path, data=tiny_acdc).fit(progress=False)
     assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before  # config.yaml included
+
+
+def test_prepare_deletes_what_a_killed_extraction_and_write_left_and_nothing_else(isic_dir, tmp_path, capsys):
+    from data_helpers import mini_isic, zip_folder
+    from test_data_errors import _official_isic
+
+    from ugpcl.data import stage
+    from ugpcl.data.layout import ISIC_GT_FOLDER, ISIC_INPUT_FOLDER
+
+    folder = mini_isic(isic_dir, tmp_path / "isic", 6)
+    zips = [zip_folder(folder / name, tmp_path / f"{name}.zip") for name in (ISIC_INPUT_FOLDER, ISIC_GT_FOLDER)]
+    raw_isic, cfg = _official_isic(tmp_path, *zips)
+    out = tmp_path / "data" / "isic.h5"
+    half_extracted = raw_isic / f".{ISIC_GT_FOLDER}.k2j4h5g6"
+    (half_extracted / "sub").mkdir(parents=True)
+    (half_extracted / "sub" / "ISIC_0000000_segmentation.png").write_bytes(b"half")
+    out.parent.mkdir()
+    stale = [half_extracted, out.parent / ".isic.h5.abcd_fgh.h5", out.parent / ".isic_split.csv.12345678.tmp"]
+    for path in stale[1:]:
+        path.write_bytes(b"half a file")
+    another_writers = out.parent / ".acdc.h5.abcdefgh.h5"  # the ACDC job's, perhaps running now
+    another_writers.write_bytes(b"in progress")
+    stage.prepare(cfg, "isic", out)
+    assert not any(p.exists() for p in stale) and another_writers.exists()
+    assert len(load_prepared(out).train) == 4 and "removed 2 temporary file(s)" in capsys.readouterr().err
