@@ -141,6 +141,11 @@ class Trainer:
         """
         path = self.files.resume
         if not path.exists():
+            legacy = self.files.checkpoints / "resume.pt"  # where ugpcl kept it before progress/ existed
+            if legacy.exists():
+                raise UserError("an unfinished run of an earlier ugpcl version (its resume point is not in "
+                                "progress/): it cannot be continued", path=legacy,
+                                fix="retrain it with --fresh (or delete the run directory)")
             return 0
         ckpt = checkpoint.read(path, map_location=self.device)
         fresh = f"use --fresh to discard it (or delete {self.files.progress}), or choose another --out"
