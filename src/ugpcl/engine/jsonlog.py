@@ -43,7 +43,8 @@ def kept_rows(path: Path, start: int) -> list[str]:
 
 
 class JsonLog:
-    """A JSON-lines log opened for appending at iteration `start` (see the module docstring)."""
+    """A JSON-lines log opened for appending at iteration `start` (see the module docstring); used
+    like the text file it is (`write(json.dumps(row) + "\n")`, `flush`, `close`)."""
 
     def __init__(self, path: str | Path, start: int):
         self.path = Path(path)
@@ -61,8 +62,8 @@ class JsonLog:
         except OSError as exc:
             raise (write_error(exc, self.path) or exc) from exc
 
-    def write(self, row: dict) -> None:
-        self._guard(self.file.write, json.dumps(row) + "\n")
+    def write(self, text: str) -> None:
+        self._guard(self.file.write, text)
 
     def flush(self) -> None:
         self._guard(self.file.flush)

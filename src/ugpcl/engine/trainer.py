@@ -23,6 +23,7 @@ run. What makes that hold:
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import time
@@ -205,11 +206,11 @@ class Trainer:
                     if not math.isfinite(row["loss"]):
                         raise UserError(f"loss became {row['loss']} at iteration {t}: {row}",
                                         fix="lower train.lr or check the data")
-                    log.write(row)
+                    log.write(json.dumps(row) + "\n")
                     bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{lr:.2e}", refresh=False)
                 if done % self.tr["val_every"] == 0 or done == total:
                     score = self.validate()
-                    val_log.write({"t": t, "val_dice": score})
+                    val_log.write(json.dumps({"t": t, "val_dice": score}) + "\n")
                     val_log.flush()
                     if score > self.best:
                         self.best = score
