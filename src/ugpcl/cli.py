@@ -8,13 +8,16 @@ command being run is imported (a workflow starts this command dozens of times).
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import sys
 
 from . import __version__, lifetime
 from .errors import UserError
-from .fileio import write_error
+from .fileio import FULL, write_error
+
+WRITE_ONLY = FULL | {errno.EROFS}  # errors that only a write can cause (EACCES could be a read)
 
 COMMAND_MODULES = {
     "ugpcl.commands.data": ("fetch", "prepare", "demo-data"),
@@ -55,8 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into e.g. `head`, which closed early
         sys.stdout = open(os.devnull, "w")
         return 0
-    except OSError as exc:  # a write the command did not expect to fail (e.g. a full disk mid-way)
-        error = write_error(exc, exc.filename or "(output)")
+    except OSError as exc:  # a write the command did not expect to fail (a full disk, a read-only file system)
+        error = write_error(exc, exc.filename or "(output)") if exc.errno in WRITE_ONLY else None
         if error is None:
             raise
         print(f"error: {error}", file=sys.stderr)
