@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_engine import _Payload
 
 from ugpcl.errors import UserError
 from ugpcl.models.resnet import IMAGENET_FILE, IMAGENET_HASH_PREFIX, ResNetEncoder, load_imagenet_weights
@@ -23,16 +24,6 @@ def test_every_torch_load_in_the_package_reads_weights_only():
                 calls.append((f"{path.relative_to(PACKAGE)}:{node.lineno}", safe))
     assert calls, "no torch.load found: the check looks in the wrong place"
     assert [where for where, safe in calls if not safe] == []
-
-
-class _Payload:
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        import os
-
-        return os.system, (f"touch {self.marker}",)
 
 
 def test_weights_that_would_run_code_are_refused_and_run_nothing(tmp_path):
