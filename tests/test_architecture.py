@@ -2,6 +2,7 @@
 method hyper-parameters checked when params.yaml is loaded, one paper-vs-code table."""
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,8 @@ PACKAGE = REPO / "src" / "ugpcl"
 
 # bottom to top; a module may import its own layer or lower ones, never a higher one
 LAYERS = [
-    ("core", ["ugpcl", "ugpcl.errors", "ugpcl.fileio", "ugpcl.config", "ugpcl.device", "ugpcl.choices"]),
+    ("core", ["ugpcl", "ugpcl.errors", "ugpcl.fileio", "ugpcl.config", "ugpcl.config_checks", "ugpcl.device",
+              "ugpcl.choices", "ugpcl.lifetime", "ugpcl.lock"]),
     ("nn and data", ["ugpcl.models", "ugpcl.losses", "ugpcl.contrast", "ugpcl.ema", "ugpcl.geometry",
                      "ugpcl.data", "ugpcl.metrics"]),
     ("methods", ["ugpcl.methods"]),
@@ -159,3 +161,21 @@ def test_every_choice_names_a_real_key():
     cfg = load_config(profile="paper")
     for c in choices.CHOICES:
         choices.value(cfg, c.key)
+
+
+# --- the README's reliability table -----------------------------------------------------------------
+def test_readme_reliability_table_names_tests_that_exist():
+    section = (REPO / "README.md").read_text().split("## Reliability")[1].split("\n## ")[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and "`" in line.split("|")[3]]
+    assert len(rows) >= 30
+    for row in rows:
+        module = None
+        for ref in re.findall(r"`([^`]+)`", row.split("|")[3]):
+            if ref.endswith(".py"):  # a whole file
+                assert (REPO / "tests" / ref).is_file(), ref
+                continue
+            file, _, name = ref.rpartition("::")
+            module = file or module
+            source = (REPO / "tests" / module).read_text()
+            pattern = name.replace("*", r"\w*")
+            assert re.search(rf"^def {pattern}\(", source, re.M), f"{module}::{name} (README reliability table)"

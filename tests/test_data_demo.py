@@ -98,7 +98,8 @@ def test_demo_regenerated_when_its_settings_change(tmp_path):
     cfg = config(f"paths.raw={tmp_path}", profile="demo")
     first = stage.fetch(cfg, "isic")
     assert len(list(first[0].glob("ISIC_*.jpg"))) == cfg["data"]["demo"]["isic_images"]
-    again = stage.fetch(config(f"paths.raw={tmp_path}", "data.demo.isic_images=6", profile="demo"), "isic")
+    six = config(f"paths.raw={tmp_path}", "data.demo.isic_images=6", 'data.isic.regimes={"2": 2}', profile="demo")
+    again = stage.fetch(six, "isic")
     assert again == first and len(list(again[0].glob("ISIC_*.jpg"))) == 6
     assert len(list((tmp_path / "demo" / "isic" / GT_FOLDER).glob("*.png"))) == 6
     assert (tmp_path / "demo" / "isic" / INPUT_FOLDER / "LICENSE.txt").exists()

@@ -168,9 +168,14 @@ def test_unreachable_hub_explains_how_to_get_weights(monkeypatch):
     assert "TORCH_HOME/hub/checkpoints" in message and "model.weights" in message
 
 
-def test_pretrained_needs_standard_width(demo_model_cfg):
-    with pytest.raises(UserError, match="model.width"):
-        build_unet(dict(demo_model_cfg, pretrained=True), NUM_CLASSES, 1, image_size=64)
+def test_pretrained_needs_standard_width():
+    from ugpcl.config import load_config
+    from ugpcl.config_checks import RESNET50_WIDTH
+    from ugpcl.models.resnet import STANDARD_WIDTH
+
+    assert RESNET50_WIDTH == STANDARD_WIDTH
+    with pytest.raises(UserError, match="model.pretrained is true but model.width is 8"):  # at load (config_checks)
+        load_config(profile="demo", overrides=["model.pretrained=true"])
 
 
 # --- position embeddings and gradients ------------------------------------------------------

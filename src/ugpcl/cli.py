@@ -8,12 +8,16 @@ command being run is imported (a workflow starts this command dozens of times).
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import sys
 
-from . import __version__
+from . import __version__, lifetime
 from .errors import UserError
+from .fileio import FULL, write_error
+
+WRITE_ONLY = FULL | {errno.EROFS}  # errors that only a write can cause (EACCES could be a read)
 
 COMMAND_MODULES = {
     "ugpcl.commands.data": ("fetch", "prepare", "inspect", "demo-data"),
@@ -40,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     command = next((a for a in argv if not a.startswith("-")), None)
     args = build_parser(command).parse_args(argv)
     try:
+        lifetime.install()  # SIGTERM ends cleanly; a workflow job ends with its workflow
         result = args.func(args)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -47,9 +52,18 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except lifetime.Terminated as exc:
+        print(f"stopped: {exc}", file=sys.stderr)
+        return 128 + exc.signum
     except BrokenPipeError:  # output piped into e.g. `head`, which closed early
         sys.stdout = open(os.devnull, "w")
         return 0
+    except OSError as exc:  # a write the command did not expect to fail (a full disk, a read-only file system)
+        error = write_error(exc, exc.filename or "(output)") if exc.errno in WRITE_ONLY else None
+        if error is None:
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     return int(result or 0)
 
 

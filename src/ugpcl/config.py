@@ -8,6 +8,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
+from . import config_checks
 from .errors import UserError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -44,7 +45,14 @@ def parse_override(text: str) -> tuple[list[str], object]:
     if "=" not in text:
         raise UserError(f"override {text!r} is not KEY=VALUE", fix="write e.g. train.iterations=100")
     key, raw = text.split("=", 1)
-    return key.strip().split("."), yaml.safe_load(raw)
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        problem = str(exc).splitlines()[0]
+        raise UserError(f"--set {text}: the value {raw!r} is not valid YAML ({problem})",
+                        fix=f"write the value in YAML syntax and quote it for the shell, e.g. --set '{key.strip()}=[1, 2]' "
+                            f"or, for text, --set \"{key.strip()}='...'\"") from exc
+    return key.strip().split("."), value
 
 
 def set_dotted(cfg: dict, keys: list[str], value) -> None:
@@ -57,6 +65,7 @@ def set_dotted(cfg: dict, keys: list[str], value) -> None:
 
 
 def validate(cfg: dict, source: str | Path = "params.yaml") -> None:
+    """The schema (each key alone), then the constraints between keys (`config_checks`)."""
     schema = yaml.safe_load(SCHEMA_PATH.read_text())
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(cfg), key=lambda e: list(e.absolute_path))
@@ -70,6 +79,7 @@ def validate(cfg: dict, source: str | Path = "params.yaml") -> None:
             path=source,
             fix=f"correct these keys; the schema is {SCHEMA_PATH.relative_to(REPO_ROOT)}",
         )
+    config_checks.check(cfg, source)
 
 
 def load_config(path: str | Path | None = None, profile: str | None = None, overrides: list[str] = ()) -> dict:

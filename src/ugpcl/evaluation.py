@@ -21,9 +21,10 @@ import pandas as pd
 import torch
 
 from . import choices
-from .config import REPO_ROOT, dataset_source, eval_dir, prepared_path
+from .config import REPO_ROOT, eval_dir, prepared_path
 from .data.prepared import Prepared, load_prepared
 from .engine.checkpoint import load_run
+from .engine.runfiles import RunFiles
 from .errors import UserError
 from .fileio import write_json
 from .metrics import METRICS, evaluate_network, write_evaluation
@@ -47,9 +48,7 @@ def evaluate_run(run_dir: str | Path, *, checkpoint: str = "best", data: Prepare
     loaded = load_run(run_dir, checkpoint, device=device)
     cfg, info = loaded.cfg, loaded.info
     prepared = data if isinstance(data, Prepared) else load_prepared(data or prepared_path(cfg, info["dataset"]))
-    if prepared.num_classes != info.get("num_classes", prepared.num_classes):
-        raise UserError(f"the run predicts {info['num_classes']} classes but the data has {prepared.num_classes}",
-                        path=prepared.path, fix=f"pass the {info['dataset']} prepared file with --data")
+    check_data_fits(prepared, cfg, info, loaded.path)
     protocol = protocol or cfg["evaluation"]["protocol"]
     amp = cfg["train"]["amp"] == "bf16"
     frames, networks = [], {}
@@ -66,18 +65,31 @@ def evaluate_run(run_dir: str | Path, *, checkpoint: str = "best", data: Prepare
     return summary
 
 
-def finish_run(run_dir: Path, cfg: dict, info: dict, facts: dict, started: str, data: Prepared,
-               device: torch.device) -> dict:
+def check_data_fits(prepared: Prepared, cfg: dict, info: dict, checkpoint_path: Path) -> None:
+    """UserError unless `prepared` is data the checkpoint's network was trained for (classes,
+    channels, image size)."""
+    expected = {"classes": (info.get("num_classes"), prepared.num_classes),
+                "channels": (info.get("in_channels"), prepared.in_channels),
+                "px images": (cfg.get("data", {}).get("image_size"), prepared.image_size)}
+    for what, (trained, given) in expected.items():
+        if trained is not None and trained != given:
+            raise UserError(f"the checkpoint {checkpoint_path} was trained on {trained} {what}, this data has {given} {what}",
+                            path=prepared.path,
+                            fix=f"pass the {info.get('dataset')} file it was trained on with --data (prepared "
+                                f"with data.image_size {cfg.get('data', {}).get('image_size')})")
+
+
+def finish_run(run_dir: Path, cfg: dict, info: dict, facts: dict, data: Prepared, device: torch.device) -> dict:
     """After training: evaluate the best and the last checkpoint, write run.json (its `dice` is
-    the one `evaluation.checkpoint` names), drop the resume file."""
+    the one `evaluation.checkpoint` names), drop the progress folder.
+
+    `facts` (Trainer.facts) hold the wall time of every attempt and the record of the data used."""
     summaries = {which: evaluate_run(run_dir, checkpoint=which, data=data, device=device) for which in CHECKPOINTS}
     run = {
         **info,
         **facts,
-        "started": started,
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "git_commit": git_commit(),
-        "data_source": dataset_source(cfg, info["dataset"]),
         "protocol": cfg["evaluation"]["protocol"],
         "choices": choices.in_force(cfg),
         "dice": summaries[cfg["evaluation"]["checkpoint"]]["dice"],
@@ -86,5 +98,5 @@ def finish_run(run_dir: Path, cfg: dict, info: dict, facts: dict, started: str, 
         "status": "finished",
     }
     write_json(run_dir / "run.json", run)
-    (run_dir / "checkpoints" / "resume.pt").unlink(missing_ok=True)
+    RunFiles(run_dir).finished()
     return run

@@ -15,6 +15,7 @@ resized back to the slice's own size (nearest), so outputs have the inputs' shap
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import cv2
@@ -148,10 +149,10 @@ def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.5) -> np.ndarr
     return np.clip(blended + 0.5, 0, 255).astype(np.uint8)
 
 
-def write_png(target: Path, array: np.ndarray) -> None:
-    with atomic_path(target, suffix=".png") as tmp:
-        if not cv2.imwrite(str(tmp), array):
-            raise UserError("cannot write PNG", path=target, fix="check that the output folder is writable")
+def write_png(tmp: Path, array: np.ndarray, target: Path) -> None:
+    """Write `array` to the temporary file `tmp` of the output `target` (named in the error)."""
+    if not cv2.imwrite(str(tmp), array):
+        raise UserError("cannot write PNG", path=target, fix="check that the output folder is writable")
 
 
 def output_paths(path: Path, out_dir: Path) -> list[Path]:
@@ -165,7 +166,10 @@ def output_paths(path: Path, out_dir: Path) -> list[Path]:
 
 def predict_file(net: nn.Module, path: Path, out_dir: Path, image_size: int, batch_size: int = 16, device="cpu",
                  amp: bool = False) -> list[Path]:
-    """Segment one input file and write its outputs into out_dir; returns their paths."""
+    """Segment one input file and write its outputs into out_dir; returns their paths.
+
+    The outputs are computed first and written together, each under a temporary name that is
+    renamed only when all of them are complete: an input's outputs are all there or none is."""
     kind = input_kind(path)
     outputs = output_paths(path, out_dir)
     in_channels = network_in_channels(net)
@@ -173,30 +177,34 @@ def predict_file(net: nn.Module, path: Path, out_dir: Path, image_size: int, bat
     def run(slices: np.ndarray) -> np.ndarray:
         return segment(net, match_channels(slices, in_channels, path), image_size, batch_size, device, amp)
 
-    if kind == "image":
-        image = read_image(path)
-        mask = run(image)[0]
-        write_png(outputs[0], mask)
-        write_png(outputs[1], cv2.cvtColor(overlay(image[0], mask), cv2.COLOR_RGB2BGR))
-        return outputs
-    if kind == "nifti":
-        slices, img = read_nifti(path)
-        pred = run(slices).transpose(2, 1, 0).reshape(img.shape)
-        header = img.header.copy()
-        header.set_data_dtype(np.uint8)
-        with atomic_path(outputs[0], suffix=split_name(path)[1]) as tmp:
-            nib.save(type(img)(pred, img.affine, header), str(tmp))
-        return outputs
-    image = read_hdf5(path)
-    pred = run(image.reshape(-1, 1, *image.shape[-2:])).reshape(image.shape)
-    with atomic_path(outputs[0], suffix=".h5") as tmp, h5py.File(tmp, "w") as f:
-        f.create_dataset("pred", data=pred, compression="gzip")
+    with contextlib.ExitStack() as stack:
+        staged = [stack.enter_context(atomic_path(out, suffix=split_name(out)[1])) for out in outputs]
+        if kind == "image":
+            image = read_image(path)
+            mask = run(image)[0]
+            write_png(staged[0], mask, outputs[0])
+            write_png(staged[1], cv2.cvtColor(overlay(image[0], mask), cv2.COLOR_RGB2BGR), outputs[1])
+        elif kind == "nifti":
+            slices, img = read_nifti(path)
+            pred = run(slices).transpose(2, 1, 0).reshape(img.shape)
+            header = img.header.copy()
+            header.set_data_dtype(np.uint8)
+            nib.save(type(img)(pred, img.affine, header), str(staged[0]))
+        else:
+            image = read_hdf5(path)
+            pred = run(image.reshape(-1, 1, *image.shape[-2:])).reshape(image.shape)
+            with h5py.File(staged[0], "w") as f:
+                f.create_dataset("pred", data=pred, compression="gzip")
     return outputs
 
 
 def predict_files(net: nn.Module, inputs, out_dir: str | Path, image_size: int, batch_size: int = 16, device="cpu",
                   amp: bool = False) -> list[Path]:
-    """Segment every input (checked first: types, existence, distinct output names)."""
+    """Segment every input (checked first: types, existence, distinct output names).
+
+    An input that fails (unreadable, wrong channels, ...) does not stop the others; each input's
+    outputs are complete or absent (`predict_file`), and no existing file is deleted. If any
+    input failed, a UserError lists them after all the others are done."""
     inputs, out_dir = [Path(p) for p in inputs], Path(out_dir)
     writers: dict[Path, Path] = {}
     for path in inputs:
@@ -205,4 +213,24 @@ def predict_files(net: nn.Module, inputs, out_dir: str | Path, image_size: int, 
                 raise UserError(f"inputs {writers[out]} and {path} would both write {out.name}", path=path,
                                 fix="rename one of them or predict them into different --out folders")
             writers[out] = path
-    return [out for path in inputs for out in predict_file(net, path, out_dir, image_size, batch_size, device, amp)]
+    written, failed = [], []
+    for path in inputs:
+        try:
+            written += predict_file(net, path, out_dir, image_size, batch_size, device, amp)
+        except UserError as exc:
+            failed.append(str(exc))
+    if failed:
+        done = len(inputs) - len(failed)
+        raise PredictionFailed(
+            f"{len(failed)} of {len(inputs)} inputs failed ({done} predicted into {out_dir}, each input's outputs "
+            "complete; nothing written for the failed ones):\n  " + "\n  ".join(failed),
+            fix="correct or remove the failed inputs and predict them again", written=written)
+    return written
+
+
+class PredictionFailed(UserError):
+    """Some inputs failed; `written` lists the outputs of those that did not."""
+
+    def __init__(self, message: str, *, fix: str, written: list[Path]):
+        super().__init__(message, fix=fix)
+        self.written = written

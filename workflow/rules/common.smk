@@ -16,9 +16,14 @@ os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (SRC, os.environ.get("PYTH
 
 from ugpcl.config import dataset_names, load_config, prepared_path, reports_dir, resolve, results_dir
 from ugpcl.data.stage import input_files
+from ugpcl.lifetime import ENV as EXIT_WITH, token
 from ugpcl.report.tables import (PAPER_DIR, TABLES, figure3_runs, figure4_runs, figure_datasets, figure_outputs,
                                  report_outputs)
 from ugpcl.study import check_study, distinct_runs
+
+# Jobs end when this Snakemake process ends: killed outright (SIGKILL), it cannot stop its jobs,
+# which would train on as orphans; every `ugpcl` command watches the process named here.
+os.environ[EXIT_WITH] = token()
 
 # The venv's interpreter, so that jobs need no activated venv or PATH entry.
 UGPCL = f"{sys.executable} -m ugpcl.cli"

@@ -1,6 +1,8 @@
 # Stage 2: one training job per distinct run and seed; it evaluates the run when it finishes.
-# checkpoints/resume.pt is deliberately not an output: Snakemake deletes the outputs of a failed
-# job, and the resume file must survive so that the rerun continues where the failure stopped.
+# The run directory's progress/ folder (resume point, best checkpoint so far, live logs) is
+# deliberately not an output: Snakemake deletes the outputs of a failed job and again before it
+# reruns it, and progress/ must survive so that the rerun continues where the failure stopped.
+# The outputs are published from it when training completes (ugpcl.engine.trainer, runfiles).
 
 
 rule train:

@@ -22,15 +22,22 @@ def register(subparsers) -> None:
 def run_predict(args: argparse.Namespace) -> int:
     from ..device import pick_device
     from ..engine.checkpoint import load_checkpoint_file, load_run
-    from ..predict import input_kind, predict_files
+    from ..fileio import writable_dir
+    from ..predict import PredictionFailed, input_kind, predict_files
 
-    for path in args.inputs:  # fail on bad inputs before loading the model
+    for path in args.inputs:  # fail on bad inputs and an unwritable --out before loading the model
         input_kind(path)
+    writable_dir(args.out)
     device = pick_device(args.device)
     loaded = load_run(args.run_dir, args.which, device) if args.run_dir else load_checkpoint_file(args.checkpoint, device)
     amp = loaded.cfg["train"]["amp"] == "bf16"
-    outputs = predict_files(loaded.net, args.inputs, args.out, loaded.cfg["data"]["image_size"], args.batch_size,
-                            device, amp)
+    try:
+        outputs = predict_files(loaded.net, args.inputs, args.out, loaded.cfg["data"]["image_size"], args.batch_size,
+                                device, amp)
+    except PredictionFailed as exc:
+        for path in exc.written:
+            print(path)
+        raise
     for path in outputs:
         print(path)
     return 0

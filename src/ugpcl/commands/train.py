@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
-from datetime import datetime, timezone
 from pathlib import Path
 
 from ..config import dataset_config
@@ -59,31 +57,38 @@ def _run_from_args(args, cfg) -> Run:
 
 
 def train_command(args) -> int:
+    from ..engine.runfiles import RunFiles
     from ..engine.trainer import Trainer
     from ..evaluation import finish_run
+    from ..fileio import read_json
 
     base = config_from_args(args)
     run = _run_from_args(args, base)
     seed = base["train"]["seed"] if args.seed is None else args.seed
     cfg = run.config(base, seed)
-    run_dir = args.out or run.run_dir(base, seed)
-    if (run_dir / "run.json").exists() and not args.force:
-        status = json.loads((run_dir / "run.json").read_text()).get("status")
+    run_dir = Path(args.out or run.run_dir(base, seed))
+    record = run_dir / "run.json"
+    if record.exists() and not args.force:
+        status = read_json(record, fix=f"restore the file, or delete it and retrain with --force").get("status")
         if status == "finished":
             print(f"{run_dir} already holds a finished run; --force retrains it")
             return 0
-    if args.fresh or args.force:
-        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     info = {"run_id": run.id, "method": run.method, "dataset": run.dataset, "regime": run.regime, "seed": seed,
             "profile": cfg["profile"], "overrides": run.overrides}
-    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    trainer = Trainer(cfg, info, run_dir, data=args.data, device=args.device)
-    print(f"training {run.id} seed {seed} on {trainer.device} -> {run_dir}")
-    if not trainer.fit(stop_after=args.stop_after, progress=not args.no_progress):
-        print(f"stopped after {args.stop_after} iterations; run the same command again to resume")
-        return 0
-    result = finish_run(run_dir, cfg, trainer.info, trainer.facts(), started, trainer.data, trainer.device)
-    print(f"finished {run.id}: Dice {result['dice']:.4f} ({result['wall_time_s']:.0f} s)")
+    files = RunFiles(run_dir)
+    with files.writing("ugpcl train"):  # one writer, from here: training and the evaluation that ends it
+        trainer = Trainer(cfg, info, run_dir, data=args.data, device=args.device)  # checks, writes nothing
+        if args.fresh or args.force:
+            files.discard()
+            record.unlink(missing_ok=True)
+        print(f"training {run.id} seed {seed} on {trainer.device} -> {run_dir}")
+        if not trainer.fit(stop_after=args.stop_after, progress=not args.no_progress):
+            print(f"stopped after {args.stop_after} iterations; run the same command again to resume")
+            return 0
+        result = finish_run(run_dir, cfg, trainer.info, trainer.facts(), trainer.data, trainer.device)
+    attempts = len(result["attempts"])
+    print(f"finished {run.id}: Dice {result['dice']:.4f} ({result['wall_time_s']:.0f} s"
+          f"{f' over {attempts} attempts' if attempts > 1 else ''})")
     return 0
 
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import zipfile
 from pathlib import Path, PurePosixPath
 
 from ..errors import UserError
-from ..fileio import atomic_dir
+from ..fileio import atomic_dir, remove_stale_temps, write_error
+from ..lock import hold_file
 
 CORRUPT_FIX = "the archive is truncated or corrupt: delete it and run `ugpcl fetch` again"
 SOURCE_STAMP = ".extracted-from.json"
@@ -65,16 +67,27 @@ def is_extracted(archive: str | Path, folder: Path) -> bool:
         return False
 
 
+@contextlib.contextmanager
+def _extraction_dir(target: Path):
+    """`atomic_dir(target)` under the target's lock (one extraction at a time), after deleting the
+    temporary folder a killed extraction left (the full ISIC input is 11 GB)."""
+    with hold_file(target, "ugpcl prepare (extracting)"):
+        remove_stale_temps(target.parent, of=target.name)
+        with atomic_dir(target) as tmp:
+            yield tmp
+
+
 def extract_folder(archive: str | Path, folder: str, dest_parent: str | Path) -> Path:
     """Extract the members under `folder/` of `archive` to `dest_parent/folder`, atomically.
 
     Members outside `folder` (e.g. `__MACOSX/`) are skipped. The files land in a temporary
     directory beside the target that is renamed into place only once all of them are written;
-    a stamp inside records which archive file they came from (see `is_extracted`).
+    a stamp inside records which archive file they came from (see `is_extracted`). One extraction
+    of a target at a time; what a killed extraction left is deleted first (`_extraction_dir`).
     """
     archive = Path(archive)
     target = Path(dest_parent) / folder
-    with open_zip(archive) as zf, atomic_dir(target) as tmp:
+    with open_zip(archive) as zf, _extraction_dir(target) as tmp:
         count = 0
         for info in zf.infolist():
             parts = check_member(info.filename, archive).parts
@@ -86,6 +99,8 @@ def extract_folder(archive: str | Path, folder: str, dest_parent: str | Path) ->
                 with zf.open(info) as src, open(out, "wb") as dst:
                     shutil.copyfileobj(src, dst, 1 << 20)
             except (zipfile.BadZipFile, OSError, EOFError) as exc:
+                if isinstance(exc, OSError) and (error := write_error(exc, target)) is not None:
+                    raise error from exc  # a full disk is not the archive's fault
                 raise UserError(f"cannot extract {info.filename!r} ({exc})", path=archive, fix=CORRUPT_FIX) from exc
             count += 1
         if count == 0:

@@ -1,9 +1,10 @@
 """Resumable, verified downloads.
 
 A download goes to `<file>.part`, resumed with an HTTP Range request when the part exists,
-and is renamed onto `<file>` only after its size and SHA-256 check out. Verifying a large
-file is slow, so a verified file gets a stamp `<file>.verified` (size, mtime, digest): the
-next check of an unchanged file only compares the stamp.
+and is renamed onto `<file>`, then its size and SHA-256 are checked: a failing download is
+deleted, a failing file that was already there (perhaps put there by the user) is moved aside.
+Verifying a large file is slow, so a verified file gets a stamp `<file>.verified` (size, mtime,
+digest): the next check of an unchanged file only compares the stamp.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from tqdm import tqdm
 
 from ..errors import UserError
 from ..fileio import write_json
+from ..lock import hold_file
 
 CHUNK = 1 << 16  # small, so that little is lost of the block in flight when a connection drops
 
@@ -50,11 +52,22 @@ def _stamp_matches(path: Path, sha256: str) -> bool:
         return False
 
 
-def verify_file(path: str | Path, sha256: str, size: int | None = None, *, remove_bad: bool = False) -> Path:
+def _moved_aside(path: Path, tag: str) -> Path:
+    """Rename `path` to an unused `<name>.rejected-<tag>[-n]` beside it; returns the new path."""
+    for n in range(1000):
+        aside = path.with_name(f"{path.name}.rejected-{tag}{f'-{n}' if n else ''}")
+        if not aside.exists():
+            os.replace(path, aside)
+            return aside
+    raise UserError("too many rejected copies beside this file", path=path, fix="delete the *.rejected-* files")
+
+
+def verify_file(path: str | Path, sha256: str, size: int | None = None, *, on_bad: str = "keep") -> Path:
     """Check size and digest of `path` (skipped when its stamp is current); UserError if wrong.
 
-    With `remove_bad` a file that fails the check is deleted (used for our own downloads;
-    a file the user pointed at is left alone).
+    `on_bad` says what happens to a file that fails the check: "keep" (a file the user pointed
+    at), "move" (a file found where a download goes, which the user may have put there: renamed
+    to `<name>.rejected-<digest>`, never deleted), "remove" (the download this process just made).
     """
     path = Path(path)
     if not path.is_file():
@@ -63,43 +76,51 @@ def verify_file(path: str | Path, sha256: str, size: int | None = None, *, remov
         return path
     actual_size = path.stat().st_size
     if size is not None and actual_size != size:
-        problem = f"size {actual_size} bytes, expected {size}"
+        problem, tag = f"size {actual_size} bytes, expected {size}", f"size{actual_size}"
     else:
         actual = sha256_file(path)
-        problem = None if actual == sha256 else f"SHA-256 mismatch: expected {sha256}, got {actual}"
+        problem, tag = (None, "") if actual == sha256 else (f"SHA-256 mismatch: expected {sha256}, got {actual}",
+                                                             f"sha256-{actual[:12]}")
     if problem:
-        if remove_bad:
+        _stamp_path(path).unlink(missing_ok=True)
+        fix = "point the config at an intact copy or correct the configured sha256"
+        if on_bad == "remove":
             path.unlink()
-            _stamp_path(path).unlink(missing_ok=True)
-        raise UserError(
-            problem + (" (the bad file was removed)" if remove_bad else ""),
-            path=path,
-            fix="run `ugpcl fetch` again to download a fresh copy"
-            if remove_bad
-            else "point the config at an intact copy or correct the configured sha256",
-        )
+            problem += " (the download was removed)"
+            fix = "run `ugpcl fetch` again to download a fresh copy"
+        elif on_bad == "move":
+            aside = _moved_aside(path, tag)
+            problem += f"; the file was moved aside to {aside} (not deleted: it was there before this command)"
+            fix = (f"check {aside.name} (an incomplete copy?) and delete it if it is of no use; then run `ugpcl "
+                   f"fetch` again to download a fresh copy, or put an intact copy at {path}")
+        raise UserError(problem, path=path, fix=fix)
     try:
         write_json(_stamp_path(path), _stamp(path, sha256))
-    except OSError:
+    except (OSError, UserError):
         pass  # a read-only folder: the file is fine, it just gets verified again next time
     return path
 
 
 def download(url: str, dest: str | Path, *, sha256: str, size: int | None = None, timeout: float = 60) -> Path:
-    """Make sure `dest` holds the verified file from `url`, downloading or resuming as needed."""
+    """Make sure `dest` holds the verified file from `url`, downloading or resuming as needed.
+
+    One download per destination at a time (its lock). A file already at `dest` that fails the
+    check is moved aside, never deleted; our own finished download that fails it is deleted.
+    """
     dest = Path(dest)
-    if dest.is_file():
-        return verify_file(dest, sha256, size, remove_bad=True)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".part")
-    have = part.stat().st_size if part.exists() else 0
-    if size is not None and have > size:
-        part.unlink()
-        have = 0
-    if size is None or have < size:
-        _fetch_into(url, part, have, size, timeout)
-    os.replace(part, dest)
-    return verify_file(dest, sha256, size, remove_bad=True)
+    with hold_file(dest, "ugpcl fetch (download)"):
+        if dest.is_file():
+            return verify_file(dest, sha256, size, on_bad="move")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        part = dest.with_name(dest.name + ".part")
+        have = part.stat().st_size if part.exists() else 0
+        if size is not None and have > size:
+            part.unlink()
+            have = 0
+        if size is None or have < size:
+            _fetch_into(url, part, have, size, timeout)
+        os.replace(part, dest)
+        return verify_file(dest, sha256, size, on_bad="remove")
 
 
 def _fetch_into(url: str, part: Path, have: int, size: int | None, timeout: float) -> None:

@@ -30,7 +30,7 @@ import h5py
 import numpy as np
 
 from ..errors import UserError
-from ..fileio import atomic_path
+from ..fileio import staged_bytes
 
 FORMAT_VERSION = 1
 
@@ -121,7 +121,7 @@ def write_prepared(
         if labels.size and int(labels.max()) >= num_classes:
             raise ValueError(f"{split}: label value {int(labels.max())} >= {num_classes} classes")
     string = h5py.string_dtype()
-    with atomic_path(path, suffix=".h5") as tmp:
+    with staged_bytes(path, suffix=".h5") as tmp:  # built in memory: h5py crashes on a full disk
         with h5py.File(tmp, "w") as f:
             f.attrs.update(
                 format_version=FORMAT_VERSION,
@@ -166,7 +166,7 @@ def load_prepared(path: str | Path) -> Prepared:
                 )
             originals = {k: f["val/original"][k][()] for k in f["val/original"]} if "val/original" in f else {}
             spacing = {k: tuple(v[()].tolist()) for k, v in f["val/spacing"].items()} if "val/spacing" in f else {}
-            return Prepared(
+            prepared = Prepared(
                 path=path,
                 dataset=str(f.attrs["dataset"]),
                 num_classes=int(f.attrs["num_classes"]),
@@ -184,9 +184,38 @@ def load_prepared(path: str | Path) -> Prepared:
             )
     except UserError:
         raise
-    except (OSError, KeyError) as exc:
+    except (OSError, KeyError, ValueError, TypeError) as exc:
         raise UserError(
             f"not a readable prepared HDF5 file ({exc})",
             path=path,
             fix="the file is truncated or corrupt: delete it and run the data stage again",
         ) from exc
+    check_contents(prepared)
+    return prepared
+
+
+def check_contents(p: Prepared) -> None:
+    """UserError unless the arrays agree with each other and with the file's attributes (labels below
+    num_classes, image sizes, channels, indices in range), so that nothing fails later mid-training."""
+    problems = []
+    for name, split in (("train", p.train), ("val", p.val)):
+        n, size = len(split), p.image_size
+        if split.images.shape != (n, p.in_channels, size, size) or split.labels.shape != (n, size, size):
+            problems.append(f"{name}/images {split.images.shape} and {name}/labels {split.labels.shape} do not fit "
+                            f"{n} names of {p.in_channels}-channel {size} px images")
+        elif split.labels.size and int(split.labels.max()) >= p.num_classes:
+            problems.append(f"{name}/labels hold the value {int(split.labels.max())}, but the file declares "
+                            f"{p.num_classes} classes ({', '.join(p.class_names)})")
+    for case, labels in p.val_original.items():
+        if labels.size and int(labels.max()) >= p.num_classes:
+            problems.append(f"val/original/{case} holds the label {int(labels.max())} >= {p.num_classes} classes")
+            break
+    if len(p.val_cases) != len(p.val) or len(p.train_groups) != len(p.train):
+        problems.append("val/cases or train/groups do not have one entry per image")
+    for regime, idx in p.labeled.items():
+        if idx.size and (idx.min() < 0 or idx.max() >= len(p.train)):
+            problems.append(f"labeled/{regime} indexes images outside train/ (0..{len(p.train) - 1})")
+    if problems:
+        raise UserError("inconsistent prepared file: " + "; ".join(problems), path=p.path,
+                        fix="the file is corrupt or was altered: delete it and run the data stage again "
+                            f"(`ugpcl prepare {p.dataset}`)")

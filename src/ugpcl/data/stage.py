@@ -10,8 +10,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import sys
+
 from ..config import dataset_kind, prepared_path
 from ..errors import UserError
+from ..fileio import remove_stale_temps, removed_if_failed, writable_dir
+from ..lock import hold_file
 from . import acdc, folder, isic
 
 KINDS = {"acdc": acdc, "isic": isic, "folder": folder}
@@ -27,8 +31,24 @@ def fetch(cfg: dict, dataset: str) -> list[Path]:
 
 
 def prepare(cfg: dict, dataset: str, out: str | Path | None = None) -> dict:
-    """Fetch if needed and write the prepared file (default `prepared_path(cfg, dataset)`)."""
-    return kind_module(cfg, dataset).prepare(cfg, dataset, Path(out) if out else prepared_path(cfg, dataset))
+    """Fetch if needed and write the prepared file (default `prepared_path(cfg, dataset)`).
+
+    One writer per prepared file (its lock); the temporary files an interrupted earlier write of
+    it left are deleted first; an unwritable output folder is an error before any work.
+    """
+    out = Path(out) if out else prepared_path(cfg, dataset)
+    with removed_if_failed(out.parent):
+        writable_dir(out.parent)
+        return _prepare_locked(cfg, dataset, out)
+
+
+def _prepare_locked(cfg: dict, dataset: str, out: Path) -> dict:
+    with hold_file(out, f"ugpcl prepare {dataset}"):
+        removed = [p for name in (out.name, f"{dataset}_split.csv") for p in remove_stale_temps(out.parent, of=name)]
+        if removed:
+            print(f"note: removed {len(removed)} temporary file(s) of an interrupted earlier write: "
+                  + ", ".join(str(p) for p in removed), file=sys.stderr)
+        return kind_module(cfg, dataset).prepare(cfg, dataset, out)
 
 
 def inspect(cfg: dict, dataset: str) -> dict:

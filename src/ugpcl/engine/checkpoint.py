@@ -7,11 +7,17 @@ with `torch.load(weights_only=True)`: a file cannot run code when it is loaded.
     cfg, info    the resolved configuration and the run description (method, dataset, regime, seed,
                  run_id, profile, num_classes, in_channels)
     state        the method's state_dict: every network, EMA teacher and memory queue
-    training-only keys: optimizer, sampler, rng, best, elapsed
+    training-only keys (progress/resume.pt): optimizer, sampler, rng, best (score), best_file (the
+                 progress/best-<t>.pt holding it), elapsed (seconds), data (SHA-256 of the prepared file)
+
+It is serialised in memory and written with plain file I/O under a temporary name, so that a
+full disk is a clear error (torch.save straight to a file reports it as an opaque RuntimeError)
+and never leaves a partial checkpoint behind.
 """
 
 from __future__ import annotations
 
+import io
 import pickle
 import random
 from dataclasses import dataclass
@@ -23,7 +29,7 @@ from torch import nn
 
 from ..config import deep_merge
 from ..errors import UserError
-from ..fileio import atomic_path
+from ..fileio import write_bytes
 from ..methods import build_method
 from ..methods.base import Method
 
@@ -55,8 +61,9 @@ def set_rng_state(state: dict) -> None:
 
 
 def save(path: Path, payload: dict) -> None:
-    with atomic_path(path, suffix=".pt") as tmp:
-        torch.save({"format": FORMAT, **payload}, tmp)
+    buffer = io.BytesIO()
+    torch.save({"format": FORMAT, **payload}, buffer)
+    write_bytes(path, buffer.getbuffer(), suffix=".pt")
 
 
 def save_method(path: Path, method: Method, cfg: dict, info: dict, iteration: int, **training) -> None:
@@ -99,14 +106,26 @@ class LoadedRun:
 
 
 def restore_method(ckpt: dict, path: Path) -> Method:
-    """The checkpoint's method with its weights (networks built without downloading ImageNet weights)."""
-    cfg, info = ckpt["cfg"], ckpt["info"]
-    method = build_method(deep_merge(cfg, {"model": {"pretrained": False}}), info["method"], info["num_classes"],
-                          info["in_channels"])
+    """The checkpoint's method with its weights (networks built without downloading ImageNet weights).
+
+    A checkpoint whose configuration does not describe its weights (another width or number of
+    classes, another method's networks) or lacks parts of a configuration is a UserError.
+    """
+    try:
+        cfg, info = ckpt["cfg"], ckpt["info"]
+        method = build_method(deep_merge(cfg, {"model": {"pretrained": False}}), info["method"], info["num_classes"],
+                              info["in_channels"])
+    except UserError as exc:
+        raise UserError(f"its configuration names no network this version can build ({exc})", path=path,
+                        fix=f"the file was altered or comes from another ugpcl version: {RETRAIN}") from exc
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise UserError(f"its configuration is incomplete or malformed ({type(exc).__name__}: {exc})", path=path,
+                        fix=f"the file was altered or comes from another ugpcl version: {RETRAIN}") from exc
     try:
         method.load_state_dict(ckpt["state"])
-    except RuntimeError as exc:
-        raise UserError(f"its weights do not fit the network its own configuration describes ({str(exc)[:300]})",
+    except (RuntimeError, KeyError, TypeError) as exc:
+        raise UserError(f"its weights do not fit the network its own configuration describes "
+                        f"(method {info.get('method')!r}: {str(exc)[:300]})",
                         path=path, fix=f"the file was altered or mixes two runs: {RETRAIN}") from exc
     return method
 

@@ -1,5 +1,25 @@
 """The training loop every method shares: batches, optimiser, LR schedule, AMP, checkpoints,
-validation and logging. Methods supply only their `compute_loss`; one iteration is `step.train_step`."""
+validation and logging. Methods supply only their `compute_loss`; one iteration is `step.train_step`.
+
+Recovery. A run is trained by one process at a time (the run directory's lock, `ugpcl.lock`) and
+can be killed at any moment (kill -9, a full disk, Snakemake stopping or deleting things); the
+next `fit` on the same directory continues and ends with the same result as an uninterrupted
+run. What makes that hold:
+- All state a rerun needs lives in `progress/` (see `runfiles`), never a Snakemake output:
+  `resume.pt` (weights, optimiser, sampler, every RNG, best score, wall time, the data's SHA-256),
+  the best checkpoint that score belongs to (`best-<t>.pt`: resume.pt names it, so a better one
+  found after the last resume point is dropped with the iterations that are redone), and the logs.
+  Snakemake deletes a failed job's declared outputs (best.pt, last.pt, logs, config.yaml,
+  eval/, run.json) and reruns it: nothing of that is needed to continue. The declared outputs are
+  published from `progress/` only when training completes; a resume point is saved at the last
+  iteration first, so a kill during evaluation reruns the evaluation only.
+- Every file is written under a temporary name and renamed when complete; the temporary files of
+  a killed write are deleted at the next start. A log line cut short is dropped on resume.
+- Before anything is written, a resume is checked against the configuration, the run
+  description and the data; a mismatch stops with the fix, leaving the directory as it was.
+- Every attempt's wall time, interrupted ones included, is kept in `progress/attempts.json`.
+- A run directory this call created is removed again when it fails before a first resume point.
+"""
 
 from __future__ import annotations
 
@@ -16,14 +36,19 @@ from tqdm import tqdm
 
 from ..config import prepared_path
 from ..data.prepared import Prepared, load_prepared
+from ..data.provenance import data_record
 from ..device import pick_device
 from ..errors import UserError
 from ..fileio import write_text
+from ..lifetime import Terminated
 from ..methods import build_method
 from ..methods.base import Batch
 from ..metrics import validation_dice
 from . import checkpoint, speed
+from .attempts import Attempts
 from .augment import augment_batch
+from .jsonlog import JsonLog
+from .runfiles import RunFiles
 from .sampler import TwoStreamSampler
 from .step import make_optimizer, poly_lr, train_step
 
@@ -80,8 +105,13 @@ class Trainer:
         self.images = torch.from_numpy(self.data.train.images).to(self.device)
         self.labels = torch.from_numpy(self.data.train.labels).to(self.device)
         self.amp = self.device.type == "cuda" and self.tr["amp"] == "bf16"
+        self.files = RunFiles(self.run_dir)
+        self.data_record = data_record(self.data)
         self.best = -math.inf
+        self.best_path: Path | None = None    # progress/best-<t>.pt of self.best
+        self.committed: Path | None = None    # the best file the last resume point names
         self.elapsed = 0.0
+        self.attempts: Attempts | None = None
 
     # --- data -----------------------------------------------------------------------------
     def next_batch(self) -> Batch:
@@ -96,43 +126,58 @@ class Trainer:
         return Batch(speed.batch_layout(images, self.speed), labels, len(lab))
 
     # --- checkpoints ----------------------------------------------------------------------
-    @property
-    def ckpt_dir(self) -> Path:
-        return self.run_dir / "checkpoints"
-
-    def _save(self, name: str, iteration: int, training: bool) -> None:
+    def _save(self, path: Path, iteration: int, training: bool) -> None:
         state = {}
         if training:
             state = dict(optimizer=self.optimizer.state_dict(), sampler=self.sampler.state_dict(),
-                         rng=checkpoint.rng_state(), best=self.best, elapsed=self.elapsed)
-        checkpoint.save_method(self.ckpt_dir / name, self.method, self.cfg, self.info, iteration, **state)
+                         rng=checkpoint.rng_state(), best=self.best, elapsed=self.elapsed,
+                         best_file=self.best_path.name if self.best_path else None, data=self.data_record["sha256"])
+        checkpoint.save_method(path, self.method, self.cfg, self.info, iteration, **state)
+
+    def _save_best(self, iteration: int) -> None:
+        path = self.files.best_file(iteration)
+        self._save(path, iteration, training=False)
+        self.best_path = path
+        self.files.keep_best([path, self.committed])
+
+    def _save_resume(self, iteration: int) -> None:
+        self._save(self.files.resume, iteration, training=True)
+        self.committed = self.best_path
+        self.files.keep_best([self.best_path])
 
     def resume(self) -> int:
-        """Restore `checkpoints/resume.pt` if present; returns the iteration to start from."""
-        path = self.ckpt_dir / "resume.pt"
+        """Restore `progress/resume.pt` if present; returns the iteration to start from.
+
+        Checks first that it belongs to this configuration, run and data; writes nothing.
+        """
+        path = self.files.resume
         if not path.exists():
+            legacy = self.files.checkpoints / "resume.pt"  # where ugpcl kept it before progress/ existed
+            if legacy.exists():
+                raise UserError("an unfinished run of an earlier ugpcl version (its resume point is not in "
+                                "progress/): it cannot be continued", path=legacy,
+                                fix="retrain it with --fresh (or delete the run directory)")
             return 0
         ckpt = checkpoint.read(path, map_location=self.device)
+        fresh = f"use --fresh to discard it (or delete {self.files.progress}), or choose another --out"
         if ckpt["cfg"] != self.cfg or ckpt["info"] != self.info:
-            raise UserError(
-                "this run directory holds an unfinished run with a different configuration",
-                path=path, fix="use --fresh to discard it, or choose another --out",
-            )
+            raise UserError("this run directory holds an unfinished run with a different configuration",
+                            path=path, fix=fresh)
+        if ckpt.get("data") != self.data_record["sha256"]:
+            raise UserError(f"this unfinished run was trained on other data (SHA-256 {ckpt.get('data')}) than "
+                            f"{self.data.path} holds now ({self.data_record['sha256']})", path=path,
+                            fix=f"give the run its original data with --data, or {fresh}")
+        best = self.files.progress / ckpt["best_file"] if ckpt.get("best_file") else None
+        if best is not None and not best.is_file():
+            raise UserError(f"the best checkpoint of this unfinished run, {best.name}, is missing", path=best,
+                            fix=f"restore it, or {fresh}")
         self.method.load_state_dict(ckpt["state"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.sampler.load_state_dict(ckpt["sampler"])
         checkpoint.set_rng_state(ckpt["rng"])
         self.best, self.elapsed = ckpt["best"], ckpt["elapsed"]
+        self.best_path = self.committed = best
         return int(ckpt["iteration"])
-
-    # --- logging --------------------------------------------------------------------------
-    def _open_log(self, name: str, start: int):
-        """Open a JSON-lines log for appending, dropping entries from iterations being redone."""
-        path = self.run_dir / name
-        if path.exists():
-            kept = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["t"] < start]
-            write_text(path, "".join(ln + "\n" for ln in kept))
-        return path.open("a")
 
     def _flush(self, pending: list, log, bar) -> None:
         """Write the log rows of the iterations in `pending` with one read from the device.
@@ -156,26 +201,33 @@ class Trainer:
         bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}", refresh=False)
         pending.clear()
 
-    # --- the loop -------------------------------------------------------------------------
     def validate(self) -> float:
         return float(validation_dice(self.method.eval_network(), self.data, self.tr["val_batch"], self.device,
                                      self.cfg["evaluation"]["protocol"]))
 
+    # --- the loop -------------------------------------------------------------------------
     def fit(self, stop_after: int | None = None, progress: bool = True) -> bool:
         """Train until `train.iterations` (or `stop_after` iterations, to test resuming).
 
         Returns True when the run finished, False when it stopped early at `stop_after`.
         """
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        write_text(self.run_dir / "config.yaml", yaml.safe_dump(self.cfg, sort_keys=False))
+        with self.files.writing("ugpcl train"):
+            return self._fit(stop_after, progress)
+
+    def _fit(self, stop_after: int | None, progress: bool) -> bool:
+        self.files.clean_start()
         start = self.resume()
+        self.files.keep_best([self.committed])  # a better best found after the resume point is redone
+        write_text(self.run_dir / "config.yaml", yaml.safe_dump(self.cfg, sort_keys=False))
         total = self.tr["iterations"]
-        log, val_log = self._open_log("log.jsonl", start), self._open_log("val.jsonl", start)
+        self.attempts = attempts = Attempts(self.files.attempts, start)
+        log, val_log = JsonLog(self.files.live_log("log.jsonl"), start), JsonLog(self.files.live_log("val.jsonl"), start)
         self.method.train()
         bar = tqdm(range(start, total), initial=start, total=total, desc=self.info.get("run_id", "train"),
                    disable=not progress, dynamic_ncols=True, mininterval=2.0)
         tick = time.perf_counter()
         pending: list = []  # (t, lr, loss, terms) of iterations not yet read back from the device
+        how = "failed"
         try:
             for t in bar:
                 lr = poly_lr(t, self.tr)
@@ -192,28 +244,45 @@ class Trainer:
                     val_log.flush()
                     if score > self.best:
                         self.best = score
-                        self._save("best.pt", done, training=False)
+                        self._save_best(done)
                 if checkpointing:
                     log.flush()
                     self.elapsed += time.perf_counter() - tick
                     tick = time.perf_counter()
-                    self._save("resume.pt", done, training=True)
+                    self._save_resume(done)
+                attempts.beat(done, now=stopping)
                 if stopping:
+                    how = "stopped"
                     return False
+            log.flush()
+            self.elapsed += time.perf_counter() - tick
+            if start < total:  # a kill during the evaluation then reruns the evaluation only
+                self._save_resume(total)
+            self._save(self.files.checkpoints / "last.pt", total, training=False)
+            self.files.publish(self.best_path)
+            how = "finished"
+            return True
+        except (KeyboardInterrupt, Terminated):
+            how = "interrupted"
+            raise
         finally:
             bar.close()
             log.close()
             val_log.close()
-        self.elapsed += time.perf_counter() - tick
-        self._save("last.pt", total, training=False)
-        return True
+            attempts.end(how)
 
     def facts(self) -> dict:
-        """What run.json records about the training itself."""
+        """What run.json records about the training itself and the data it used."""
+        attempts = self.attempts.all if self.attempts else []
         return {
             "device": self.device.type,
             "device_name": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu",
             "iterations": self.tr["iterations"],
-            "wall_time_s": round(self.elapsed, 1),
+            "started": attempts[0]["started"] if attempts else None,
+            "wall_time_s": self.attempts.total_seconds() if self.attempts else round(self.elapsed, 1),
+            "train_time_s": round(self.elapsed, 1),
+            "attempts": attempts,
             "best_val_dice": self.best,
+            "data": self.data_record,
+            "data_source": self.data_record["source"],
         }

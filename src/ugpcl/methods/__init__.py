@@ -13,7 +13,6 @@ import pkgutil
 from ..config import resolve_path
 from ..errors import UserError
 from ..models import SwinConfig, UNetConfig
-from ..models.resnet import STANDARD_WIDTH
 from . import hparams
 from .base import _REGISTRY, Method, Setup
 
@@ -58,17 +57,7 @@ def check_config(cfg: dict, source="params.yaml") -> dict[str, object]:
 
 def setup_from_config(cfg: dict, num_classes: int, in_channels: int) -> Setup:
     """params.yaml `model:`, `data.image_size` and `train:` as the typed arguments of the networks."""
-    m = cfg["model"]
-    if m["pretrained"] and m["width"] != STANDARD_WIDTH:
-        raise UserError(f"ImageNet weights exist only for ResNet-50 width {STANDARD_WIDTH}, not model.width "
-                        f"{m['width']}", path="params.yaml",
-                        fix=f"set model.width: {STANDARD_WIDTH}, or model.pretrained: false")
-    s = m["swin"]
-    for i, heads in enumerate(s["heads"]):
-        if (s["embed_dim"] * 2**i) % heads:
-            raise UserError(f"model.swin.heads[{i}] = {heads} does not divide the stage width "
-                            f"{s['embed_dim'] * 2**i}", path="params.yaml",
-                            fix="choose model.swin.embed_dim and heads so that embed_dim * 2**i is a multiple of heads[i]")
+    m, s = cfg["model"], cfg["model"]["swin"]  # constraints between keys: config_checks, at load
     net = UNetConfig(num_classes=num_classes, in_channels=in_channels, image_size=cfg["data"]["image_size"],
                      width=m["width"], pretrained=m["pretrained"],
                      weights=resolve_path(m["weights"]) if m["weights"] else None,

@@ -1,0 +1,383 @@
+"""Bad input that used to end in a traceback or slip through: each case a clear UserError naming the
+file (or the keys) and the fix, with nothing partial left behind. Disk full and read-only folders
+are real (a small or read-only tmpfs in a private mount namespace) where `unshare` allows it, and
+simulated with a writer that runs out of space everywhere."""
+
+import errno
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import cv2
+import h5py
+import numpy as np
+import pytest
+import torch
+from data_helpers import config, folder_state
+from test_engine import INFO, tiny_cfg
+from test_evaluation import make_acdc, run_cli, save_run
+from test_recovery import assert_same_run, straight_run  # noqa: F401 (a fixture)
+
+from ugpcl import fileio
+from ugpcl.commands import data as data_command, evaluate as evaluate_command, predict as predict_command
+from ugpcl.commands import train as train_command
+from ugpcl.config import load_config
+from ugpcl.data import stage
+from ugpcl.data.download import download
+from ugpcl.data.prepared import load_prepared
+from ugpcl.engine.checkpoint import load_checkpoint_file
+from ugpcl.engine.jsonlog import JsonLog
+from ugpcl.engine.trainer import Trainer
+from ugpcl.errors import UserError
+from ugpcl.evaluation import evaluate_run
+
+PY = [sys.executable, "-m", "ugpcl.cli"]
+
+
+# --- a file system that is full or read-only ----------------------------------------------------
+def _can_confine() -> bool:
+    if not shutil.which("unshare"):
+        return False
+    probe = subprocess.run(["unshare", "-Urm", "sh", "-c", "mount -t tmpfs -o size=64k tmpfs /mnt || "
+                            "mount -t tmpfs -o size=64k tmpfs /tmp"], capture_output=True)
+    return probe.returncode == 0
+
+
+CONFINE = _can_confine()
+needs_confinement = pytest.mark.skipif(not CONFINE, reason="no unprivileged mount namespace (unshare -Urm) here")
+
+
+def confined(folder, commands: list[list[str]], *, size="1m", readonly=False):
+    """Run `commands` one after the other with a fresh tmpfs of `size` on `folder` (a private mount
+    namespace): returns [(exit status, output)] and the files left in the tmpfs at the end."""
+    folder.mkdir(parents=True, exist_ok=True)
+    script = ['mount -t tmpfs -o "size=$1${2:+,ro}" tmpfs "$0" || exit 99']
+    for i, cmd in enumerate(commands):
+        script.append(" ".join(f"'{c}'" for c in cmd) + f' > "$3/out{i}" 2>&1; echo $? > "$3/rc{i}"')
+    script.append('find "$0" -mindepth 1 | sort > "$3/left"')
+    logs = folder.parent / f"{folder.name}-logs"
+    logs.mkdir()
+    subprocess.run(["unshare", "-Urm", "sh", "-c", "\n".join(script), str(folder), size, "ro" if readonly else "",
+                    str(logs)], check=True, timeout=900)
+    results = [(int((logs / f"rc{i}").read_text()), (logs / f"out{i}").read_text()) for i in range(len(commands))]
+    return results, (logs / "left").read_text().split()
+
+
+def out_of_space(after: int = 1, match: str = ""):
+    """An `open` for ugpcl.fileio whose files (those named with `match`) fill the disk: from their
+    `after`-th write on, half the data goes in, then ENOSPC."""
+    real_open = open
+
+    class Full:
+        def __init__(self, file):
+            self.file, self.writes = file, 0
+
+        def write(self, data):
+            self.writes += 1
+            if self.writes >= after:
+                self.file.write(data[: len(data) // 2])
+                self.file.flush()
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return self.file.write(data)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.file.close()
+
+        def __getattr__(self, name):
+            return getattr(self.file, name)
+
+    def fake_open(path, mode="r", *args, **kwargs):
+        file = real_open(path, mode, *args, **kwargs)
+        return Full(file) if ("w" in mode or "a" in mode) and match in str(path) else file
+
+    return fake_open
+
+
+@pytest.fixture
+def run_and_image(tmp_path):
+    """A run directory with a tiny 32 px ACDC network, and a grey PNG to segment."""
+    run_dir = tmp_path / "run"
+    save_run(run_dir, num_classes=4, in_channels=1, image_size=32)
+    image = tmp_path / "scan.png"
+    cv2.imwrite(str(image), np.zeros((16, 16), np.uint8))
+    return run_dir, image
+
+
+def train_args(data, out, *extra) -> list[str]:
+    """`ugpcl train` arguments of a supervised demo run on the tiny ACDC file."""
+    return ["train", "--profile", "demo", "--method", "supervised", "--dataset", "acdc", "--regime", "tiny",
+            "--data", str(data), "--out", str(out), "--no-progress", *extra]
+
+
+def demo_prepare_cfg(tmp_path):
+    return config(f"paths.raw={tmp_path / 'raw'}", profile="demo")
+
+
+@needs_confinement
+def test_disk_full_in_prepare_is_a_clear_error_leaving_nothing(tmp_path):
+    full = tmp_path / "full"
+    prepare = [*PY, "prepare", "acdc", "--profile", "demo", "--set", f"paths.raw={tmp_path / 'raw'}",
+               "--out", f"{full}/data/acdc.h5"]
+    [(code, out)], left = confined(full, [prepare], size="600k")
+    assert code == 2 and "no space left on the device" in out and "Traceback" not in out, out
+    assert f"{full}/data/acdc.h5" in out and left == []  # not even the folder it made
+
+
+@needs_confinement
+def test_disk_full_in_training_is_a_clear_error_leaving_nothing(tiny_acdc, tmp_path):
+    full = tmp_path / "full"
+    train = [*PY, *train_args(tiny_acdc, f"{full}/run", "--set", "train.iterations=8", "--set", "train.val_every=4",
+                              "--set", "train.checkpoint_every=4")]
+    [(code, out)], left = confined(full, [train], size="1m")
+    assert code == 2 and "no space left on the device" in out and "Traceback" not in out, out
+    assert f"{full}/run/progress/best-4.pt" in out and left == [], "a run dir without a resume point is removed"
+
+
+@needs_confinement
+def test_read_only_output_folders_are_clear_errors(tiny_acdc, tmp_path, run_and_image):
+    run_dir, image = run_and_image
+    ro = tmp_path / "ro"
+    commands = [[*PY, "predict", "--run-dir", str(run_dir), str(image), "--out", f"{ro}/masks", "--device", "cpu"],
+                [*PY, *train_args(tiny_acdc, f"{ro}/run")]]
+    results, left = confined(ro, commands, readonly=True)
+    for (code, out), where in zip(results, ("masks", "run")):
+        assert code == 2 and "cannot write here" in out and f"{ro}/{where}" in out and "Traceback" not in out, out
+    assert left == []
+
+
+def test_disk_full_while_writing_the_prepared_file_keeps_the_earlier_one(tmp_path, monkeypatch):
+    out = tmp_path / "data" / "acdc.h5"
+    out.parent.mkdir()
+    out.write_bytes(b"an earlier prepared file")
+    before = folder_state(out.parent)
+    monkeypatch.setattr(fileio, "open", out_of_space(match=".acdc.h5."), raising=False)
+    with pytest.raises(UserError, match="no space left on the device") as err:
+        stage.prepare(demo_prepare_cfg(tmp_path), "acdc", out)
+    assert str(out) in str(err.value) and folder_state(out.parent) == before
+
+
+def test_disk_full_at_a_resume_point_then_rerun_gives_the_uninterrupted_result(tiny_acdc, straight_run, tmp_path,
+                                                                               monkeypatch):
+    cfg = tiny_cfg(iterations=8, checkpoint_every=4, val_every=2)
+    with monkeypatch.context() as patch:
+        patch.setattr(fileio, "open", out_of_space(match=".resume.pt."), raising=False)
+        with pytest.raises(UserError, match="no space left on the device") as err:
+            Trainer(cfg, INFO, tmp_path, data=tiny_acdc).fit(progress=False)
+    assert str(tmp_path / "progress" / "resume.pt") in str(err.value)
+    assert not list(tmp_path.rglob(".resume.pt.*")), "no partial checkpoint"
+    assert Trainer(cfg, INFO, tmp_path, data=tiny_acdc).fit(progress=False)
+    assert_same_run(tmp_path, straight_run)
+
+
+def test_disk_full_in_the_log_then_rerun_drops_the_partial_line(tiny_acdc, straight_run, tmp_path, monkeypatch,
+                                                                capsys):
+    cfg = tiny_cfg(iterations=8, checkpoint_every=4, val_every=2)
+    assert not Trainer(cfg, INFO, tmp_path, data=tiny_acdc).fit(stop_after=4, progress=False)
+    original = JsonLog.__init__
+
+    def filling(self, path, start):
+        original(self, path, start)
+        if self.path.name == "log.jsonl":
+            self.file = out_of_space(after=3)(self.path, "a")  # the third row is cut short
+
+    with monkeypatch.context() as patch:
+        patch.setattr(JsonLog, "__init__", filling)
+        with pytest.raises(UserError, match="no space left on the device") as err:
+            Trainer(cfg, INFO, tmp_path, data=tiny_acdc).fit(progress=False)
+    assert str(tmp_path / "progress" / "log.jsonl") in str(err.value)
+    assert Trainer(cfg, INFO, tmp_path, data=tiny_acdc).fit(progress=False)
+    assert "dropped a partial last line" in capsys.readouterr().err
+    assert_same_run(tmp_path, straight_run)
+
+
+# --- output paths -----------------------------------------------------------------------------
+def test_out_under_a_file_is_a_clear_error_for_every_command(tmp_path, tiny_acdc, run_and_image):
+    run_dir, image = run_and_image
+    blocker = tmp_path / "a_file"
+    blocker.write_text("mine")
+    calls = [
+        (predict_command, ["predict", "--run-dir", str(run_dir), str(image), "--out", str(blocker), "--device", "cpu"]),
+        (evaluate_command, ["evaluate", "--run-dir", str(run_dir), "--out", str(blocker / "eval"), "--device", "cpu"]),
+        (train_command, train_args(tiny_acdc, blocker / "run")),
+        (data_command, ["prepare", "acdc", "--profile", "demo", "--out", str(blocker / "acdc.h5")]),
+    ]
+    for module, argv in calls:
+        with pytest.raises(UserError, match="is a file, not a folder") as err:
+            run_cli(module, argv)
+        assert str(blocker) in str(err.value), argv[0]
+    assert blocker.read_text() == "mine"
+
+
+# --- configuration ----------------------------------------------------------------------------------
+def test_a_bad_yaml_value_in_set_is_a_clear_error():
+    result = subprocess.run([*PY, "choices", "--set", "train.augment.crop_scale=[0.8, 1.0"], capture_output=True,
+                            text=True)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "--set train.augment.crop_scale=[0.8, 1.0: the value" in result.stderr and "not valid YAML" in result.stderr
+
+
+@pytest.mark.parametrize("overrides, keys", [
+    (["train.labeled_bs=4"], ["train.labeled_bs (4)", "train.batch_size (4)"]),
+    (["train.labeled_bs=5"], ["train.labeled_bs (5)", "train.batch_size (4)"]),
+    (["train.min_lr=0.1"], ["train.min_lr (0.1)", "train.lr (0.01)"]),
+    (["train.augment.crop_scale=[0.9, 0.5]"], ["train.augment.crop_scale [0.9, 0.5]"]),
+    (["model.swin.heads=[5, 6, 12]"], ["model.swin.heads[0] = 5", "model.swin.embed_dim"]),
+    (["model.pretrained=true"], ["model.pretrained", "model.width is 8"]),
+    (["data.isic.source=local"], ["data.isic.local_dir"]),
+    (['data.acdc.regimes={"68": 10}'], ["data.acdc.regimes['68'] = 10 patients", "data.demo.acdc_train_patients"]),
+    (['data.isic.regimes={"91": 1}'], ["data.isic.regimes['91'] = 1 images", "train.labeled_bs = 2"]),
+    (["data.demo.isic_images=8"], ["data.isic.regimes['181'] = 8 images", "data.demo.isic_images = 8"]),
+    (["data.isic.split=[1, 100]"], ["data.isic.split [1, 100]", "0 training"]),
+])
+def test_keys_that_contradict_each_other_are_refused_at_load_naming_them(overrides, keys):
+    with pytest.raises(UserError, match="inconsistent configuration") as err:
+        load_config(profile="demo", overrides=overrides)
+    for key in keys:
+        assert key in str(err.value)
+
+
+def test_labeled_batch_as_large_as_the_batch_no_longer_reaches_training(tiny_acdc, tmp_path):
+    with pytest.raises(UserError, match=r"train.labeled_bs \(2\) must be smaller than train.batch_size \(2\)"):
+        run_cli(train_command, train_args(tiny_acdc, tmp_path / "run", "--set", "train.batch_size=2"))
+    assert not (tmp_path / "run").exists()
+
+
+# --- checkpoints, run records, prepared files ---------------------------------------------------
+@pytest.fixture
+def checkpoint_file(tmp_path):
+    save_run(tmp_path / "run", num_classes=4, in_channels=1, image_size=32)
+    return tmp_path / "run" / "checkpoints" / "best.pt"
+
+
+@pytest.mark.parametrize("tamper, message", [
+    (lambda c: c["cfg"]["model"].update(width=16), "weights do not fit the network"),
+    (lambda c: c["info"].update(num_classes=3), "weights do not fit the network"),
+    (lambda c: c["info"].update(method="mt"), "weights do not fit the network .*method 'mt'"),
+    (lambda c: c["info"].update(method="nosuch"), "names no network this version can build"),
+    (lambda c: c["cfg"].pop("model"), "incomplete or malformed"),
+    (lambda c: c["info"].pop("num_classes"), "incomplete or malformed"),
+])
+def test_a_checkpoint_whose_configuration_does_not_match_its_weights(checkpoint_file, tamper, message):
+    ckpt = torch.load(checkpoint_file, weights_only=True)
+    tamper(ckpt)
+    torch.save(ckpt, checkpoint_file)
+    with pytest.raises(UserError, match=message) as err:
+        load_checkpoint_file(checkpoint_file)
+    assert str(checkpoint_file) in str(err.value) and "retrain" in str(err.value)
+
+
+def test_a_corrupt_run_json_is_an_error_naming_it(tmp_path, tiny_acdc):
+    record = tmp_path / "run" / "run.json"
+    record.parent.mkdir()
+    record.write_text('{"status": "finis')
+    with pytest.raises(UserError, match="not valid JSON") as err:
+        run_cli(train_command, train_args(tiny_acdc, record.parent))
+    assert str(record) in str(err.value) and "--force" in str(err.value)
+
+
+def test_a_prepared_file_holding_label_7_is_an_error_before_training(tiny_acdc, tmp_path):
+    bad = tmp_path / "acdc.h5"
+    shutil.copy(tiny_acdc, bad)
+    with h5py.File(bad, "r+") as f:
+        labels = f["train/labels"][()]
+        labels[0, 0, 0] = 7
+        f["train/labels"][...] = labels
+    with pytest.raises(UserError, match="train/labels hold the value 7, but the file declares 4 classes") as err:
+        load_prepared(bad)
+    assert str(bad) in str(err.value) and "ugpcl prepare acdc" in str(err.value)
+    with pytest.raises(UserError, match="value 7"):
+        Trainer(tiny_cfg(), INFO, tmp_path / "run", data=bad)
+
+
+def test_evaluate_checks_the_image_size_against_the_checkpoint(tmp_path):
+    save_run(tmp_path / "run", num_classes=4, in_channels=1, image_size=32)
+    prepared = make_acdc(tmp_path, shapes=((2, 64, 96),), size=64)
+    with pytest.raises(UserError, match="trained on 32 px images, this data has 64 px images") as err:
+        evaluate_run(tmp_path / "run", data=prepared.path)
+    assert str(prepared.path) in str(err.value) and not (tmp_path / "run" / "eval").exists()
+
+
+def test_data_actually_used_is_recorded_not_the_configured_source(tiny_acdc, tmp_path):
+    trainer = Trainer(tiny_cfg(iterations=4), INFO, tmp_path, data=tiny_acdc)
+    assert trainer.cfg["data"]["acdc"]["source"] == "demo"
+    facts = trainer.facts()
+    assert facts["data_source"] == "test" == facts["data"]["source"]  # the file's own attribute
+    assert facts["data"]["path"] == str(tiny_acdc.resolve())
+    import hashlib
+
+    assert facts["data"]["sha256"] == hashlib.sha256(tiny_acdc.read_bytes()).hexdigest()
+
+
+def test_resume_on_other_data_is_refused(tiny_acdc, tmp_path):
+    cfg = tiny_cfg(iterations=8)
+    Trainer(cfg, INFO, tmp_path / "run", data=tiny_acdc).fit(stop_after=2, progress=False)
+    other = tmp_path / "other.h5"
+    shutil.copy(tiny_acdc, other)
+    with h5py.File(other, "r+") as f:
+        f.attrs["source"] = "changed"
+    with pytest.raises(UserError, match="trained on other data"):
+        Trainer(cfg, INFO, tmp_path / "run", data=other).fit(progress=False)
+
+
+# --- predict and download -----------------------------------------------------------------------
+def test_predict_writes_every_good_input_and_summarises_the_failed_ones(tmp_path):
+    from test_predict import threshold_net
+
+    from ugpcl.predict import PredictionFailed, predict_files
+
+    good = tmp_path / "good.png"
+    cv2.imwrite(str(good), np.full((16, 16), 200, np.uint8))
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(good.read_bytes()[:-20])
+    volume = tmp_path / "vol.h5"
+    with h5py.File(volume, "w") as f:
+        f["image"] = np.zeros((2, 16, 16), np.float32)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("the user's")
+    with pytest.raises(PredictionFailed, match="1 of 3 inputs failed") as err:
+        predict_files(threshold_net(), [good, cut, volume], out, 32)
+    assert str(cut) in str(err.value) and "truncated PNG" in str(err.value)
+    assert sorted(p.name for p in err.value.written) == ["good_mask.png", "good_overlay.png", "vol_pred.h5"]
+    assert sorted(p.name for p in out.iterdir()) == ["good_mask.png", "good_overlay.png", "notes.txt", "vol_pred.h5"]
+    assert (out / "notes.txt").read_text() == "the user's"
+
+
+def test_an_inputs_outputs_are_written_together_or_not_at_all(tmp_path, monkeypatch):
+    from test_predict import threshold_net
+
+    from ugpcl import predict
+
+    image = tmp_path / "x.png"
+    cv2.imwrite(str(image), np.full((16, 16), 200, np.uint8))
+    real = predict.write_png
+
+    def failing_overlay(tmp, array, target):
+        if target.name.endswith("_overlay.png"):
+            raise UserError("cannot write PNG", path=target)
+        real(tmp, array, target)
+
+    monkeypatch.setattr(predict, "write_png", failing_overlay)
+    with pytest.raises(UserError, match="cannot write PNG"):
+        predict.predict_files(threshold_net(), [image], tmp_path / "out", 32)
+    assert list((tmp_path / "out").iterdir()) == [], "no mask without its overlay, no temporary file"
+
+
+def test_a_wrong_checksum_archive_the_user_placed_is_moved_aside_not_deleted(tmp_path):
+    import hashlib
+
+    placed = tmp_path / "ISIC2018_Task1-2_Training_Input.zip"
+    placed.write_bytes(b"an 11 GB archive, cut short")
+    expected = hashlib.sha256(b"the real archive").hexdigest()
+    actual = hashlib.sha256(placed.read_bytes()).hexdigest()
+    with pytest.raises(UserError, match="SHA-256 mismatch") as err:
+        download("http://127.0.0.1:9/unused", placed, sha256=expected)
+    aside = tmp_path / f"{placed.name}.rejected-sha256-{actual[:12]}"
+    assert f"moved aside to {aside}" in str(err.value)
+    assert not placed.exists() and aside.read_bytes() == b"an 11 GB archive, cut short"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [aside.name]
