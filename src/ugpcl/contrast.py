@@ -4,7 +4,7 @@ One training step of the caller (`methods/ugpcl.py`) reads:
 
     targets, info = certainty_pseudo_labels(seg, seg_tf, label_l, t, T, mode)
     targets_small = downsample_labels(targets, embed.shape[-2:])
-    preds_small = downsample_labels(seg.argmax(1), embed.shape[-2:])
+    preds_small = downsample_labels(class_map(seg), embed.shape[-2:])
     anchors, labels = sample_anchors(embed, targets_small, preds_small)
     keys, key_labels = queue.keys()
     loss = pixel_contrast_loss(anchors, labels, keys, key_labels)
@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .losses import entropy_map, sigmoid_rampup
+from .losses import class_map, entropy_map, sigmoid_rampup
 
 IGNORE = -1
 MODES = ("ugpcl", "pseudo", "sup")
@@ -64,7 +64,7 @@ def certainty_pseudo_labels(
     if label_l.shape[1:] != seg.shape[2:] or labeled_bs > seg.shape[0]:
         raise ValueError(f"labels {tuple(label_l.shape)} do not match the first images of seg {tuple(seg.shape)}")
     probs = (seg.float().softmax(1) + seg_tf.float().softmax(1)) / 2
-    targets = probs.argmax(1)
+    targets = class_map(probs)
     threshold = uncertainty_threshold(t, total)
     uncertain = entropy_map(probs) > threshold
     if mode == "ugpcl":
@@ -72,7 +72,7 @@ def certainty_pseudo_labels(
     elif mode == "sup":
         targets[labeled_bs:] = IGNORE
     if mode == "pseudo" and pseudo == "cnn":
-        targets = seg.argmax(1)
+        targets = class_map(seg)
     else:
         targets[:labeled_bs] = label_l.long()
     kept = (targets[labeled_bs:] != IGNORE).float().mean()  # tensors: read at logging time, no sync here

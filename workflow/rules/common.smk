@@ -1,6 +1,4 @@
 # Shared set-up of the workflow: the ugpcl package of this checkout, paths and run lookups.
-import hashlib
-import json
 import os
 import re
 import sys
@@ -16,14 +14,24 @@ os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (SRC, os.environ.get("PYTH
 
 from ugpcl.config import dataset_names, load_config, prepared_path, reports_dir, resolve, results_dir
 from ugpcl.data.stage import input_files
+from ugpcl.forkserver import ENV as FORKSERVER
 from ugpcl.lifetime import ENV as EXIT_WITH, token
 from ugpcl.report.tables import (PAPER_DIR, TABLES, figure3_runs, figure4_runs, figure_datasets, figure_outputs,
                                  report_outputs)
-from ugpcl.study import check_study, distinct_runs
+from ugpcl.study import check_study, dataset_settings, distinct_runs, run_settings, settings_digest
 
 # Jobs end when this Snakemake process ends: killed outright (SIGKILL), it cannot stop its jobs,
 # which would train on as orphans; every `ugpcl` command watches the process named here.
 os.environ[EXIT_WITH] = token()
+
+def use_forkserver(wanted):
+    """Export UGPCL_FORKSERVER=1 to the jobs (`ugpcl.forkserver`) when `wanted` (--config forkserver=true)."""
+    value = str(wanted).lower()
+    if value not in ("true", "false"):
+        raise WorkflowError(f"--config forkserver={wanted!r}: expected true or false")
+    if value == "true":
+        os.environ[FORKSERVER] = "1"
+
 
 # The venv's interpreter, so that jobs need no activated venv or PATH entry.
 UGPCL = f"{sys.executable} -m ugpcl.cli"
@@ -64,8 +72,15 @@ def rel(path):
 REPORT_CODE = sorted(rel(p) for p in Path(SRC, "ugpcl", "report").glob("*.py"))
 
 
-def digest(obj):
-    return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
+def run_digest(wildcards):
+    """What a training job trains with (ugpcl.study.run_settings), as the params its rerun trigger compares:
+    its own method's parameters with the run's overrides, model:, train:, evaluation: and its dataset's settings."""
+    return settings_digest(run_settings(CFG, run_by_id(wildcards.run), int(wildcards.seed)))
+
+
+def data_digest(wildcards):
+    """What preparing a dataset reads from the configuration (ugpcl.study.dataset_settings)."""
+    return settings_digest(dataset_settings(CFG, wildcards.dataset))
 
 
 def run_by_id(run_id):

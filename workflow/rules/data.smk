@@ -10,7 +10,7 @@ rule prepare:
         f"{RESULTS}/logs/prepare/{{dataset}}.log",
     params:
         # rerun when the dataset's settings change (Snakemake's params trigger)
-        settings=lambda w: digest([CFG["data"][w.dataset], CFG["data"]["image_size"], CFG["data"]["demo"]]),
+        settings=data_digest,
     wildcard_constraints:
         dataset=dataset_pattern(),
     threads: 2

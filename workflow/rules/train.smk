@@ -13,11 +13,8 @@ rule train:
     log:
         f"{RESULTS}/logs/train/{{run}}/seed{{seed}}.log",
     params:
-        # rerun when anything this run trains with changes (Snakemake's params trigger)
-        settings=lambda w: digest(
-            {k: run_by_id(w.run).config(CFG, int(w.seed))[k] for k in ("model", "train", "evaluation", "methods")}
-            | {"method": run_by_id(w.run).method}
-        ),
+        # rerun when what this run trains with changes, and only then (Snakemake's params trigger)
+        settings=run_digest,
     wildcard_constraints:
         run=r"[A-Za-z0-9_.\-]+",
         seed=r"\d+",
