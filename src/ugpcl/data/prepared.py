@@ -19,7 +19,7 @@ Layout (format_version 2):
 
 Images and labels are chunked one slice per chunk and gzip-compressed. Intensities are 8 bits:
 ISIC's JPEGs are 8-bit already (lossless); ACDC's slices, min-max scaled per volume to [0, 1]
-and resized, are rounded to k/255 (max error 1/510; README "Prepared data" has the measured
+and resized, are rounded to k/255 (max error 1/510; README "The prepared files" has the measured
 effect on a trained network). The image datasets hold the residual of the planar predictor
 left + up - upper-left (lossless JPEG's predictor 4), i.e. the image differenced along both
 pixel axes modulo 256, with attribute `encoding = "diff2d-mod256"`; two cumulative sums modulo
