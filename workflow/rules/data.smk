@@ -1,4 +1,5 @@
 # Stage 1: prepared HDF5 data, one file per dataset (download or generate, then preprocess).
+from ugpcl.data.prepared import FORMAT_VERSION
 
 
 rule prepare:
@@ -9,8 +10,9 @@ rule prepare:
     log:
         f"{RESULTS}/logs/prepare/{{dataset}}.log",
     params:
-        # rerun when the dataset's settings change (Snakemake's params trigger)
+        # rerun when the dataset's settings or the file format change (Snakemake's params trigger)
         settings=lambda w: digest([CFG["data"][w.dataset], CFG["data"]["image_size"], CFG["data"]["demo"]]),
+        format_version=FORMAT_VERSION,
     wildcard_constraints:
         dataset=dataset_pattern(),
     threads: 2
