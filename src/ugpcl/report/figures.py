@@ -110,7 +110,7 @@ def training_curves(run_id: str, logs: dict[int, tuple[list[dict], list[dict]]],
     colours = {}
     for i, (seed, (log, val)) in enumerate(sorted(logs.items())):
         style = styles[i % len(styles)]
-        terms = [k for k in (log[0] if log else {}) if k not in ("t", "lr")]
+        terms = [k for k in (log[0] if log else {}) if k not in ("t", "lr", "time")]
         t = np.array([row["t"] for row in log])
         for term in terms:
             colour = colours.setdefault(term, f"C{len(colours) % 10}")
