@@ -12,6 +12,7 @@ import os
 from datetime import datetime, timezone
 from html import escape
 from pathlib import Path
+from urllib.parse import quote
 
 from .. import choices
 from ..config import dataset_source
@@ -54,8 +55,8 @@ def link(path: Path, base: Path, text: str) -> str:
     path = Path(path)
     if not path.exists():
         return f'<span class="note">{escape(text)}</span>'
-    target = os.path.relpath(path, base) + ("/" if path.is_dir() else "")
-    return f'<a href="{escape(Path(target).as_posix() if os.sep != "/" else target)}">{escape(text)}</a>'
+    target = quote(Path(os.path.relpath(path, base)).as_posix()) + ("/" if path.is_dir() else "")
+    return f'<a href="{escape(target)}">{escape(text)}</a>'
 
 
 def image_tag(path: Path, alt: str) -> str:

@@ -1,7 +1,8 @@
 """Our results beside the paper's, one cell per table entry, and where the report writes them.
 
-A cell holds the run that fills it (if the experiment matrix has one), the Dice and Jaccard of
-every finished seed, and the paper's values. Its verdict compares the mean Dice over seeds with
+A cell holds the run that fills it (if the experiment matrix has one), the Dice, Jaccard, HD95
+and per-class scores of every finished seed, the per-case tables they came from (for the paired
+tests, `stats`), and the paper's values. Every score is shown as mean ± std over the seeds. Its verdict compares the mean Dice over seeds with
 the paper's: within TOLERANCE Dice points it "matches", otherwise it is "above" or "below".
 Runs that have not finished are shown as missing, never filled in. Ours is the checkpoint
 `evaluation.checkpoint` names (best, selected on the very cases it is scored on); the other
