@@ -2,8 +2,9 @@
 
 A cell holds the run that fills it (if the experiment matrix has one), the Dice, Jaccard, HD95
 and per-class scores of every finished seed, the per-case tables they came from (for the paired
-tests, `stats`), and the paper's values. Every score is shown as mean ± std over the seeds. Its verdict compares the mean Dice over seeds with
-the paper's: within TOLERANCE Dice points it "matches", otherwise it is "above" or "below".
+tests, `stats`), and the paper's values. Every score is shown as mean ± std over the seeds. Its
+verdict compares the mean Dice over seeds with the paper's: within TOLERANCE Dice points it
+"matches", otherwise it is "above" or "below".
 Runs that have not finished are shown as missing, never filled in. Ours is the checkpoint
 `evaluation.checkpoint` names (best, selected on the very cases it is scored on); the other
 one (last) stands beside it, so the selection effect shows. A method evaluating two networks
@@ -208,7 +209,7 @@ class Cell:
     hd95_unit: str | None = None
     per_class: dict = field(default_factory=dict)        # class -> metric -> values per seed (Dice/Jaccard in %)
     case_files: list[Path] = field(default_factory=list)  # per_case.csv of every finished seed (headline checkpoint)
-    paired: object | None = None                          # stats.Paired: UGPCL against this cell (build.pair_cells)
+    paired: object | None = None                          # stats.Paired: UGPCL against this cell (stats.pair_cells)
 
     @property
     def dice_mean(self) -> float | None:
