@@ -1,25 +1,73 @@
 # Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+# Install routes (README "Install"): TORCH=keep uses the torch already installed beside $(PYTHON)
+# (e.g. a CUDA build); `make wheels` collects every wheel for a target, `make install-offline`
+# installs from them with no network.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
 
-.PHONY: demo test install bench clean-demo
+# Where torch comes from: pinned (constraints.txt's torch==2.13.0) or keep ($(PYTHON)'s own torch).
+TORCH ?= pinned
+# With TORCH=pinned: take that torch release from this index instead, e.g. PyTorch's
+# https://download.pytorch.org/whl/cu126 (PyPI's Linux build of 2.13.0 is a CUDA 13 one).
+TORCH_INDEX ?=
+# A `pip list --format=freeze` of the target environment: those packages are used as installed there.
+KEEP  ?=
+# The target of `make wheels` (default: this machine): Python version, glibc, architecture.
+PY    ?= $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+GLIBC ?= $(shell $(PYTHON) -c 'import platform; print(platform.libc_ver()[1] or "2.17")')
+ARCH  ?= $(shell uname -m)
+PY    := $(PY)
+GLIBC := $(GLIBC)
+ARCH  := $(ARCH)
+WHEEL_DIR ?= .whl
+WHEELS    ?= $(WHEEL_DIR)/py$(PY)-glibc$(GLIBC)-$(ARCH)-torch-$(TORCH)$(if $(TORCH_INDEX),-$(notdir $(TORCH_INDEX)))$(if $(KEEP),-keep)
 
-$(STAMP): constraints.txt pyproject.toml
+ifeq ($(filter $(TORCH),pinned keep),)
+$(error TORCH=$(TORCH): use TORCH=pinned (torch==2.13.0 from constraints.txt) or TORCH=keep (the torch beside $(PYTHON)))
+endif
+ifneq ($(TORCH_INDEX),)
+ifneq ($(TORCH),pinned)
+$(error TORCH_INDEX goes with TORCH=pinned: TORCH=keep installs no torch)
+endif
+endif
+PIN_ARGS := $(if $(filter keep,$(TORCH)),--drop torch) $(if $(KEEP),--keep $(KEEP))
+PIP_FROM := $(if $(OFFLINE),--no-index --find-links $(WHEELS))
+STAMP    := $(VENV)/.installed-torch-$(TORCH)
+
+.PHONY: demo test install install-offline wheels bench clean-demo
+
+$(STAMP): constraints.txt pyproject.toml $(KEEP)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]'
+	rm -f $(VENV)/.installed-torch-*
+	$(BIN)/python tools/wheels.py layer $(BIN)/python $(if $(filter keep,$(TORCH)),$(PYTHON))
+	$(if $(filter keep,$(TORCH)),$(BIN)/python -c 'import torch; print("keeping torch", torch.__version__, "from", torch.__file__)')
+	$(PYTHON) tools/wheels.py pins constraints.txt $(PIN_ARGS) > $(VENV)/constraints.txt
+	$(if $(and $(TORCH_INDEX),$(if $(OFFLINE),,y)),$(BIN)/pip install --quiet --disable-pip-version-check --index-url $(TORCH_INDEX) -c $(VENV)/constraints.txt torch)
+	$(BIN)/pip install --quiet --disable-pip-version-check $(PIP_FROM) -c $(VENV)/constraints.txt -e '.[test]'
 	touch $(STAMP)
 
 install: $(STAMP)
+
+## Install from the wheels of `make wheels` (same variables), with no index and no network.
+install-offline:
+	test -f $(WHEELS)/.complete || { echo "no wheels in $(WHEELS): run 'make wheels' with the same variables first"; exit 1; }
+	$(MAKE) install OFFLINE=1
+
+## Every wheel the project needs for PY/GLIBC/ARCH (default: this machine) into $(WHEELS);
+## no network when the folder already holds the same set.
+wheels:
+	$(PYTHON) tools/wheels.py collect constraints.txt $(WHEELS) --python $(PY) --glibc $(GLIBC) --arch $(ARCH) $(PIN_ARGS) \
+	    $(if $(TORCH_INDEX),--torch-index $(TORCH_INDEX))
 
 ## The whole study on the embedded synthetic demo data (every table, figure and the HTML report).
 demo: $(STAMP)
 	$(BIN)/snakemake all --profile workflow/profiles/demo
 
-## The test suite, on the real data in ../shared/data.
-test: $(STAMP)
-	$(BIN)/pytest -n 2 --dist loadfile --durations=15 tests
+## The test suite, on the real data in ../shared/data; with the wheels of this machine, it also
+## installs the project offline into fresh venvs (tests/test_install.py).
+test: $(STAMP) $(if $(filter pinned,$(TORCH)),wheels)
+	$(if $(filter pinned,$(TORCH)),UGPCL_WHEELS=$(abspath $(WHEELS))) $(BIN)/pytest -n 2 --dist loadfile --durations=15 tests
 
 bench: $(STAMP)
 	$(BIN)/ugpcl bench --profile demo --method ugpcl

@@ -55,7 +55,8 @@ def test_validation_volumes(acdc_prepared, acdc_dir):
         assert [p.val.names[i] for i in slices[case]] == [f"{case}_slice_{k}" for k in range(len(label))]
         k = len(label) // 2  # images resized nearest by default, as both reference codes (zoom order 0)
         resized = cv2.resize(image[k], (SIZE, SIZE), interpolation=cv2.INTER_NEAREST)
-        np.testing.assert_array_equal(p.val.images[slices[case][k], 0], resized)
+        # stored as round(255 x): within half a grey level of the float slice
+        np.testing.assert_allclose(p.val.images[slices[case][k], 0] / 255, resized, atol=0.5 / 255 + 1e-6)
     assert p.val_spacing == {}  # the SSL4MIS h5 files hold no voxel size: distances stay in voxels
     assert json.loads(p.attrs["provenance"])["interpolation"] == "nearest"
 
@@ -63,11 +64,11 @@ def test_validation_volumes(acdc_prepared, acdc_dir):
 def test_arrays_at_image_size(acdc_prepared):
     p = acdc_prepared
     assert p.image_size == SIZE and p.in_channels == 1
-    assert p.train.images.shape == (1312, 1, SIZE, SIZE) and p.train.images.dtype == np.float32
+    assert p.train.images.shape == (1312, 1, SIZE, SIZE) and p.train.images.dtype == np.uint8
     assert p.train.labels.shape == (1312, SIZE, SIZE) and p.train.labels.dtype == np.uint8
     assert p.val.images.shape[1:] == (1, SIZE, SIZE) and len(p.val) == p.val.labels.shape[0] == 590
     for split in (p.train, p.val):
-        assert 0.0 <= split.images.min() and split.images.max() <= 1.0
+        assert split.images.min() == 0 and split.images.max() == 255  # every volume is min-max scaled
         assert set(np.unique(split.labels)) == {0, 1, 2, 3}
 
 
@@ -105,7 +106,8 @@ def test_official_zip_matches_ssl4mis_orientation(acdc_dir, tmp_path):
     for i, name in enumerate(p.train.names):
         case, k = name.rsplit("_slice_", 1)
         image, label = volumes[case]
-        np.testing.assert_allclose(p.train.images[i, 0], cv2.resize(image[int(k)], (224, 224)), atol=1e-5)
+        np.testing.assert_allclose(p.train.images[i, 0] / 255, cv2.resize(image[int(k)], (224, 224)),
+                                   atol=0.5 / 255 + 1e-5)
         assert np.array_equal(p.train.labels[i], cv2.resize(label[int(k)], (224, 224), interpolation=cv2.INTER_NEAREST))
     assert p.train.images.shape[1:] == (1, 224, 224) and p.val.labels.shape[1:] == (224, 224)
     for case in cases[4:]:

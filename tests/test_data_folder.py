@@ -90,7 +90,7 @@ def test_nifti_volumes_split_by_patient_and_scored_per_volume(nifti_scans, acdc_
                         f"data.image_size={SIZE}")
     summary = stage.prepare(cfg, "heart", tmp_path / "heart.h5")
     p = load_prepared(summary["out"])
-    assert (p.num_classes, p.in_channels, p.train.images.dtype) == (4, 1, np.float32)
+    assert (p.num_classes, p.in_channels, p.train.images.dtype) == (4, 1, np.uint8)  # 8-bit storage
 
     val_cases = list(p.case_slices())
     train_patients, val_patients = set(p.train_groups), {c[:10] for c in val_cases}
@@ -109,7 +109,7 @@ def test_nifti_volumes_split_by_patient_and_scored_per_volume(nifti_scans, acdc_
         assert [p.val.names[i] for i in index] == [f"{case}_slice_{k}" for k in range(len(label))]
         k = len(label) // 2
         expected = cv2.resize(image[k], (SIZE, SIZE), interpolation=cv2.INTER_LINEAR)
-        np.testing.assert_allclose(p.val.images[index[k], 0], expected, atol=1e-6)
+        np.testing.assert_allclose(p.val.images[index[k], 0] / 255, expected, atol=0.5 / 255 + 1e-6)
 
     # per volume: the prepared truth, resized back, scored in 3D against the original labels
     per_case = score_cases(p.val.labels, p)

@@ -25,9 +25,22 @@ def make_cfg(tmp_path, profile="paper", *overrides):
                                                    f"paths.reports={tmp_path}/reports", *overrides])
 
 
-def fake_run(cfg, run_id, seed, dice, jaccard=None, status="finished", last=None, net2=None):
+CASE_OFFSETS = (-0.025, -0.015, -0.005, 0.005, 0.015, 0.025)  # per validation case, around the run's Dice
+CLASS_OFFSETS = {"acdc": {"RV": -0.03, "Myo": -0.02, "LV": 0.05}, "isic": {"lesion": 0.0}}
+
+
+def per_case_rows(dataset, dice, spread):
+    """per_case.csv rows: six cases whose class scores average to `dice`; `spread` scales how the cases differ."""
+    classes = CLASS_OFFSETS["acdc" if dataset.startswith("acdc") else "isic"]
+    return [{"case": f"case{i}", "class": name, "dice": dice + spread * off + shift, "jaccard": dice - 0.1,
+             "hd95": 4.5, "hd95_medpy": 3.5, "asd": 1.2, "pred_voxels": 10, "truth_voxels": 10, "network": "model"}
+            for i, off in enumerate(CASE_OFFSETS) for name, shift in classes.items()]
+
+
+def fake_run(cfg, run_id, seed, dice, jaccard=None, status="finished", last=None, net2=None, spread=1.0):
     """A run directory as `ugpcl train` leaves it (no checkpoints); the last iteration scores
-    `last` (default: 2 Dice points below the best), a second network `net2`."""
+    `last` (default: 2 Dice points below the best), a second network `net2`; six validation cases
+    in per_case.csv whose Dice differ by `spread` times CASE_OFFSETS."""
     run = find_run(cfg, run_id)
     run_dir = run.run_dir(cfg, seed)
     (run_dir / "eval").mkdir(parents=True)
@@ -38,8 +51,17 @@ def fake_run(cfg, run_id, seed, dice, jaccard=None, status="finished", last=None
             "finished": "2026-01-01T01:02:05+00:00", "git_commit": "0123456789abcdef", "data_source": "official",
             "protocol": "volume", "status": status}
     (run_dir / "run.json").write_text(json.dumps(info))
+    (run_dir / "config.yaml").write_text("profile: paper\n")
     jaccard = dice - 0.1 if jaccard is None else jaccard
-    summary = {"dice": dice, "jaccard": jaccard, "hd95": 4.5, "hd95_medpy": 3.5, "asd": 1.2, "per_class": {},
+    rows = per_case_rows(run.dataset, dice, spread)
+    with (run_dir / "eval" / "per_case.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    per_class = {name: {"dice": dice + shift, "jaccard": jaccard + shift, "hd95": 4.5 + 10 * shift,
+                        "hd95_medpy": 3.5 + 10 * shift, "asd": 1.2, "empty_predictions": 0}
+                 for name, shift in CLASS_OFFSETS["acdc" if run.dataset.startswith("acdc") else "isic"].items()}
+    summary = {"dice": dice, "jaccard": jaccard, "hd95": 4.5, "hd95_medpy": 3.5, "asd": 1.2, "per_class": per_class,
                "n_cases": 20, "empty_predictions": 0, "method": run.method, "dataset": run.dataset,
                "regime": run.regime, "seed": seed, "checkpoint": "best", "protocol": "volume", "distance_unit": "mm"}
     if net2 is not None:
@@ -90,7 +112,7 @@ def test_cells_compare_ours_with_the_paper(tmp_path):
     rows = tables.display_rows(cells["table1"])
     shown = [r for r in rows if r["run"] == "acdc136_ugpcl"][0]
     shown = [shown[k] for k in ("Dice ours", "Dice last", "Dice paper", "Δ Dice", "verdict", "HD95 (medpy)")]
-    assert shown == ["89.11", "87.11", "88.11", "+1.00", "matches", "3.50 mm"]
+    assert shown == ["89.11 ± –", "87.11 ± –", "88.11", "+1.00", "matches", "3.50 ± – mm"]
     assert "Dice net 2" not in rows[0]  # no run of this table has a second network yet
     assert [r for r in rows if r["run"] == "acdc68_supervised"][0]["Dice ours"] == "missing"
 
@@ -106,7 +128,7 @@ def test_mean_and_std_over_seeds(tmp_path):
     assert both.row()["dice_std"] == pytest.approx(2.83, abs=0.005)
     assert both.row()["dice_diff"] == pytest.approx(82.0 - 80.05)
     one = [r for r in tables.display_rows(cells["table1"]) if r["run"] == "acdc68_cps"][0]
-    assert one["seeds"] == "1/2" and one["Dice ours"] == "75.00"
+    assert one["seeds"] == "1/2" and one["Dice ours"] == "75.00 ± –"
     shown = [r for r in tables.display_rows(cells["table1"]) if r["run"] == "acdc68_ugpcl"][0]
     assert shown["Dice ours"] == "82.00 ± 2.83"
 
@@ -121,9 +143,9 @@ def test_headline_checkpoint_and_second_network(tmp_path):
     assert cps.row()["dice_best"] == pytest.approx(86.0) and cps.row()["dice_net2"] == pytest.approx(85.0)
     assert cps.hd95 == [4.5]  # MONAI's definition
     rows = {r["run"]: r for r in tables.display_rows(cells["table1"], "monai")}
-    assert rows["acdc136_cps"]["Dice ours"] == "84.00" and rows["acdc136_cps"]["Dice best"] == "86.00"
-    assert rows["acdc136_cps"]["Dice net 2"] == "85.00" and rows["acdc136_mt"]["Dice net 2"] == ""
-    assert rows["acdc136_mt"]["HD95 (monai)"] == "4.50 mm"
+    assert rows["acdc136_cps"]["Dice ours"] == "84.00 ± –" and rows["acdc136_cps"]["Dice best"] == "86.00 ± –"
+    assert rows["acdc136_cps"]["Dice net 2"] == "85.00 ± –" and rows["acdc136_mt"]["Dice net 2"] == ""
+    assert rows["acdc136_mt"]["HD95 (monai)"] == "4.50 ± – mm"
 
 
 def test_cells_left_out_of_the_matrix_read_not_run(tmp_path):
@@ -169,10 +191,14 @@ def test_report_files(tmp_path):
     fake_run(cfg, "isic91_supervised", 1, 0.60)
     files = write_report(cfg)
 
-    metrics = json.loads(files["metrics"].read_text())
-    assert metrics["table1"]["acdc-136"]["ugpcl"] == pytest.approx(89.0)
-    assert metrics["table2"]["row7"] == pytest.approx(89.0) and metrics["table3"]["conv2"] == pytest.approx(89.0)
-    assert metrics["table1"]["acdc-68"]["mt"] is None
+    # dvc metrics show: a headline (how many cells match) and a file per table row, a key per setting
+    assert json.loads(files["metrics"].read_text()) == {"matching": 3, "compared": 43, "missing": 39}
+    rows_dir = tables.metrics_dir(cfg)
+    ugpcl = json.loads((rows_dir / "table1" / "ugpcl.json").read_text())
+    assert ugpcl == {"acdc-68": None, "acdc-136": pytest.approx(89.0), "isic-91": None, "isic-181": None}
+    for name in ("table2/row7", "table3/conv2"):
+        assert json.loads((rows_dir / f"{name}.json").read_text()) == {"acdc-136": pytest.approx(89.0)}
+    assert len(list(rows_dir.rglob("*.json"))) == 8 + 7 + 4
 
     with files["table1_csv"].open() as f:
         rows = list(csv.DictReader(f))
@@ -182,7 +208,7 @@ def test_report_files(tmp_path):
     assert shown == ["60.0", "67.02", "-7.02", "below", "1"]
     assert row["dice_last"] == "58.0" and row["hd95"] == "3.5" and row["hd95_unit"] == "mm"
     md = files["table1_md"].read_text()
-    assert "| isic | 91 | supervised | isic91_supervised | 1/2 | 60.00 | 58.00 | 67.02 | -7.02 | below |" in md
+    assert "| isic | 91 | supervised | isic91_supervised | 1/2 | 60.00 ± – | 58.00 ± – | 67.02 | -7.02 | below |" in md
     assert ("| acdc | 136 | ugpcl | acdc136_ugpcl | 2/2 | 89.00 ± 1.41 | 87.00 ± 1.41 | 88.11 | +0.89 | matches |"
             in md)
     assert "Dice/Jaccard last: the last iteration" in md and "HD95 (medpy)" in md
@@ -194,9 +220,16 @@ def test_report_files(tmp_path):
     checker = TagChecker()
     checker.feed(page)
     assert page.startswith("<!DOCTYPE html>") and checker.errors == [] and checker.stack == []
-    assert {"table1", "table2", "table3", "settings", "choices", "runs"} <= set(checker.ids)
+    assert {"table1", "table2", "table3", "settings", "choices", "runs", "verdict", "per-class-acdc-136",
+            "run-acdc136_ugpcl"} <= set(checker.ids)
     assert checker.images and all(src.startswith("data:image/png;base64,") for src in checker.images)
     assert "SYNTHETIC" not in page
+    # every run links to its folder, configuration and logs, relative to the page; the tables to the run
+    assert 'href="../../results/paper/runs/acdc136_ugpcl/seed1/"' in page
+    assert 'href="../../results/paper/runs/acdc136_ugpcl/seed1/config.yaml"' in page
+    assert 'href="../../results/paper/runs/acdc136_ugpcl/seed2/log.jsonl"' in page
+    assert page.count('href="#run-acdc136_ugpcl"') == 3   # Table 1, Table 2 row 7, Table 3 conv2
+    assert "1 of the 43 cells" not in page and "3 of the 43 cells with a paper value are within ±2" in page
     assert "NVIDIA H100" in page and "1:02:05" in page           # device and wall time of a run
     assert "train.min_lr" in page and "train.iterations" in page  # paper-vs-code choices in force
 
@@ -295,13 +328,19 @@ def test_figures_from_tiny_networks(tmp_path, acdc_dir, monkeypatch):
     assert set(files) == set(tables.figure_outputs(cfg))
     read = {}
     for key, path in files.items():
-        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", key
-        read[key] = matplotlib.image.imread(path)
+        if path.suffix == ".png":
+            assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", key
+            read[key] = matplotlib.image.imread(path)
     # Figure 3: 4 slices x (image, truth, MT, CPS, UGPCL); Figure 4: three t-SNE panels side by side
     assert read["figure3"].shape[0] > read["figure3"].shape[1] * 0.5
     assert read["figure4"].shape[1] > 2 * read["figure4"].shape[0]
-    # a run with logs gets curves; one without gets the placeholder (a much smaller picture)
-    assert read["curves:acdc68_em"].size > 3 * read["curves:acdc68_mt"].size
+    # one figure of curves; the same curves as data for dvc plots: only the run with logs has rows
+    assert read["curves"].shape[0] > read["curves"].shape[1]
+    loss = files["curves_loss"].read_text().splitlines()
+    assert loss[0] == "step\tloss\tsetting\trun\tseed" and len(loss) == 1 + 10
+    assert loss[1].split("\t") == ["1", "1", "acdc-68", "em", str(seed)]
+    assert [line.split("\t")[:3] for line in files["curves_val"].read_text().splitlines()[1:]] == [
+        ["5", "54.0000", "acdc-68"], ["10", "59.0000", "acdc-68"]]
 
 
 def test_a_dataset_of_our_own_gets_its_own_table_without_the_papers_columns(tmp_path):
@@ -324,11 +363,11 @@ def test_a_dataset_of_our_own_gets_its_own_table_without_the_papers_columns(tmp_
     files = write_report(cfg)
     md = files["table1_md"].read_text()
     assert "## Table 1 on mine (kind folder)" in md
-    assert "| mine | 4 | ugpcl | mine4_ugpcl | 1/1 | 75.00 | 73.00 | 65.00 | 63.00 | 3.50 mm |" in md
-    assert "| acdc | 136 | ugpcl | acdc136_ugpcl | 1/1 | 88.00 | 86.00 | 88.11 | -0.11 | matches |" in md
+    assert "| mine | 4 | ugpcl | mine4_ugpcl | 1/1 | 75.00 ± – | 73.00 ± – | 65.00 ± – | 63.00 ± – | 3.50 ± – mm |" in md
+    assert "| acdc | 136 | ugpcl | acdc136_ugpcl | 1/1 | 88.00 ± – | 86.00 ± – | 88.11 | -0.11 | matches |" in md
     rows = list(csv.DictReader(files["table1_csv"].open()))
     assert [r["dice_paper"] for r in rows if r["dataset"] == "mine"] == ["", ""]
-    assert json.loads(files["metrics"].read_text())["table1"]["mine-4"]["ugpcl"] == pytest.approx(75.0)
+    assert json.loads((tables.metrics_dir(cfg) / "table1" / "ugpcl.json").read_text())["mine-4"] == pytest.approx(75.0)
     page = files["html"].read_text()
     checker = TagChecker()
     checker.feed(page)
@@ -336,3 +375,53 @@ def test_a_dataset_of_our_own_gets_its_own_table_without_the_papers_columns(tmp_
     mine_table = page.split('id="table1-mine"')[1].split("</table>")[0]
     assert "mine4_ugpcl" in mine_table and "paper" not in mine_table and "<th>HD95 (medpy)</th>" in mine_table
     assert "mine: folder" in page and "acdc: official" in page
+
+
+def test_per_class_scores_and_paired_tests(tmp_path):
+    """UGPCL (two seeds) against MT (two seeds) on the same six cases: each case's Dice averaged over
+    the seeds, then paired; all six differences positive and distinct: the exact two-sided p is 2/2^6."""
+    cfg = make_cfg(tmp_path, "paper", "experiments.seeds=[1, 2]")
+    fake_run(cfg, "acdc136_ugpcl", 1, 0.88)
+    fake_run(cfg, "acdc136_ugpcl", 2, 0.90)
+    fake_run(cfg, "acdc136_mt", 1, 0.80, spread=0.5)
+    fake_run(cfg, "acdc136_mt", 2, 0.82, spread=0.5)
+    fake_run(cfg, "isic91_mt", 1, 0.60)  # no UGPCL run on isic-91: nothing to pair
+    files = write_report(cfg)
+
+    paired = list(csv.DictReader(files["table1_paired_csv"].open()))
+    assert len(paired) == 1
+    row = paired[0]
+    assert (row["dataset"], row["labeled"], row["method"], row["n_cases"]) == ("acdc", "136", "mt", "6")
+    assert (row["seeds_ugpcl"], row["seeds_method"]) == ("2", "2")
+    assert float(row["ugpcl_case_dice"]) == pytest.approx(89.0)
+    assert float(row["method_case_dice"]) == pytest.approx(81.0)
+    assert float(row["mean_diff"]) == pytest.approx(8.0) and float(row["wilcoxon_w"]) == 0
+    assert float(row["p"]) == pytest.approx(2 / 2**6)
+
+    cells = {c.run_id: c for c in tables.build_tables(cfg, tables.collect_results(cfg))["table1"] if c.run_id}
+    per_class = [r for r in csv.DictReader(files["table1_per_class_csv"].open())
+                 if r["method"] == "ugpcl" and r["metric"] == "Dice"]
+    assert [(r["class"], r["mean"], r["std"], r["seeds"]) for r in per_class] == [
+        ("RV", "86.0", "1.41", "2"), ("Myo", "87.0", "1.41", "2"), ("LV", "94.0", "1.41", "2")]  # the data's order
+    assert cells["acdc136_ugpcl"].per_class["RV"]["HD95"] == [pytest.approx(3.2), pytest.approx(3.2)]  # medpy's
+
+    md = files["table1_md"].read_text()
+    assert f"## {tables.PER_CLASS_TITLE}: acdc-136" in md and f"## {tables.PAIRED_TITLE}" in md
+    assert "| ugpcl | 2/2 | 86.0 ± 1.4 | 76.0 ± 1.4 | 3.2 ± 0.0 | 1.2 ± 0.0 | 87.0 ± 1.4 |" in md
+    assert "| acdc | 136 | mt | 6 | 2 / 2 | 89.00 | 81.00 | +8.00 | 0 | 0.031 |" in md
+    page = files["html"].read_text()
+    table1 = page.split('id="table1"')[1].split("</table>")[0]
+    assert "<th>p vs UGPCL (cases)</th>" in table1 and "<td>0.031 (6)</td>" in table1
+    assert 'id="paired"' in page and 'id="per-class-acdc-136"' in page
+    assert "UGPCL is better than the baseline in 1 of 1 comparisons" in page
+
+
+def test_demo_figures_are_marked_synthetic_on_the_png(tmp_path):
+    """The mark is drawn into the picture: dark red pixels that an unmarked chart does not have."""
+    groups = {"acdc-68": [("mt", [40.0], 74.2), ("ugpcl", [45.0, 47.0], 80.05)]}
+    red = []
+    for marked in (False, True):
+        path = figures.bar_chart(groups, "t", tmp_path / f"{marked}.png", synthetic=marked)
+        rgb = matplotlib.image.imread(path)[..., :3]
+        red.append(int(((rgb[..., 0] > 0.6) & (rgb[..., 1] < 0.15) & (rgb[..., 2] < 0.2)).sum()))
+    assert red[0] == 0 and red[1] > 100

@@ -72,22 +72,50 @@ def test_demo_workflow_builds_every_table_figure_and_the_report(demo):
         assert "SYNTHETIC DATA" in (reports / f"{table}.md").read_text()
         assert len((reports / f"{table}.csv").read_text().splitlines()) == 1 + cells
     metrics = json.loads((reports / "metrics.json").read_text())
-    dice = [v for group in metrics["table1"].values() for v in group.values()]
-    dice += list(metrics["table2"].values()) + list(metrics["table3"].values())
-    assert len(dice) == 32 + 7 + 4 and all(isinstance(v, float) and 0 <= v <= 100 for v in dice)
+    assert metrics["compared"] == 32 + 7 + 4 and metrics["missing"] == 0
+    rows = [json.loads(p.read_text()) for p in (reports / "metrics").rglob("*.json")]  # a file per table row
+    dice = [v for row in rows for v in row.values()]
+    assert len(rows) == 8 + 7 + 4 and len(dice) == 32 + 7 + 4
+    assert all(isinstance(v, float) and 0 <= v <= 100 for v in dice)
 
-    run_ids = [p.parent.name for p in (repo / "results" / "demo" / "runs").glob("*/seed1337")]
-    assert len(run_ids) == 40
+    run_dirs = list((repo / "results" / "demo" / "runs").glob("*/seed1337"))
+    assert len(run_dirs) == 40
+    for run_dir in run_dirs:  # DVCLive's files of every run, and the progress lines in its job's log
+        assert (run_dir / "dvclive" / "plots" / "metrics" / "train" / "loss.tsv").is_file(), run_dir
+        assert (run_dir / "dvclive" / "plots" / "metrics" / "val" / "dice.tsv").is_file(), run_dir
+        log = (repo / "results" / "demo" / "logs" / "train" / run_dir.parent.name / "seed1337.log").read_text()
+        assert re.search(r"Z \S+ s1337 it \d+/\d+ .*\| val Dice .* ETA ", log), log
     figures = reports / "figures"
-    for name in ["figure3", "figure4", "bars_table1", "bars_table2", "bars_table3"] + [f"curves/{r}" for r in run_ids]:
+    for name in ["figure3", "figure4", "bars_table1", "bars_table2", "bars_table3", "curves"]:
         assert (figures / f"{name}.png").read_bytes()[:4] == b"\x89PNG", name
+    for name in ("train_loss", "val_dice"):
+        assert len((reports / "curves" / f"{name}.tsv").read_text().splitlines()) > 40
 
     page = (reports / "report.html").read_text()
-    assert "SYNTHETIC DATA" in page
-    for ident in ("table1", "table2", "table3", "runs", "choices"):
+    assert "SYNTHETIC DATA" in page and "Synthetic demo data" in page.split('id="verdict"')[1]
+    for ident in ("table1", "table2", "table3", "runs", "choices", "paired", "per-class-acdc-136"):
         assert f'id="{ident}"' in page
-    assert page.count('src="data:image/png;base64,') == 5 + len(run_ids)
+    assert page.count('src="data:image/png;base64,') == 6
     assert "missing" not in page.split('id="runs"')[1].split("</table>")[0]  # every run finished
+
+
+def test_dvc_metrics_and_plots_show_the_report(demo):
+    """`dvc metrics show`: a short row per table row; `dvc plots show`: the training curves from data."""
+    repo, env = demo
+    result = run([BIN / "dvc", "config", "--local", "core.no_scm", "true"], repo, env)
+    assert result.returncode == 0, failure(result, repo)
+    shown = run([BIN / "dvc", "metrics", "show"], repo, env)
+    lines = shown.stdout.splitlines()
+    assert shown.returncode == 0 and len(lines) == 1 + 1 + 8 + 7 + 4, shown.stdout + shown.stderr
+    assert max(map(len, lines)) < 160 and "reports/demo/metrics/table1/ugpcl.json" in shown.stdout
+    plots = run([BIN / "dvc", "plots", "show", "--json"], repo, env)
+    assert plots.returncode == 0, plots.stderr
+    data = json.loads(plots.stdout)["data"]
+    for plot, field in (("training_loss", "loss"), ("validation_dice", "dice")):
+        (spec,) = data[plot]
+        values = spec["content"]["data"]["values"]
+        assert spec["type"] == "vega" and len({(v["setting"], v["run"]) for v in values}) >= 40
+        assert all(field in v for v in values)
 
 
 def test_dvc_repro_retrains_nothing_after_a_report_code_change(demo):

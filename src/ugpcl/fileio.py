@@ -209,6 +209,22 @@ def link_or_copy(source: str | os.PathLike, target: str | os.PathLike) -> None:
             shutil.copyfile(source, tmp)  # another file system, or one without hard links
 
 
+def link_or_copy_tree(source: str | os.PathLike, target: str | os.PathLike) -> None:
+    """Replace folder `target` by hard links to (or copies of) every file under `source`, atomically."""
+    source = Path(source)
+    with atomic_dir(target) as tmp:
+        for path in sorted(source.rglob("*")):
+            if path.is_file() and not is_temp_name(path.name):
+                dest = tmp / path.relative_to(source)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    os.link(path, dest)
+                except OSError as exc:
+                    if exc.errno in FULL:
+                        raise
+                    shutil.copyfile(path, dest)
+
+
 def is_temp_name(name: str, of: str | None = None) -> bool:
     """Whether `name` is a temporary file name of atomic_path/atomic_dir (of the target named `of`)."""
     m = TEMP_NAME.match(name)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .config import DEFAULT_CONFIG, dataset_config, dataset_kind, dataset_names, deep_merge, load_config, results_dir
 from .data.demo import demo_settings
+from .data.prepared import FORMAT_VERSION
 from .errors import UserError
 from .methods import check_config, parse_hparams
 
@@ -56,9 +57,10 @@ class Run:
 # --- what a job depends on: the rerun triggers of Snakemake (params) and DVC (params) -----------
 def dataset_settings(cfg: dict, name: str) -> dict:
     """Everything preparing dataset `name` reads from the configuration: its `data:` entry,
-    `data.image_size` and, for a demo source, the demo generator's settings of its kind."""
+    `data.image_size`, for a demo source the demo generator's settings of its kind, and the
+    prepared file's format version (a new format rebuilds the file)."""
     entry = dataset_config(cfg, name)
-    out = {"dataset": name, "image_size": cfg["data"]["image_size"], "entry": entry}
+    out = {"dataset": name, "image_size": cfg["data"]["image_size"], "entry": entry, "format": FORMAT_VERSION}
     if entry.get("source") == "demo":
         out["demo"] = demo_settings(cfg["data"]["demo"], dataset_kind(cfg, name))
     return out

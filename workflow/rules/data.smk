@@ -9,7 +9,7 @@ rule prepare:
     log:
         f"{RESULTS}/logs/prepare/{{dataset}}.log",
     params:
-        # rerun when the dataset's settings change (Snakemake's params trigger)
+        # rerun when the dataset's settings or the file format change (Snakemake's params trigger)
         settings=data_digest,
     wildcard_constraints:
         dataset=dataset_pattern(),

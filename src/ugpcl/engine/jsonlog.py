@@ -16,19 +16,26 @@ from ..errors import UserError
 from ..fileio import write_error, write_text
 
 
-def kept_rows(path: Path, start: int) -> list[str]:
-    """The lines of `path` from iterations before `start` (a partial last line dropped, with a note)."""
+def json_step(line: str) -> int:
+    """The iteration of a JSON log row (its "t")."""
+    return int(json.loads(line)["t"])
+
+
+def kept_rows(path: Path, start: int, step_of=json_step, header: int = 0) -> list[str]:
+    """The lines of `path` from iterations before `start` (a partial last line dropped, with a note).
+
+    `step_of(line)` reads a row's iteration (ValueError, KeyError, TypeError or IndexError for a
+    line that is not a row); the first `header` lines are kept as they are."""
     lines = path.read_text(errors="replace").split("\n")
     complete, tail = lines[:-1], lines[-1]  # text after the last newline was never finished
-    kept = []
-    for number, line in enumerate(complete, 1):
+    kept = complete[:header]
+    for number, line in enumerate(complete[header:], header + 1):
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
-            t = int(row["t"])
-        except (ValueError, KeyError, TypeError) as exc:
-            if number == len(complete) and not tail:  # a last line that is not JSON: cut short too
+            t = step_of(line)
+        except (ValueError, KeyError, TypeError, IndexError) as exc:
+            if number == len(complete) and not tail:  # a last line that is not a row: cut short too
                 tail = line
                 break
             raise UserError(f"line {number} is not a log row ({exc}): {line[:80]!r}", path=path,

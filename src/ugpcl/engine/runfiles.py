@@ -4,6 +4,7 @@
       .lock                    one writer at a time (ugpcl.lock), removed when the writer ends
       config.yaml              the configuration (written when training starts)
       log.jsonl, val.jsonl     published when training finishes
+      dvclive/                 published when training finishes (DVCLive's files: `tracker`)
       checkpoints/best.pt      published when training finishes
       checkpoints/last.pt      written when training finishes
       eval/, run.json          written by the evaluation after training
@@ -12,6 +13,7 @@
         best-<t>.pt            the best checkpoint so far (from iteration t); the one resume.pt
                                names, plus at most one newer one
         log.jsonl, val.jsonl   the live logs (what to watch during training)
+        dvclive/               the live DVCLive files (`dvc plots show` on them during training)
         attempts.json          every attempt at training the run: start, seconds, iterations
 
 Snakemake deletes a failed job's declared outputs (workflow/rules/common.smk RUN_FILES) and
@@ -31,8 +33,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import lock
-from ..fileio import link_or_copy, remove_stale_temps, writable_dir
+from ..fileio import link_or_copy, link_or_copy_tree, remove_stale_temps, writable_dir
 
+DVCLIVE = "dvclive"  # the DVCLive folder's name, in progress/ and, once published, in the run directory
 BEST_RE = re.compile(r"best-(\d+)\.pt")
 
 
@@ -106,10 +109,11 @@ class RunFiles:
         shutil.rmtree(self.checkpoints, ignore_errors=True)
 
     def publish(self, best: Path) -> None:
-        """The declared outputs from progress/: checkpoints/best.pt and the two logs."""
+        """The outputs from progress/: checkpoints/best.pt, the two logs and the DVCLive folder."""
         link_or_copy(best, self.checkpoints / "best.pt")
         for name in ("log.jsonl", "val.jsonl"):
             link_or_copy(self.live_log(name), self.run_dir / name)
+        link_or_copy_tree(self.live_log(DVCLIVE), self.run_dir / DVCLIVE)
 
     def finished(self) -> None:
         """run.json is written: the progress folder has served its purpose."""

@@ -8,7 +8,8 @@ run. What makes that hold:
 - All state a rerun needs lives in `progress/` (see `runfiles`), never a Snakemake output:
   `resume.pt` (weights, optimiser, sampler, every RNG, best score, wall time, the data's SHA-256),
   the best checkpoint that score belongs to (`best-<t>.pt`: resume.pt names it, so a better one
-  found after the last resume point is dropped with the iterations that are redone), and the logs.
+  found after the last resume point is dropped with the iterations that are redone), and the logs
+  (JSON lines and DVCLive's files, `tracker`).
   Snakemake deletes a failed job's declared outputs (best.pt, last.pt, logs, config.yaml,
   eval/, run.json) and reruns it: nothing of that is needed to continue. The declared outputs are
   published from `progress/` only when training completes; a resume point is saved at the last
@@ -26,7 +27,9 @@ from __future__ import annotations
 import json
 import math
 import random
+import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -48,9 +51,11 @@ from . import checkpoint, speed
 from .attempts import Attempts
 from .augment import augment_batch
 from .jsonlog import JsonLog
-from .runfiles import RunFiles
+from .progress import progress_line
+from .runfiles import DVCLIVE, RunFiles
 from .sampler import TwoStreamSampler
 from .step import make_optimizer, poly_lr, train_step
+from .tracker import Tracker
 
 
 def training_device(train_cfg: dict, requested: str | None = None) -> torch.device:
@@ -62,6 +67,11 @@ def training_device(train_cfg: dict, requested: str | None = None) -> torch.devi
             fix="run on a GPU machine, use the demo profile (--profile demo), or pass --set train.allow_cpu=true",
         )
     return device
+
+
+def iso_time(when: float) -> str:
+    """Seconds since the epoch as the JSON logs' "time": ISO 8601, UTC, milliseconds."""
+    return datetime.fromtimestamp(when, timezone.utc).isoformat(timespec="milliseconds")
 
 
 def seed_everything(seed: int) -> None:
@@ -179,27 +189,31 @@ class Trainer:
         self.best_path = self.committed = best
         return int(ckpt["iteration"])
 
-    def _flush(self, pending: list, log, bar) -> None:
-        """Write the log rows of the iterations in `pending` with one read from the device.
+    def _flush(self, pending: list, log, tracker: Tracker, bar) -> dict | None:
+        """Write the log rows of the iterations in `pending` with one read from the device; return the last.
 
         The training step leaves its loss and terms on the device (no synchronisation); every
         `train.log_every` iterations, before each checkpoint and at the end, they are copied
-        back together, checked for NaN, and written as one JSON line per iteration.
+        back together, checked for NaN, and written as one JSON line per iteration (with the
+        time its step returned) and one DVCLive row per series (`tracker`).
         """
         if not pending:
-            return
-        tensors = [v.detach().float().reshape(()) for _, _, loss, terms in pending
+            return None
+        tensors = [v.detach().float().reshape(()) for _, _, loss, terms, _ in pending
                    for v in (loss, *terms.values()) if torch.is_tensor(v)]
         values = iter(torch.stack(tensors).tolist() if tensors else [])
-        for t, lr, loss, terms in pending:
+        for t, lr, loss, terms, when in pending:
             row = {"t": t, "lr": lr}
             row.update((k, next(values) if torch.is_tensor(v) else float(v)) for k, v in (("loss", loss), *terms.items()))
             if not math.isfinite(row["loss"]):
                 raise UserError(f"loss became {row['loss']} at iteration {t}: {row}",
                                 fix="lower train.lr or check the data")
-            log.write(json.dumps(row) + "\n")
+            log.write(json.dumps({**row, "time": iso_time(when)}) + "\n")
+            tracker.log(t, when, {f"train/{k}": v for k, v in row.items() if k != "t"})
+        tracker.flush()
         bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}", refresh=False)
         pending.clear()
+        return row
 
     def validate(self) -> float:
         return float(validation_dice(self.method.eval_network(), self.data, self.tr["val_batch"], self.device,
@@ -222,29 +236,38 @@ class Trainer:
         total = self.tr["iterations"]
         self.attempts = attempts = Attempts(self.files.attempts, start)
         log, val_log = JsonLog(self.files.live_log("log.jsonl"), start), JsonLog(self.files.live_log("val.jsonl"), start)
+        tracker = Tracker(self.files.live_log(DVCLIVE), start)
         self.method.train()
         bar = tqdm(range(start, total), initial=start, total=total, desc=self.info.get("run_id", "train"),
                    disable=not progress, dynamic_ncols=True, mininterval=2.0)
-        tick = time.perf_counter()
-        pending: list = []  # (t, lr, loss, terms) of iterations not yet read back from the device
+        tick, started = time.perf_counter(), time.time()
+        pending: list = []  # (t, lr, loss, terms, time) of iterations not yet read back from the device
+        validation = None   # (t, Dice) of the latest validation, for the progress line
         how = "failed"
         try:
             for t in bar:
                 lr = poly_lr(t, self.tr)
                 loss, terms = train_step(self.method, self.optimizer, self.next_batch(), t, lr=lr, amp=self.amp)
-                pending.append((t, lr, loss, terms))
+                pending.append((t, lr, loss, terms, time.time()))
                 done = t + 1
                 stopping = stop_after is not None and done >= stop_after and done < total
                 checkpointing = done % self.tr["checkpoint_every"] == 0 or stopping
+                row = None
                 if done % self.tr["log_every"] == 0 or done == total or checkpointing:
-                    self._flush(pending, log, bar)
+                    row = self._flush(pending, log, tracker, bar)
                 if done % self.tr["val_every"] == 0 or done == total:
-                    score = self.validate()
-                    val_log.write(json.dumps({"t": t, "val_dice": score}) + "\n")
+                    score, now = self.validate(), time.time()
+                    val_log.write(json.dumps({"t": t, "val_dice": score, "time": iso_time(now)}) + "\n")
                     val_log.flush()
+                    tracker.log(t, now, {"val/dice": score})
+                    tracker.flush()
+                    validation = (t, score)
                     if score > self.best:
                         self.best = score
                         self._save_best(done)
+                if row is not None and not progress:  # under Snakemake: a line in the job's log
+                    print(progress_line(f"{self.info.get('run_id', 'train')} s{self.tr['seed']}", row, total,
+                                        validation, start, started, time.time()), file=sys.stderr, flush=True)
                 if checkpointing:
                     log.flush()
                     self.elapsed += time.perf_counter() - tick
@@ -269,6 +292,7 @@ class Trainer:
             bar.close()
             log.close()
             val_log.close()
+            tracker.close()
             attempts.end(how)
 
     def facts(self) -> dict:

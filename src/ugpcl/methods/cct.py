@@ -39,16 +39,20 @@ def feature_drop(x: torch.Tensor, gamma_range: tuple[float, float]) -> torch.Ten
     return x * (attention < gamma * peak)
 
 
+@dataclass(frozen=True)
+class Perturbations(RampHParams):
+    """The three auxiliary decoders' feature perturbations, and the consistency ramp."""
+
+    feature_noise: float = hparam(0.3, "SSL4MIS FeatureNoise(uniform_range=0.3)", minimum=0)
+    dropout: float = hparam(0.3, "SSL4MIS Dropout(p=0.3)", minimum=0, maximum=1)
+    drop_gamma: tuple[float, float] = hparam((0.7, 0.9), "SSL4MIS FeatureDropout: uniform(0.7, 0.9)",
+                                             minimum=0, maximum=1)
+
+
 @register
 class CrossConsistency(Method):
     name = "cct"
-
-    @dataclass(frozen=True)
-    class HParams(RampHParams):
-        feature_noise: float = hparam(0.3, "SSL4MIS FeatureNoise(uniform_range=0.3)", minimum=0)
-        dropout: float = hparam(0.3, "SSL4MIS Dropout(p=0.3)", minimum=0, maximum=1)
-        drop_gamma: tuple[float, float] = hparam((0.7, 0.9), "SSL4MIS FeatureDropout: uniform(0.7, 0.9)",
-                                                 minimum=0, maximum=1)
+    HParams = Perturbations
 
     def __init__(self, setup, hp, model=None):
         super().__init__(setup, hp, model)

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..fileio import write_json, write_text
+from ..fileio import atomic_dir, write_json, write_text
 from ..study import distinct_runs
-from . import figures, html, tables
+from . import figures, html, stats, tables
 
 
 def list_runs(cfg: dict) -> list[dict]:
@@ -26,19 +26,34 @@ def list_runs(cfg: dict) -> list[dict]:
 
 
 def write_report(cfg: dict, paper_dir: Path = tables.PAPER_DIR) -> dict[str, Path]:
-    """Tables (md, csv), metrics.json, bar charts and report.html from whatever runs have finished."""
+    """Tables (md, csv), the per-class scores and paired tests, metrics.json and the metrics folder,
+    bar charts and report.html from whatever runs have finished."""
     results = tables.collect_results(cfg)
     cells = tables.build_tables(cfg, results, paper_dir)
+    paired = stats.pair_cells(cells["table1"])
     files = tables.report_outputs(cfg)
+    marked = tables.synthetic(cfg)
     for name, table_cells in cells.items():
-        write_text(files[f"{name}_md"], tables.markdown_document(cfg, name, table_cells))
+        write_text(files[f"{name}_md"], tables.markdown_document(cfg, name, table_cells, paired))
         write_text(files[f"{name}_csv"], tables.csv_text(table_cells))
         title = f"{name.replace('table', 'Table ')}: our Dice against the paper's"
-        figures.bar_chart(bar_groups(name, table_cells), title, files[f"{name}_bars"])
+        figures.bar_chart(bar_groups(name, table_cells), title, files[f"{name}_bars"], marked)
+    write_text(files["table1_per_class_csv"], tables.per_class_csv(cells["table1"], cfg["evaluation"]["hd95"]))
+    write_text(files["table1_paired_csv"], paired_csv(paired))
     write_json(files["metrics"], tables.metrics(cells))
+    with atomic_dir(tables.metrics_dir(cfg)) as folder:  # whole: a row the matrix no longer has goes
+        for name, values in tables.metrics_files(cfg, cells).items():
+            write_json(folder / f"{name}.json", values)
     bars = {name: files[f"{name}_bars"] for name in cells}
-    write_text(files["html"], html.render(cfg, cells, results, tables.figure_outputs(cfg), bars))
+    write_text(files["html"], html.render(cfg, cells, results, tables.figure_outputs(cfg), bars, paired))
     return files
+
+
+def paired_csv(rows: list[dict]) -> str:
+    columns = ["dataset", "labeled", "method", "n_cases", "seeds_ugpcl", "seeds_method", "ugpcl_case_dice",
+               "method_case_dice", "mean_diff", "wilcoxon_w", "p"]
+    lines = [",".join(columns)] + [",".join("" if r[c] is None else str(r[c]) for c in columns) for r in rows]
+    return "\n".join(lines) + "\n"
 
 
 def bar_groups(table: str, cells: list[tables.Cell]) -> dict[str, list]:

@@ -1,5 +1,7 @@
 """The report's figures: Figure 3 (segmentations), Figure 4 (t-SNE of pixel features),
-training curves, and bar charts of our Dice against the paper's. PNGs, written atomically.
+training curves (one figure of small panels, and the same curves as plot data for `dvc plots`),
+and bar charts of our Dice against the paper's. PNGs, written atomically; on synthetic data
+every PNG carries a "synthetic" mark, so that no copy of it passes for a result.
 
 Figure 4 embeds the encoder features at each run's embedding stage (conv1..conv4 = f2..f5),
 the same tensor for every panel, so runs without an embedding head (Table 2 row 4) compare
@@ -26,10 +28,11 @@ from ..data.prepared import load_prepared  # noqa: E402
 from ..engine.checkpoint import load_run  # noqa: E402
 from ..device import pick_device  # noqa: E402
 from ..metrics import predict_slices  # noqa: E402
-from ..fileio import atomic_path  # noqa: E402
+from ..fileio import atomic_path, write_text  # noqa: E402
 from ..models.unet import EMBED_STAGES  # noqa: E402
 from ..study import distinct_runs  # noqa: E402
-from .tables import figure3_runs, figure4_runs, figure_datasets, figure_outputs  # noqa: E402
+from .tables import (curve_groups, figure3_runs, figure4_runs, figure_datasets, figure_outputs,  # noqa: E402
+                     synthetic)
 
 CLASS_COLOURS = np.array([
     [0.0, 0.0, 0.0],      # background (not drawn in overlays)
@@ -45,20 +48,36 @@ FIGURE4_SLICES = 16
 FIGURE4_PIXELS_PER_CLASS = 300
 
 
+SYNTHETIC_MARK = "SYNTHETIC DEMO DATA: not a result"
+CURVE_POINTS = 200  # points per run and curve at most (means over windows of iterations)
+
+
 # --- writing ------------------------------------------------------------------------------
-def save(fig, path: Path, dpi: int = 110) -> Path:
+def mark_synthetic(fig) -> None:
+    """A label under the figure's bottom left and a faint diagonal watermark across it."""
+    fig.text(0.0, 0.0, SYNTHETIC_MARK, ha="left", va="top", fontsize=9, fontweight="bold", color="#b00020",
+             transform=fig.transFigure)
+    width, height = (72 * x for x in fig.get_size_inches())  # points: the watermark fits inside the figure
+    mark = fig.text(0.5, 0.5, "SYNTHETIC", ha="center", va="center", rotation=25, fontweight="bold", color="#b00020",
+                    fontsize=min(72, 0.16 * width, 0.25 * height), alpha=0.12, transform=fig.transFigure, zorder=100)
+    mark.set_in_layout(False)
+
+
+def save(fig, path: Path, dpi: int = 110, synthetic: bool = False) -> Path:
+    if synthetic:
+        mark_synthetic(fig)
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
     plt.close(fig)
     return Path(path)
 
 
-def placeholder(path: Path, message: str) -> Path:
+def placeholder(path: Path, message: str, synthetic: bool = False) -> Path:
     """A PNG that says why the figure could not be drawn (the report shows it in place)."""
     fig, ax = plt.subplots(figsize=(6, 1.5))
     ax.axis("off")
     ax.text(0.5, 0.5, message, ha="center", va="center", wrap=True, fontsize=10)
-    return save(fig, path)
+    return save(fig, path, synthetic=synthetic)
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -69,23 +88,24 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 # --- bar charts and curves ----------------------------------------------------------------
-def bar_chart(groups: dict[str, list[tuple[str, list[float], float | None]]], title: str, path: Path) -> Path:
+def bar_chart(groups: dict[str, list[tuple[str, list[float], float | None]]], title: str, path: Path,
+              synthetic: bool = False) -> Path:
     """One panel per group (two per row); per entry (label, our Dice per seed, paper Dice) two bars.
 
     Ours is the mean with the std over seeds as error bar; a missing result draws no bar
-    and is labelled "missing" on the axis.
+    and is labelled "missing" on the axis. The legend stands above the panels, clear of the bars.
     """
     ncols = min(2, len(groups))
     nrows = -(-len(groups) // ncols)
     widest = max(len(entries) for entries in groups.values())
-    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * (0.6 * widest + 1.5), 3.4 * nrows), squeeze=False,
+    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * (0.6 * widest + 1.5), 3.0 * nrows), squeeze=False,
                              sharey=True)
     for ax, (name, entries) in zip(axes.flat, groups.items()):
         x = np.arange(len(entries))
         ours = np.array([np.mean(v) if v else np.nan for _, v, _ in entries])
         std = np.array([np.std(v, ddof=1) if len(v) > 1 else 0.0 for _, v, _ in entries])
         paper = np.array([np.nan if p is None else p for _, _, p in entries])
-        ax.bar(x - 0.2, ours, 0.4, yerr=std, label="ours", color="tab:blue", capsize=2)
+        ax.bar(x - 0.2, ours, 0.4, yerr=std, label="ours (mean ± std over seeds)", color="tab:blue", capsize=2)
         ax.bar(x + 0.2, paper, 0.4, label="paper", color="tab:gray")
         ax.set_xticks(x, [label + ("\n(missing)" if not v else "") for label, v, _ in entries], rotation=45, ha="right",
                       fontsize=8)
@@ -95,37 +115,72 @@ def bar_chart(groups: dict[str, list[tuple[str, list[float], float | None]]], ti
         ax.grid(axis="y", alpha=0.3)
     for ax in list(axes.flat)[len(groups):]:
         ax.axis("off")
-    axes[0][0].legend(fontsize=8, loc="lower left")
-    fig.suptitle(title)
     fig.tight_layout()
-    return save(fig, path)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, fontsize=9, frameon=False)
+    fig.suptitle(title, y=1.0 + 0.35 / fig.get_figheight() + 0.02)
+    return save(fig, path, synthetic=synthetic)
 
 
-def training_curves(run_id: str, logs: dict[int, tuple[list[dict], list[dict]]], path: Path) -> Path:
-    """Loss terms and validation Dice against iteration, one line style per seed."""
-    if not any(log or val for log, val in logs.values()):
-        return placeholder(path, f"{run_id}: no training log yet")
-    fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(10, 3.4))
+def binned(rows: list[dict], key: str, points: int = CURVE_POINTS) -> tuple[np.ndarray, np.ndarray]:
+    """(iterations, values) of `key` over log rows as at most `points` means over consecutive windows
+    of rows, each at the window's last iteration (every row when there are few)."""
+    rows = [r for r in rows if r.get(key) is not None]
+    if not rows:
+        return np.array([], dtype=int), np.array([], dtype=float)
+    t = np.array([r["t"] for r in rows])
+    v = np.array([r[key] for r in rows], dtype=float)
+    window = -(-len(rows) // points)
+    ends = np.minimum(np.arange(window, len(rows) + window, window), len(rows)) - 1
+    sums = np.add.reduceat(v, np.arange(0, len(rows), window))
+    counts = np.diff(np.append(np.arange(0, len(rows), window), len(rows)))
+    return t[ends], sums / counts
+
+
+RunLogs = dict[int, tuple[list[dict], list[dict]]]  # seed -> (log.jsonl rows, val.jsonl rows)
+
+
+def training_curves(groups: dict[str, list[tuple[str, RunLogs]]], path: Path, synthetic: bool = False) -> Path:
+    """Small multiples: one row of two panels per group of runs (training loss; validation Dice),
+    one colour per run (its label), one line per seed; the legend beside each row."""
+    if not any(log or val for entries in groups.values() for _, logs in entries for log, val in logs.values()):
+        return placeholder(path, "training curves: no training log yet", synthetic)
+    fig, axes = plt.subplots(len(groups), 2, figsize=(9.5, 2.0 * len(groups) + 0.3), squeeze=False)
     styles = ["-", "--", ":", "-."]
-    colours = {}
-    for i, (seed, (log, val)) in enumerate(sorted(logs.items())):
-        style = styles[i % len(styles)]
-        terms = [k for k in (log[0] if log else {}) if k not in ("t", "lr")]
-        t = np.array([row["t"] for row in log])
-        for term in terms:
-            colour = colours.setdefault(term, f"C{len(colours) % 10}")
-            values = np.array([row.get(term, np.nan) for row in log], dtype=float)
-            ax_loss.plot(t, values, style, color=colour, lw=1, label=term if i == 0 else None)
-        if val:
-            ax_val.plot([r["t"] for r in val], [100 * r["val_dice"] for r in val], style, marker=".", color="C0",
-                        label=f"seed {seed}")
-    ax_loss.set(xlabel="iteration", ylabel="loss", title="loss terms")
-    ax_loss.legend(fontsize=7, ncol=2)
-    ax_val.set(xlabel="iteration", ylabel="val Dice (%)", title="validation Dice")
-    if ax_val.lines:
-        ax_val.legend(fontsize=7)
-    fig.suptitle(run_id)
-    return save(fig, path)
+    for (name, entries), (ax_loss, ax_val) in zip(groups.items(), axes):
+        for i, (label, logs) in enumerate(entries):
+            colour = f"C{i % 10}"
+            for j, (seed, (log, val)) in enumerate(sorted(logs.items())):
+                t, loss = binned(log, "loss")
+                ax_loss.plot(t + 1, loss, styles[j % len(styles)], color=colour, lw=1, label=label if j == 0 else None)
+                if val:
+                    ax_val.plot([r["t"] + 1 for r in val], [100 * r["val_dice"] for r in val], styles[j % len(styles)],
+                                marker=".", ms=3, color=colour, lw=1)
+        ax_loss.set_title(f"{name}: training loss", fontsize=9)
+        ax_val.set_title(f"{name}: validation Dice (%)", fontsize=9)
+        for ax in (ax_loss, ax_val):
+            ax.tick_params(labelsize=7)
+            ax.grid(alpha=0.3)
+        ax_val.legend(*ax_loss.get_legend_handles_labels(), fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5),
+                      frameon=False, ncol=1 + (len(entries) > 8))
+    seeds = max(len(logs) for entries in groups.values() for _, logs in entries)
+    note = "iteration; loss: mean over windows of iterations" + ("; one line style per seed" if seeds > 1 else "")
+    for ax in axes[-1]:
+        ax.set_xlabel(note if ax is axes[-1][0] else "iteration", fontsize=8)
+    fig.tight_layout()
+    return save(fig, path, synthetic=synthetic)
+
+
+def curve_rows(groups: dict[str, list[tuple[str, RunLogs]]]) -> tuple[str, str]:
+    """The curves as two TSV tables for `dvc plots show` (long format: step, value, setting, run, seed):
+    the training loss (binned as in the figure) and the validation Dice (%)."""
+    loss, val = ["step\tloss\tsetting\trun\tseed"], ["step\tdice\tsetting\trun\tseed"]
+    for name, entries in groups.items():
+        for label, logs in entries:
+            for seed, (log, val_rows) in sorted(logs.items()):
+                loss += [f"{t + 1}\t{v:.6g}\t{name}\t{label}\t{seed}" for t, v in zip(*binned(log, "loss"))]
+                val += [f"{r['t'] + 1}\t{100 * r['val_dice']:.4f}\t{name}\t{label}\t{seed}" for r in val_rows]
+    return "\n".join(loss) + "\n", "\n".join(val) + "\n"
 
 
 # --- Figure 3 -----------------------------------------------------------------------------
@@ -158,7 +213,7 @@ def overlay(ax, image: np.ndarray, mask: np.ndarray | None) -> None:
 
 
 def figure3(images: np.ndarray, labels: np.ndarray, predictions: dict[str, np.ndarray | None], class_names: list[str],
-            path: Path) -> Path:
+            path: Path, synthetic: bool = False) -> Path:
     """Rows: slices; columns: image, ground truth, then each method's prediction (None: missing)."""
     columns = ["image", "ground truth", *predictions]
     fig, axes = plt.subplots(len(images), len(columns), figsize=(2.2 * len(columns), 2.2 * len(images)), squeeze=False)
@@ -176,7 +231,7 @@ def figure3(images: np.ndarray, labels: np.ndarray, predictions: dict[str, np.nd
     handles = [Patch(color=CLASS_COLOURS[c], label=class_names[c]) for c in range(1, len(class_names))]
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=9, frameon=False)
     fig.subplots_adjust(bottom=0.08)
-    return save(fig, path)
+    return save(fig, path, synthetic=synthetic)
 
 
 # --- Figure 4 -----------------------------------------------------------------------------
@@ -220,7 +275,8 @@ def tsne(features: np.ndarray, seed: int = TSNE_SEED) -> np.ndarray:
     return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(features)
 
 
-def figure4(panels: dict[str, tuple[np.ndarray, np.ndarray] | None], class_names: list[str], path: Path) -> Path:
+def figure4(panels: dict[str, tuple[np.ndarray, np.ndarray] | None], class_names: list[str], path: Path,
+            synthetic: bool = False) -> Path:
     """One t-SNE scatter per panel (points N x 2, class per point), coloured by class."""
     fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4), squeeze=False)
     for ax, (name, panel) in zip(axes[0], panels.items()):
@@ -235,7 +291,7 @@ def figure4(panels: dict[str, tuple[np.ndarray, np.ndarray] | None], class_names
     handles = [Patch(color=CLASS_COLOURS[c], label=name) for c, name in enumerate(class_names)]
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=9, frameon=False)
     fig.subplots_adjust(bottom=0.12)
-    return save(fig, path)
+    return save(fig, path, synthetic=synthetic)
 
 
 # --- everything, from the study's runs ----------------------------------------------------
@@ -249,20 +305,22 @@ def _load(run, cfg: dict, device):
 def make_figure3(cfg: dict, prepared, path: Path, device) -> Path:
     runs = figure3_runs(cfg)
     if prepared is None or all(r is None for r in runs.values()):
-        return placeholder(path, "Figure 3 needs the prepared ACDC data and the ACDC-136 runs of MT, CPS and UGPCL")
+        return placeholder(path, "Figure 3 needs the prepared ACDC data and the ACDC-136 runs of MT, CPS and UGPCL",
+                           synthetic(cfg))
     index = pick_slices(prepared.val.labels, FIGURE3_SLICES)
     images, labels = prepared.val.images[index], prepared.val.labels[index]
     predictions = {}
     for method, run in runs.items():
         loaded = _load(run, cfg, device) if run else None
         predictions[method] = None if loaded is None else predict_slices(loaded.net, images, device=device)
-    return figure3(images, labels, predictions, prepared.class_names, path)
+    return figure3(images, labels, predictions, prepared.class_names, path, synthetic(cfg))
 
 
 def make_figure4(cfg: dict, prepared, path: Path, device) -> Path:
     runs = figure4_runs(cfg)
     if prepared is None or all(r is None for r in runs.values()):
-        return placeholder(path, "Figure 4 needs the prepared ACDC data and the Table 2 runs of rows 4, 6 and 7")
+        return placeholder(path, "Figure 4 needs the prepared ACDC data and the Table 2 runs of rows 4, 6 and 7",
+                           synthetic(cfg))
     index = pick_slices(prepared.val.labels, FIGURE4_SLICES)
     images, labels = prepared.val.images[index], prepared.val.labels[index]
     panels = {}
@@ -275,17 +333,22 @@ def make_figure4(cfg: dict, prepared, path: Path, device) -> Path:
         feats, grid = stage_features(loaded.method.model, images, labels, EMBED_STAGES[stage], device)
         pick = sample_pixels(grid, FIGURE4_PIXELS_PER_CLASS)
         panels[f"{name}, {stage}"] = (tsne(feats[pick]), grid[pick])
-    return figure4(panels, prepared.class_names, path)
+    return figure4(panels, prepared.class_names, path, synthetic(cfg))
 
 
 def make_figures(cfg: dict, device: str = "auto") -> dict[str, Path]:
     """Write every figure of figure_outputs(cfg); return them."""
     torch_device = pick_device(device)
     files = figure_outputs(cfg)
+    logs: dict[str, RunLogs] = {}
     for run in distinct_runs(cfg):
         dirs = {seed: run.run_dir(cfg, seed) for seed in cfg["experiments"]["seeds"]}
-        logs = {seed: (read_jsonl(d / "log.jsonl"), read_jsonl(d / "val.jsonl")) for seed, d in dirs.items()}
-        training_curves(run.id, logs, files[f"curves:{run.id}"])
+        logs[run.id] = {seed: (read_jsonl(d / "log.jsonl"), read_jsonl(d / "val.jsonl")) for seed, d in dirs.items()}
+    groups = {name: [(label, logs[run.id]) for label, run in entries] for name, entries in curve_groups(cfg).items()}
+    training_curves(groups, files["curves"], synthetic(cfg))
+    loss, val = curve_rows(groups)
+    write_text(files["curves_loss"], loss)
+    write_text(files["curves_val"], val)
     shown = figure_datasets(cfg)  # the paper's figures are on ACDC: its dataset in this study, if any
 
     def prepared(figure: str):

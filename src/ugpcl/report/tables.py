@@ -1,8 +1,10 @@
 """Our results beside the paper's, one cell per table entry, and where the report writes them.
 
-A cell holds the run that fills it (if the experiment matrix has one), the Dice and Jaccard of
-every finished seed, and the paper's values. Its verdict compares the mean Dice over seeds with
-the paper's: within TOLERANCE Dice points it "matches", otherwise it is "above" or "below".
+A cell holds the run that fills it (if the experiment matrix has one), the Dice, Jaccard, HD95
+and per-class scores of every finished seed, the per-case tables they came from (for the paired
+tests, `stats`), and the paper's values. Every score is shown as mean ± std over the seeds. Its
+verdict compares the mean Dice over seeds with the paper's: within TOLERANCE Dice points it
+"matches", otherwise it is "above" or "below".
 Runs that have not finished are shown as missing, never filled in. Ours is the checkpoint
 `evaluation.checkpoint` names (best, selected on the very cases it is scored on); the other
 one (last) stands beside it, so the selection effect shows. A method evaluating two networks
@@ -20,7 +22,7 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import REPO_ROOT, dataset_names, dataset_source, eval_dir, reports_dir
+from ..config import REPO_ROOT, dataset_names, dataset_source, eval_dir, reports_dir, results_dir
 from ..errors import UserError
 from ..study import Run, distinct_runs
 
@@ -53,18 +55,53 @@ def report_outputs(cfg: dict) -> dict[str, Path]:
         files[f"{table}_md"] = out_dir / f"{table}.md"
         files[f"{table}_csv"] = out_dir / f"{table}.csv"
         files[f"{table}_bars"] = out_dir / "figures" / f"bars_{table}.png"
+    files["table1_per_class_csv"] = out_dir / "table1_per_class.csv"
+    files["table1_paired_csv"] = out_dir / "table1_paired.csv"
     files["metrics"] = out_dir / "metrics.json"
     files["html"] = out_dir / "report.html"
     return files
 
 
+def metrics_dir(cfg: dict) -> Path:
+    """The folder of one small JSON file per table row (`dvc metrics show`: a row per file, a column
+    per setting); written whole by `ugpcl report`, declared as top-level `metrics:` in dvc.yaml."""
+    return reports_dir(cfg) / "metrics"
+
+
+def curves_data(cfg: dict) -> dict[str, Path]:
+    """The training curves of every run as plot data for `dvc plots show` (top-level `plots:` in dvc.yaml)."""
+    out_dir = reports_dir(cfg) / "curves"
+    return {"curves_loss": out_dir / "train_loss.tsv", "curves_val": out_dir / "val_dice.tsv"}
+
+
 def figure_outputs(cfg: dict) -> dict[str, Path]:
-    """Files `ugpcl figures` writes: Figure 3, Figure 4 and one training-curve plot per run."""
+    """Files `ugpcl figures` writes: Figure 3, Figure 4, the training curves of every run (one
+    figure of small panels) and the same curves as plot data for `dvc plots show`."""
     fig_dir = reports_dir(cfg) / "figures"
-    files = {"figure3": fig_dir / "figure3.png", "figure4": fig_dir / "figure4.png"}
+    return {"figure3": fig_dir / "figure3.png", "figure4": fig_dir / "figure4.png", "curves": fig_dir / "curves.png",
+            **curves_data(cfg)}
+
+
+def curve_groups(cfg: dict) -> dict[str, list[tuple[str, Run]]]:
+    """The runs whose curves share a panel, each with its name there: Table 1 per dataset and
+    regime (by method), then Table 2 (by row) and Table 3 (by stage)."""
+    groups: dict[str, list[tuple[str, Run]]] = {}
     for run in distinct_runs(cfg):
-        files[f"curves:{run.id}"] = fig_dir / "curves" / f"{run.id}.png"
-    return files
+        for tag in run.tables:
+            table, _, entry = tag.partition(":")
+            if table == "table1":
+                groups.setdefault(f"{run.dataset}-{run.regime}", []).append((run.method, run))
+            else:
+                name = f"{'Table 2' if table == 'table2' else 'Table 3'} ({run.dataset}-{run.regime})"
+                groups.setdefault(name, []).append((f"row {entry}" if table == "table2" else entry, run))
+    # the ablation tables after Table 1's settings (a stable sort), each sorted by its entries
+    return {k: sorted(v, key=lambda e: e[0]) if k.startswith("Table") else v
+            for k, v in sorted(groups.items(), key=lambda kv: kv[0].startswith("Table"))}
+
+
+def train_log(cfg: dict, run: Run, seed: int) -> Path:
+    """Where the workflow's training job writes its output (workflow/rules/train.smk: `log:`)."""
+    return results_dir(cfg) / "logs" / "train" / run.id / f"seed{seed}.log"
 
 
 def kind(cfg: dict, dataset: str) -> str:
@@ -123,7 +160,7 @@ def read_finished(run_dir: Path, headline: str = "best") -> dict | None:
     if info is None or summary is None or info.get("status") != "finished":
         return None
     other = _read_json(eval_dir(run_dir, other_checkpoint(headline)) / "summary.json")
-    return {"run": info, "summary": summary, "other": other}
+    return {"run": info, "summary": summary, "other": other, "per_case": eval_dir(run_dir, headline) / "per_case.csv"}
 
 
 def collect_results(cfg: dict) -> dict[str, dict[int, dict]]:
@@ -170,6 +207,9 @@ class Cell:
     other_jaccard: list[float] = field(default_factory=list)
     dice_net2: list[float] = field(default_factory=list)  # a second evaluated network (CPS), headline checkpoint
     hd95_unit: str | None = None
+    per_class: dict = field(default_factory=dict)        # class -> metric -> values per seed (Dice/Jaccard in %)
+    case_files: list[Path] = field(default_factory=list)  # per_case.csv of every finished seed (headline checkpoint)
+    paired: object | None = None                          # stats.Paired: UGPCL against this cell (stats.pair_cells)
 
     @property
     def dice_mean(self) -> float | None:
@@ -221,6 +261,7 @@ class Cell:
             f"jaccard_{self.other}": _mean_or_none(self.other_jaccard),
             "dice_net2": _mean_or_none(self.dice_net2),
             "hd95": _mean_or_none(self.hd95),
+            "hd95_std": std(self.hd95),
             "hd95_unit": self.hd95_unit or "",
         }
 
@@ -253,7 +294,33 @@ def fill(cell: Cell, results: dict[str, dict[int, dict]], hd95: str = "medpy") -
         if summary.get(HD95_KEYS[hd95]) is not None:
             cell.hd95.append(float(summary[HD95_KEYS[hd95]]))
             cell.hd95_unit = summary.get("distance_unit", "voxel")
+        for name, scores in (summary.get("per_class") or {}).items():
+            for metric, key, scale in per_class_metrics(hd95):
+                if scores.get(key) is not None:
+                    cell.per_class.setdefault(name, {}).setdefault(metric, []).append(scale * float(scores[key]))
+        if result.get("per_case") is not None and Path(result["per_case"]).is_file():
+            cell.case_files.append(Path(result["per_case"]))
+    if cell.case_files:  # the data's class order (summary.json sorts the names)
+        order = class_order(cell.case_files[0])
+        cell.per_class = {n: cell.per_class[n] for n in sorted(cell.per_class, key=lambda n: order.get(n, len(order)))}
     return cell
+
+
+def per_class_metrics(hd95: str) -> tuple[tuple[str, str, float], ...]:
+    """(shown name, summary.json key, scale) of the per-class table's metrics."""
+    return (("Dice", "dice", 100.0), ("Jaccard", "jaccard", 100.0), ("HD95", HD95_KEYS[hd95], 1.0), ("ASD", "asd", 1.0))
+
+
+def class_order(per_case: Path) -> dict[str, int]:
+    """Class name -> its position in a per_case.csv (the order of the data's classes)."""
+    order: dict[str, int] = {}
+    with Path(per_case).open(newline="") as f:
+        for row in csv.DictReader(f):
+            name = row.get("class")
+            if name in order:
+                break
+            order[name] = len(order)
+    return order
 
 
 def _paper_value(row: dict | None, key: str) -> float | None:
@@ -312,12 +379,14 @@ def build_tables(cfg: dict, results: dict[str, dict[int, dict]], paper_dir: Path
 
 
 # --- writing ------------------------------------------------------------------------------
-def fmt_value(values: list[float]) -> str:
-    """'85.12', or '85.12 ± 0.40' over several seeds."""
+def fmt_value(values: list[float], digits: int = 2) -> str:
+    """'85.12 ± 0.40': mean ± std over the seeds; '85.12 ± –' for one seed (no std). The tables show
+    the number of seeds of each row in its "seeds" column."""
     if not values:
         return "missing"
     mean = statistics.fmean(values)
-    return f"{mean:.2f} ± {statistics.stdev(values):.2f}" if len(values) > 1 else f"{mean:.2f}"
+    std = f"{statistics.stdev(values):.{digits}f}" if len(values) > 1 else "–"
+    return f"{mean:.{digits}f} ± {std}"
 
 
 def fmt_diff(x: float | None) -> str:
@@ -338,17 +407,27 @@ def table1_sections(cfg: dict, cells: list[Cell]) -> list[tuple[str, str, list[C
     return sections
 
 
+def paired_text(c: Cell) -> str:
+    """The p-value of the paired test of UGPCL against this cell, and the cases it paired."""
+    if c.paired is None:
+        return ""
+    p = c.paired.p
+    return ("n/a" if p is None else "< 0.001" if p < 0.001 else f"{p:.3f}") + f" ({c.paired.n})"
+
+
 def display_rows(cells: list[Cell], hd95: str = "medpy", paper: bool = True) -> list[dict]:
     """The rows as shown in Markdown and HTML: formatted strings. "Dice ours" is the headline
     checkpoint's, the column beside it the other checkpoint's; "Dice net 2" appears when a run
-    of the table evaluates a second network. Without `paper`, the paper's columns are left out."""
+    of the table evaluates a second network, the paired test's p-value when one was made.
+    Without `paper`, the paper's columns are left out."""
     net2 = any(c.dice_net2 for c in cells)
+    tests = any(c.paired is not None for c in cells)
     rows = []
     for c in cells:
         def shown(values):
             return fmt_value(values) if c.run_id else "not run"
 
-        hd = "" if not c.hd95 else f"{statistics.fmean(c.hd95):.2f} {c.hd95_unit}"
+        hd = "" if not c.hd95 else f"{fmt_value(c.hd95)} {c.hd95_unit}"
         rows.append({
             **{k: str(v) for k, v in c.labels.items()},
             "run": c.run_id or "—",
@@ -364,6 +443,7 @@ def display_rows(cells: list[Cell], hd95: str = "medpy", paper: bool = True) -> 
             "Δ Jaccard": fmt_diff(c.jaccard_diff),
             f"HD95 ({hd95})": hd,
             **({"Dice net 2": fmt_value(c.dice_net2) if c.dice_net2 else ""} if net2 else {}),
+            **({"p vs UGPCL (cases)": paired_text(c)} if tests else {}),
         })
         if not paper:
             for key in ("Dice paper", "Δ Dice", "verdict", "Jaccard paper", "Δ Jaccard"):
@@ -416,17 +496,49 @@ def columns_note(cfg: dict) -> str:
             "network of a method that trains two (CPS), whose first network is the main number.")
 
 
-def markdown_document(cfg: dict, table: str, cells: list[Cell]) -> str:
+def paired_display(rows: list[dict]) -> list[dict]:
+    """stats.pair_cells' rows as shown."""
+    def p_text(p):
+        return "n/a" if p is None else "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+    return [{"dataset": r["dataset"], "labeled": r["labeled"], "baseline": r["method"], "cases": str(r["n_cases"]),
+             "seeds (UGPCL / baseline)": f"{r['seeds_ugpcl']} / {r['seeds_method']}",
+             "case Dice UGPCL": f"{r['ugpcl_case_dice']:.2f}", "case Dice baseline": f"{r['method_case_dice']:.2f}",
+             "Δ case Dice": f"{r['mean_diff']:+.2f}",
+             "W": "n/a" if r["wilcoxon_w"] is None else f"{r['wilcoxon_w']:g}",
+             "p": p_text(r["p"])} for r in rows]
+
+
+WHAT_IS_PAIRED = (
+    "Paired test: for each validation case (an ACDC volume, an ISIC image; a batch of 16 slices under protocol "
+    "slices), the case's mean foreground Dice (headline checkpoint, first network), averaged over each method's "
+    "finished seeds; UGPCL and the baseline paired on the same n cases; two-sided Wilcoxon signed-rank test "
+    "(scipy, zero differences dropped). Δ case Dice: mean over the cases of UGPCL minus the baseline (Dice points). "
+    "p-values are not corrected for the number of comparisons."
+)
+PER_CLASS_TITLE = "Per class: Dice / Jaccard (%), HD95 and ASD (mean ± std over seeds)"
+PAIRED_TITLE = "UGPCL against each baseline: paired Wilcoxon signed-rank test over the validation cases"
+
+
+def markdown_document(cfg: dict, table: str, cells: list[Cell], paired: list[dict] | None = None) -> str:
+    """A table's Markdown file; Table 1's also holds the per-class tables and the paired tests
+    (`paired`: stats.pair_cells' rows)."""
+    hd95 = cfg["evaluation"]["hd95"]
     head = (f"# {TITLES[table]}\n\nProfile `{cfg['profile']}`, evaluation protocol "
             f"`{cfg['evaluation']['protocol']}`. {VERDICTS}\n\n{protocol_note(cfg)}\n\n{columns_note(cfg)}\n\n")
     if synthetic(cfg):
         head = f"> **{SYNTHETIC_WARNING}**\n\n" + head
     if table != "table1":
-        return head + markdown_table(display_rows(cells, cfg["evaluation"]["hd95"]))
+        return head + markdown_table(display_rows(cells, hd95))
     sections = table1_sections(cfg, cells)
-    return head + "\n".join((f"## {title}\n\n" if ident != "table1" else "")
-                             + markdown_table(display_rows(part, cfg["evaluation"]["hd95"], paper))
+    text = head + "\n".join((f"## {title}\n\n" if ident != "table1" else "")
+                             + markdown_table(display_rows(part, hd95, paper))
                              for ident, title, part, paper in sections)
+    for setting, classes, part in per_class_sections(cells):
+        text += f"\n## {PER_CLASS_TITLE}: {setting}\n\n" + markdown_table(per_class_rows(part, classes, hd95))
+    if paired:
+        text += f"\n## {PAIRED_TITLE}\n\n{WHAT_IS_PAIRED}\n\n" + markdown_table(paired_display(paired))
+    return text
 
 
 def csv_text(cells: list[Cell]) -> str:
@@ -440,14 +552,70 @@ def csv_text(cells: list[Cell]) -> str:
     return buf.getvalue()
 
 
+def per_class_sections(cells: list[Cell]) -> list[tuple[str, list[str], list[Cell]]]:
+    """Table 1's settings with more than one foreground class (ACDC): (dataset-labeled, classes, cells)."""
+    groups: dict[str, list[Cell]] = {}
+    for c in cells:
+        groups.setdefault(f"{c.labels['dataset']}-{c.labels['labeled']}", []).append(c)
+    sections = []
+    for setting, part in groups.items():
+        classes = list(dict.fromkeys(name for c in part for name in c.per_class))
+        if len(classes) > 1:
+            sections.append((setting, classes, [c for c in part if c.run_id]))
+    return sections
+
+
+def per_class_rows(cells: list[Cell], classes: list[str], hd95: str = "medpy") -> list[dict]:
+    """One row per method: mean ± std over seeds of each class's Dice, Jaccard (%), HD95 and ASD
+    (in the data's unit), headed "<class> <metric>"."""
+    rows = []
+    for c in cells:
+        row = {"method": c.labels["method"], "seeds": f"{len(c.dice)}/{c.seeds_planned}"}
+        for name in classes:
+            for metric, _, _ in per_class_metrics(hd95):
+                values = c.per_class.get(name, {}).get(metric, [])
+                row[f"{name} {metric}"] = fmt_value(values, 1) if values else "–"
+        rows.append(row)
+    return rows
+
+
+def per_class_csv(cells: list[Cell], hd95: str = "medpy") -> str:
+    """Every per-class score of Table 1 (tidy: one row per cell, class and metric)."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["dataset", "labeled", "method", "run", "seeds", "class", "metric", "mean", "std", "unit"])
+    for c in cells:
+        for name, scores in c.per_class.items():
+            for metric, _, _ in per_class_metrics(hd95):
+                values = scores.get(metric, [])
+                if values:
+                    unit = "%" if metric in ("Dice", "Jaccard") else c.hd95_unit or ""
+                    writer.writerow([c.labels["dataset"], c.labels["labeled"], c.labels["method"], c.run_id,
+                                     len(values), name, metric, _round(statistics.fmean(values)),
+                                     "" if len(values) < 2 else _round(statistics.stdev(values)), unit])
+    return buf.getvalue()
+
+
 def metrics(tables: dict[str, list[Cell]]) -> dict:
-    """Headline Dice (%, mean over seeds; null if missing) per cell, for `dvc metrics show`."""
-    out: dict = {"table1": {}, "table2": {}, "table3": {}}
+    """The headline of `dvc metrics show` (reports/<profile>/metrics.json): how many cells with a
+    paper value match it, of how many, and how many have no result yet."""
+    compared = [c for part in tables.values() for c in part if c.paper_dice is not None and c.run_id is not None]
+    return {"matching": sum(c.verdict == "matches" for c in compared), "compared": len(compared),
+            "missing": sum(c.verdict == "missing" for c in compared)}
+
+
+def metrics_files(cfg: dict, tables: dict[str, list[Cell]]) -> dict[str, dict]:
+    """Headline Dice (%, mean over seeds; null if missing) of every table cell, one small file per
+    table row: "table1/<method>", "table2/row<r>", "table3/<stage>" -> {"<dataset>-<labeled>": Dice}.
+    `dvc metrics show` prints a file per row and a key per column: Table 1 as the paper lays it out."""
+    files: dict[str, dict] = {}
     for c in tables["table1"]:
-        group = out["table1"].setdefault(f"{c.labels['dataset']}-{c.labels['labeled']}", {})
-        group[c.labels["method"]] = _round(c.dice_mean)
-    for c in tables["table2"]:
-        out["table2"][f"row{c.labels['row']}"] = _round(c.dice_mean)
-    for c in tables["table3"]:
-        out["table3"][c.labels["feature"]] = _round(c.dice_mean)
-    return out
+        if c.run_id:
+            files.setdefault(f"table1/{c.labels['method']}", {})[f"{c.labels['dataset']}-{c.labels['labeled']}"] = (
+                _round(c.dice_mean))
+    for table, key, prefix in (("table2", "row", "row"), ("table3", "feature", "")):
+        setting = f"{cfg['experiments'][table]['dataset']}-{cfg['experiments'][table]['regime']}"
+        for c in tables[table]:
+            if c.run_id:
+                files[f"{table}/{prefix}{c.labels[key]}"] = {setting: _round(c.dice_mean)}
+    return files
