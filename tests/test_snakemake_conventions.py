@@ -60,3 +60,20 @@ def test_snakemake_lint_finds_only_the_justified(profile):
     unjustified = [t for t in titles if t not in JUSTIFIED]
     assert not unjustified, f"snakemake --lint {' '.join(profile)}:\n{text}"
     assert out.returncode == (1 if titles else 0), text
+
+
+def test_the_readme_says_why_a_target_after_resources_fails_and_what_works():
+    """`snakemake --cores 1 --resources gpu=1 all` stops in Snakemake's argument parser (a ValueError
+    with a traceback, before any profile or Snakefile is read), so the workflow cannot give a clearer
+    error; the README's first workflow paragraph says so. When a Snakemake release fixes it, this fails:
+    then drop the README's note."""
+    snakemake = tool("snakemake")
+    failed = run([snakemake, "--cores", "1", "--resources", "gpu=1", "all", "-n"])
+    said = failed.stdout + failed.stderr
+    assert failed.returncode != 0 and "dictionary update sequence element" in said, said
+    readme = (ROOT / "README.md").read_text()
+    workflow = readme.split("## Running the study: Snakemake, DVC and the report")[1].split("\n### ")[1]
+    assert "`snakemake --cores 1 --resources gpu=1 all` fails" in workflow
+    assert "before it reads a profile or the Snakefile" in workflow and "`--resources=gpu=1 all` works" in workflow
+    works = run([snakemake, "--cores", "1", "--resources=gpu=1", "all", "-n"])
+    assert works.returncode == 0 and "Traceback" not in works.stderr, works.stdout + works.stderr
