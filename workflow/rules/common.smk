@@ -152,3 +152,23 @@ def figure_files():
 
 def report_files():
     return [rel(p) for p in report_outputs(CFG).values()]
+
+
+def reported(outputs):
+    """Rule outputs by name (ugpcl.report.tables.figure_outputs, report_outputs), each flagged for
+    `snakemake --report`: a category, a subcategory per table or figure, a caption in workflow/report/."""
+    flagged = {}
+    for name, path in outputs.items():
+        table = re.match(r"table(\d+)_", name)
+        if table:
+            where = ("Tables", f"Table {table[1]}", f"table{table[1]}.rst")
+        elif name.startswith("curves"):
+            where = ("Figures", "Training curves", "curves.rst")
+        elif name.startswith("figure"):
+            where = ("Figures", f"Figure {name.removeprefix('figure')}", f"{name}.rst")
+        else:  # metrics.json, report.html
+            where = ("Report", None, "report.rst")
+        category, subcategory, caption = where
+        # the caption is relative to workflow/rules/, where the rules using this are
+        flagged[name] = report(rel(path), caption=f"../report/{caption}", category=category, subcategory=subcategory)
+    return flagged

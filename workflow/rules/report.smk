@@ -1,25 +1,6 @@
 # Stage 3: figures (Figure 3, Figure 4, training curves) and the report against the paper.
 
 
-def reported(outputs):
-    """Rule outputs by name (ugpcl.report.tables.figure_outputs, report_outputs), each flagged for
-    `snakemake --report`: a category, a subcategory per table or figure, a caption in workflow/report/."""
-    flagged = {}
-    for name, path in outputs.items():
-        table = re.match(r"table(\d+)_", name)
-        if table:
-            where = ("Tables", f"Table {table[1]}", f"table{table[1]}.rst")
-        elif name.startswith("curves"):
-            where = ("Figures", "Training curves", "curves.rst")
-        elif name.startswith("figure"):
-            where = ("Figures", f"Figure {name.removeprefix('figure')}", f"{name}.rst")
-        else:  # metrics.json, report.html
-            where = ("Report", None, "report.rst")
-        category, subcategory, caption = where
-        flagged[name] = report(rel(path), caption=f"../report/{caption}", category=category, subcategory=subcategory)
-    return flagged
-
-
 # No `conda:` or `container:` (snakemake --lint): see the prepare rule.
 rule figures:
     input:
