@@ -13,6 +13,9 @@ min_version("9.0")
 configfile: "params.yaml"
 
 
+report: "workflow/report/workflow.rst"  # `snakemake --report report.zip`: the tables and figures, captioned
+
+
 include: "workflow/rules/common.smk"
 
 
