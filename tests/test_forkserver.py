@@ -7,9 +7,9 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
+from test_locks import wait_for
 
 from ugpcl import forkserver
 from ugpcl.lifetime import ENV, alive, token
@@ -17,15 +17,6 @@ from ugpcl.lifetime import ENV, alive, token
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="abstract Unix sockets are Linux's")
 
 PY = [sys.executable, "-m", "ugpcl.cli"]
-
-
-def wait_for(condition, timeout=60.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if value := condition():
-            return value
-        time.sleep(0.05)
-    raise AssertionError("timed out")
 
 
 @pytest.fixture
