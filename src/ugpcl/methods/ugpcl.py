@@ -103,9 +103,10 @@ class UGPCL(Method):
         targets, info = certainty_pseudo_labels(seg, seg_tf, label, t, self.setup.iterations, hp.contrast,
                                                 hp.pseudo_labels)
         targets_small, preds_small = downsample_labels(targets, size), downsample_labels(class_map(seg.detach()), size)
-        anchors, anchor_labels = sample_anchors(embed.float(), targets_small, preds_small)
+        anchors, anchor_labels, chosen = sample_anchors(embed.float(), targets_small, preds_small,
+                                                        self.setup.net.num_classes)
         loss = pixel_contrast_loss(anchors, anchor_labels, *self.queue.keys(), hp.temperature, hp.base_temperature,
-                                   hp.self_mask_quirk)
+                                   hp.self_mask_quirk, chosen=chosen)
         self._pending = (embed.detach().float(), targets_small)
         return loss, info
 
