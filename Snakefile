@@ -13,9 +13,15 @@ min_version("9.0")
 configfile: "params.yaml"
 
 
+report: "workflow/report/workflow.rst"  # `snakemake --report report.zip`: the tables and figures, captioned
+
+
 include: "workflow/rules/common.smk"
 
 
+# Jobs run in forks of one process that has imported torch once (ugpcl.forkserver): set by the
+# demo profile (`config: [..., forkserver=true]`), where jobs train for seconds.
+use_forkserver(config.pop("forkserver", False))
 # params.yaml with the profile in force merged in (`profile:`, or --config profile=NAME), checked.
 CFG = resolve(config, profile=config.get("profile"))
 validate(CFG, "workflow/schemas/params.schema.yaml")

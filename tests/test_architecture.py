@@ -24,8 +24,9 @@ LAYERS = [
                      "ugpcl.data", "ugpcl.metrics"]),
     ("methods", ["ugpcl.methods"]),
     ("engine", ["ugpcl.engine"]),
-    ("application", ["ugpcl.study", "ugpcl.evaluation", "ugpcl.predict", "ugpcl.report", "ugpcl.projection"]),
-    ("command line", ["ugpcl.cli", "ugpcl.commands"]),
+    ("application", ["ugpcl.study", "ugpcl.evaluation", "ugpcl.predict", "ugpcl.report", "ugpcl.projection",
+                     "ugpcl.dvcmatrix"]),
+    ("command line", ["ugpcl.cli", "ugpcl.commands", "ugpcl.forkserver"]),
 ]
 
 

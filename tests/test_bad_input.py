@@ -224,7 +224,7 @@ def test_a_bad_yaml_value_in_set_is_a_clear_error():
 @pytest.mark.parametrize("overrides, keys", [
     (["train.labeled_bs=4"], ["train.labeled_bs (4)", "train.batch_size (4)"]),
     (["train.labeled_bs=5"], ["train.labeled_bs (5)", "train.batch_size (4)"]),
-    (["train.min_lr=0.1"], ["train.min_lr (0.1)", "train.lr (0.01)"]),
+    (["train.min_lr=0.1"], ["train.min_lr (0.1)", "train.lr (0.03)"]),
     (["train.augment.crop_scale=[0.9, 0.5]"], ["train.augment.crop_scale [0.9, 0.5]"]),
     (["model.swin.heads=[5, 6, 12]"], ["model.swin.heads[0] = 5", "model.swin.embed_dim"]),
     (["model.pretrained=true"], ["model.pretrained", "model.width is 8"]),
@@ -343,8 +343,9 @@ def test_predict_writes_every_good_input_and_summarises_the_failed_ones(tmp_path
     with pytest.raises(PredictionFailed, match="1 of 3 inputs failed") as err:
         predict_files(threshold_net(), [good, cut, volume], out, 32)
     assert str(cut) in str(err.value) and "truncated PNG" in str(err.value)
-    assert sorted(p.name for p in err.value.written) == ["good_mask.png", "good_overlay.png", "vol_pred.h5"]
-    assert sorted(p.name for p in out.iterdir()) == ["good_mask.png", "good_overlay.png", "notes.txt", "vol_pred.h5"]
+    written = ["good_mask.png", "good_overlay.png", "vol_overlay.png", "vol_pred.h5", "vol_pred.nii.gz"]
+    assert sorted(p.name for p in err.value.written) == written
+    assert sorted(p.name for p in out.iterdir()) == sorted([*written, "notes.txt"])
     assert (out / "notes.txt").read_text() == "the user's"
 
 

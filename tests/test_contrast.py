@@ -6,8 +6,10 @@ import pytest
 import torch
 
 from ugpcl.contrast import (
+    IGNORE,
     MemoryQueue,
     certainty_pseudo_labels,
+    compact_anchors,
     downsample_labels,
     pixel_contrast_loss,
     sample_anchors,
@@ -118,6 +120,12 @@ def _anchor_example():
     return embed, targets, preds
 
 
+def _sample(embed, targets, preds, views=1, seed=None, num_classes=3):
+    """The real anchors of `sample_anchors` (3 classes in `_anchor_example`), compacted."""
+    generator = None if seed is None else torch.Generator().manual_seed(seed)
+    return compact_anchors(*sample_anchors(embed, targets, preds, num_classes, views, generator))
+
+
 def _picked(anchors, labels):
     """(image, pixel, class) of every anchor, read back from its embedding."""
     return sorted((int(a[0]), int(a[1]), int(c)) for a, c in zip(anchors.tolist(), labels.tolist()))
@@ -127,7 +135,7 @@ def test_anchor_per_image_and_class_prefers_easy_pixels():
     embed, targets, preds = _anchor_example()
     seen = set()
     for seed in range(30):
-        anchors, labels = sample_anchors(embed, targets, preds, generator=torch.Generator().manual_seed(seed))
+        anchors, labels = _sample(embed, targets, preds, seed=seed)
         picked = _picked(anchors, labels)
         assert anchors.shape == (3, 3) and labels.dtype == torch.long
         assert [(i, c) for i, _, c in picked] == [(0, 0), (0, 1), (1, 2)]
@@ -140,8 +148,8 @@ def test_anchor_per_image_and_class_prefers_easy_pixels():
 
 def test_anchors_are_embedding_vectors_with_gradient_and_reproducible():
     embed, targets, preds = _anchor_example()
-    anchors, labels = sample_anchors(embed, targets, preds, generator=torch.Generator().manual_seed(3))
-    again, _ = sample_anchors(embed, targets, preds, generator=torch.Generator().manual_seed(3))
+    anchors, labels = _sample(embed, targets, preds, seed=3)
+    again, _ = _sample(embed, targets, preds, seed=3)
     assert torch.equal(anchors, again)
     flat = embed.detach().flatten(2).transpose(1, 2)
     for (image, pixel, cls), row in zip(_picked(anchors, labels), sorted(anchors.tolist())):
@@ -154,8 +162,7 @@ def test_anchors_are_embedding_vectors_with_gradient_and_reproducible():
 
 def test_two_views_split_hard_and_easy_like_the_code():
     embed, targets, preds = _anchor_example()
-    generator = torch.Generator().manual_seed(0)
-    anchors, labels = sample_anchors(embed, targets, preds, views_per_class=2, generator=generator)
+    anchors, labels = _sample(embed, targets, preds, views=2, seed=0)
     picked = _picked(anchors, labels)
     # Only classes with more than 2 pixels: image 0 class 1 (1 hard + 1 easy), image 1 class 2 (2 hard).
     assert [(i, c) for i, _, c in picked] == [(0, 1), (0, 1), (1, 2), (1, 2)]
@@ -165,12 +172,64 @@ def test_two_views_split_hard_and_easy_like_the_code():
     assert len(set(image1)) == 2 and set(image1) <= {0, 1, 2}
 
 
+def test_anchors_drawn_for_a_seed_are_those_of_the_variable_size_version():
+    """(image, pixel, class) of the anchors for seeds 0-3, as recorded from the earlier version that
+    picked them with nonzero: the fixed-size rows keep its random draw and its order."""
+    embed, targets, preds = _anchor_example()
+    recorded = {
+        1: [[(0, 0, 0), (0, 3, 1), (1, 1, 2)], [(0, 0, 0), (0, 2, 1), (1, 1, 2)],
+            [(0, 0, 0), (0, 2, 1), (1, 2, 2)], [(0, 0, 0), (0, 3, 1), (1, 1, 2)]],
+        2: [[(0, 3, 1), (0, 4, 1), (1, 0, 2), (1, 1, 2)], [(0, 2, 1), (0, 4, 1), (1, 1, 2), (1, 2, 2)],
+            [(0, 2, 1), (0, 4, 1), (1, 1, 2), (1, 2, 2)], [(0, 3, 1), (0, 4, 1), (1, 0, 2), (1, 1, 2)]],
+    }
+    for views, picks in recorded.items():
+        for seed, expected in enumerate(picks):
+            anchors, labels = _sample(embed, targets, preds, views, seed)
+            assert _picked(anchors, labels) == expected
+            in_order = [(int(a[0]), int(c)) for a, c in zip(anchors.tolist(), labels.tolist())]
+            assert in_order == sorted(in_order)  # image-major, then class
+
+
+def _contrast_case(seed):
+    """3 images of 4 x 5 pixels, 4 classes, D = 8: class 3 absent, image 2 all ignored; a queue of
+    2 rows per class, so that 2 or 3 views give more anchors than the 8 keys (the quirk's index
+    then runs past them)."""
+    g = torch.Generator().manual_seed(seed)
+    embed = torch.nn.functional.normalize(torch.randn(3, 8, 4, 5, generator=g), dim=1).requires_grad_()
+    targets = torch.randint(-1, 3, (3, 4, 5), generator=g)
+    targets[2] = IGNORE
+    preds = torch.randint(0, 4, (3, 4, 5), generator=g)
+    return embed, targets, preds, MemoryQueue(4, 2, 8, generator=g).keys()
+
+
+@pytest.mark.parametrize("self_mask", [False, True])
+@pytest.mark.parametrize("views", [1, 2, 3])
+def test_masked_rows_give_the_compact_anchors_loss_and_gradient(views, self_mask):
+    """The fixed-size rows with `chosen` against the compact anchors alone, same generator seed:
+    the same loss and gradient up to float32 round-off (the padded mean sums in another order and
+    BLAS may block a matrix product of another height differently; the anchors are the same)."""
+    for seed in range(5):
+        embed, targets, preds, (keys, key_labels) = _contrast_case(seed)
+        anchors, labels, chosen = sample_anchors(embed, targets, preds, 4, views, torch.Generator().manual_seed(seed))
+        assert anchors.shape == (3 * 4 * 2 * views, 8) and labels.shape == chosen.shape == (3 * 4 * 2 * views,)
+        compact, compact_labels = compact_anchors(anchors, labels, chosen)
+        assert 0 < len(compact) < len(anchors) and set(compact_labels.tolist()) <= {0, 1, 2}
+        assert views == 1 or len(compact) > len(keys)
+        padded = pixel_contrast_loss(anchors, labels, keys, key_labels, 0.1, 0.07, self_mask, chosen=chosen)
+        plain = pixel_contrast_loss(compact, compact_labels, keys, key_labels, 0.1, 0.07, self_mask)
+        assert padded.item() == pytest.approx(plain.item(), rel=1e-6)
+        torch.testing.assert_close(torch.autograd.grad(padded, embed, retain_graph=True)[0],
+                                   torch.autograd.grad(plain, embed)[0],
+                                   rtol=1e-5, atol=1e-7)
+
+
 def test_no_anchor_when_everything_is_ignored():
     embed = torch.randn(1, 4, 2, 2, requires_grad=True)
     ignore = torch.full((1, 2, 2), -1)
-    anchors, labels = sample_anchors(embed, ignore, ignore)
-    assert anchors.shape == (0, 4) and labels.shape == (0,)
-    loss = pixel_contrast_loss(anchors, labels, torch.randn(6, 4), torch.zeros(6, dtype=torch.long))
+    anchors, labels, chosen = sample_anchors(embed, ignore, ignore, 3)
+    assert anchors.shape == (3 * 2, 4) and not chosen.any()  # fixed size: 1 image x 3 classes x 2 kinds
+    assert compact_anchors(anchors, labels, chosen)[0].shape == (0, 4)
+    loss = pixel_contrast_loss(anchors, labels, torch.randn(6, 4), torch.zeros(6, dtype=torch.long), chosen=chosen)
     assert loss.item() == 0.0
     loss.backward()
     assert torch.equal(embed.grad, torch.zeros_like(embed))
@@ -256,6 +315,38 @@ def test_queue_enqueues_normalised_class_means_and_wraps():
     assert torch.allclose(queue.queue[1], torch.tensor([[0.6, 0.8], [1.0, 0.0]]))
 
 
+def _reference_update(queue, ptr, embed, targets):
+    """The queue rule as a plain loop: image by image, every class c > 0 it holds is enqueued at
+    ptr_c, the normalised mean of its pixels, and ptr_c moves on by one, wrapping."""
+    queue, ptr = queue.clone(), ptr.clone()
+    for b in range(embed.shape[0]):
+        for c in range(1, queue.shape[0]):
+            pixels = targets[b].flatten() == c
+            if pixels.any():
+                mean = embed[b].flatten(1)[:, pixels].mean(1)
+                queue[c, ptr[c]] = torch.nn.functional.normalize(mean, dim=0)
+                ptr[c] = (ptr[c] + 1) % queue.shape[1]
+    return queue, ptr
+
+
+def test_queue_update_equals_a_plain_loop_over_images_and_classes():
+    """Class 1 is in every image, more than the queue holds (it fills the queue, its pointer
+    wraps); class 3 is never present; class 2 is in some images; batches of 5, 1 and 2."""
+    g = torch.Generator().manual_seed(0)
+    queue = MemoryQueue(4, 3, 5, generator=g)
+    queue.ptr.copy_(torch.tensor([0, 2, 1, 0]))
+    untouched = queue.queue[[0, 3]].clone()
+    for batch in (5, 1, 2, 5):
+        targets = torch.randint(-1, 3, (batch, 3, 3), generator=g)
+        targets[:, 0, 0] = 1
+        embed = torch.randn(batch, 5, 3, 3, generator=g)
+        expected, expected_ptr = _reference_update(queue.queue, queue.ptr, embed, targets)
+        queue.update(embed, targets)
+        torch.testing.assert_close(queue.queue, expected, rtol=1e-6, atol=1e-6)
+        assert torch.equal(queue.ptr, expected_ptr)
+        assert torch.equal(queue.queue[[0, 3]], untouched)  # background and the absent class: never written
+
+
 def test_queue_keys_layout_as_in_the_code():
     queue = MemoryQueue(3, 2, 4, generator=torch.Generator().manual_seed(1))
     rows, labels = queue.keys()
@@ -285,4 +376,6 @@ def test_queue_rejects_mismatched_targets():
 def test_anchors_reject_maps_of_another_size():
     embed, targets, preds = _anchor_example()
     with pytest.raises(ValueError, match="must be B x h x w"):
-        sample_anchors(embed, targets[:, :1], preds[:, :1])
+        sample_anchors(embed, targets[:, :1], preds[:, :1], 3)
+    with pytest.raises(ValueError, match="num_classes"):
+        sample_anchors(embed, targets, preds, 0)

@@ -275,9 +275,9 @@ def test_isic_scored_per_image_at_image_size(tmp_path):
     assert summary["n_cases"] == 3
 
 
-def save_run(run_dir, num_classes, in_channels, image_size, dataset="acdc", method="supervised"):
+def save_run(run_dir, num_classes, in_channels, image_size, dataset="acdc", method="supervised", overrides=()):
     """A run directory in the engine's checkpoint format, holding an untrained tiny UNet; returns its net."""
-    cfg = load_config(profile="demo", overrides=[f"data.image_size={image_size}"])
+    cfg = load_config(profile="demo", overrides=[f"data.image_size={image_size}", *overrides])
     info = {"method": method, "dataset": dataset, "regime": "2", "seed": 1, "run_id": "test-run",
             "profile": "demo", "num_classes": num_classes, "in_channels": in_channels}
     torch.manual_seed(0)
@@ -300,16 +300,33 @@ def test_cli_evaluate_writes_summary_with_run_description(tmp_path):
     net = save_run(tmp_path / "run", 4, 1, 32)
     assert run_cli(evaluate_command, ["evaluate", "--run-dir", str(tmp_path / "run"), "--data", str(prepared.path),
                                 "--device", "cpu"]) == 0
-    summary = json.loads((tmp_path / "run" / "eval" / "summary.json").read_text())
+    out = tmp_path / "run" / "evaluations" / "best-volume"  # never over the training's own eval/
+    summary = json.loads((out / "summary.json").read_text())
     assert {k: summary[k] for k in ("method", "dataset", "regime", "seed", "checkpoint", "iteration", "protocol")} == {
         "method": "supervised", "dataset": "acdc", "regime": "2", "seed": 1, "checkpoint": "best", "iteration": 7,
         "protocol": "volume"}
     _, expected = evaluate_network(net, prepared)
     for key in ("dice", "jaccard", "empty_predictions", "n_cases"):
         assert summary[key] == pytest.approx(expected[key], nan_ok=True)
-    per_case = pd.read_csv(tmp_path / "run" / "eval" / "per_case.csv")
+    per_case = pd.read_csv(out / "per_case.csv")
     assert list(per_case.columns[:7]) == ["case", "class", "dice", "jaccard", "hd95", "hd95_medpy", "asd"]
     assert set(per_case["network"]) == {"model"} and list(summary["networks"]) == ["model"]
+
+
+def test_cli_evaluate_of_a_workflow_run_writes_beside_the_runs_never_into_them(tmp_path):
+    """results/<profile>/runs/ are Snakemake's outputs and DVC's: `dvc repro` would restore them."""
+    prepared = make_acdc(tmp_path, shapes=((2, 64, 96),), size=32)
+    results = tmp_path / "results"
+    run_dir = results / "demo" / "runs" / "acdc2_supervised" / "seed1"
+    save_run(run_dir, 4, 1, 32, overrides=[f"paths.results={results}"])
+    args = ["evaluate", "--run-dir", str(run_dir), "--data", str(prepared.path), "--device", "cpu"]
+    assert run_cli(evaluate_command, [*args, "--checkpoint", "best", "--protocol", "slices"]) == 0
+    out = results / "demo" / "evaluations" / "acdc2_supervised" / "seed1" / "best-slices"
+    assert json.loads((out / "summary.json").read_text())["protocol"] == "slices"
+    assert sorted(p.name for p in run_dir.iterdir()) == ["checkpoints", "run.json"]   # untouched
+    with pytest.raises(UserError, match="lies in a run directory of the workflows") as err:
+        run_cli(evaluate_command, [*args, "--out", str(run_dir / "eval-mine")])
+    assert str(out.parent / "best-volume") in str(err.value) and not (run_dir / "eval-mine").exists()
 
 
 def test_cli_evaluate_missing_run_is_a_user_error(tmp_path):

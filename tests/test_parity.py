@@ -53,8 +53,11 @@ def test_contrast_set_is_the_authors(ref):
     assert torch.equal(labels.float(), ref["contrast/sample_negative_y"][:, 0])
 
 
-def contrast(ref, case: str, self_mask: bool, temperature: float = 0.07) -> tuple[torch.Tensor, torch.Tensor]:
-    """Our loss and d loss / d X_anchor for one recorded case of `PixelContrastLoss._contrastive`."""
+def contrast(ref, case: str, self_mask: bool, temperature: float = 0.07,
+             padded: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Our loss and d loss / d X_anchor for one recorded case of `PixelContrastLoss._contrastive`.
+    padded: as `sample_anchors` returns them, fixed-size rows with a `chosen` mask; here a row that
+    is not an anchor (class 1, constant 0.1) before each anchor."""
     anchors_key, labels_key = {"queue": ("X_anchor", "y_anchor"), "no_queue": ("X_anchor", "y_anchor"),
                                "queue_fg": ("X_anchor", "y_anchor_fg"),
                                "queue_2view": ("X_anchor_2view", "y_anchor_2view")}[case]
@@ -63,7 +66,12 @@ def contrast(ref, case: str, self_mask: bool, temperature: float = 0.07) -> tupl
     anchors = torch.cat(torch.unbind(x, dim=1))                 # view-major, as the code stacks views
     labels = ref[f"contrast/{labels_key}"].long().repeat(views)
     keys, key_labels = (anchors, labels) if case == "no_queue" else queue_keys(ref)
-    loss = pixel_contrast_loss(anchors, labels, keys, key_labels, temperature, 0.07, self_mask=self_mask)
+    chosen = None
+    if padded:
+        anchors = torch.stack([torch.full_like(anchors, 0.1), anchors], dim=1).flatten(0, 1)
+        labels = torch.stack([torch.ones_like(labels), labels], dim=1).flatten()
+        chosen = torch.tensor([False, True]).repeat(len(labels) // 2)
+    loss = pixel_contrast_loss(anchors, labels, keys, key_labels, temperature, 0.07, self_mask=self_mask, chosen=chosen)
     loss.backward()
     return loss.detach(), x.grad
 
@@ -71,6 +79,15 @@ def contrast(ref, case: str, self_mask: bool, temperature: float = 0.07) -> tupl
 @pytest.mark.parametrize("case", ["queue", "no_queue", "queue_fg", "queue_2view"])
 def test_contrast_loss_and_gradient_match_the_authors_with_the_quirk(ref, case):
     loss, grad = contrast(ref, case, self_mask=True)
+    assert loss.item() == pytest.approx(ref[f"contrast/loss_{case}"], rel=REL)
+    close(grad, ref[f"contrast/grad_X_anchor_{case}"])
+
+
+@pytest.mark.parametrize("case", ["queue", "queue_fg", "queue_2view"])
+def test_fixed_size_anchor_rows_give_the_authors_loss_with_the_quirk(ref, case):
+    """The rows that are not anchors change nothing, and the quirk zeroes (i, index of row i among
+    the anchors): zeroing (i, i) by row number, another key, fails."""
+    loss, grad = contrast(ref, case, self_mask=True, padded=True)
     assert loss.item() == pytest.approx(ref[f"contrast/loss_{case}"], rel=REL)
     close(grad, ref[f"contrast/grad_X_anchor_{case}"])
 

@@ -9,6 +9,7 @@ from torch import nn
 
 from ugpcl import predict
 from ugpcl.commands import predict as predict_command
+from ugpcl.data.resize import Resizing
 from ugpcl.errors import UserError
 from ugpcl.predict import predict_files
 
@@ -38,33 +39,70 @@ def test_outputs_match_the_network_in_each_format_and_orientation(tmp_path):
     vol_xyz = blocky((3, SIZE, 2 * SIZE), 1).transpose(2, 1, 0)  # NIfTI X x Y x Z from a Z x Y x X pattern
     affine = np.diag([1.5, 1.2, 8.0, 1.0])
     nib.save(nib.Nifti1Image((vol_xyz * 100 + 7).astype(np.int16), affine), str(tmp_path / "vol.nii.gz"))
-    vol = blocky((2, 2 * SIZE, SIZE), 2).astype(np.float32)
-    with h5py.File(tmp_path / "vol.h5", "w") as f:
-        f["image"] = vol
+    stack = blocky((2, 2 * SIZE, SIZE), 2).astype(np.float32)
+    with h5py.File(tmp_path / "stack.h5", "w") as f:
+        f["image"] = stack
 
-    outputs = predict_files(net, [tmp_path / "grey.png", tmp_path / "vol.nii.gz", tmp_path / "vol.h5"],
+    outputs = predict_files(net, [tmp_path / "grey.png", tmp_path / "vol.nii.gz", tmp_path / "stack.h5"],
                             tmp_path / "out", SIZE)
     out = tmp_path / "out"
-    assert sorted(p.name for p in outputs) == ["grey_mask.png", "grey_overlay.png", "vol_pred.h5", "vol_pred.nii.gz"]
+    assert [p.name for p in outputs] == ["grey_mask.png", "grey_overlay.png", "vol_pred.nii.gz", "vol_overlay.png",
+                                         "stack_pred.h5", "stack_pred.nii.gz", "stack_overlay.png"]
 
     mask = cv2.imread(str(out / "grey_mask.png"), cv2.IMREAD_UNCHANGED)
     assert mask.dtype == np.uint8 and mask.shape == grey.shape
-    np.testing.assert_array_equal(mask, grey > 127)
+    np.testing.assert_array_equal(mask, (grey > 127) * 255)        # two classes: ISIC's 0/255
     over = cv2.imread(str(out / "grey_overlay.png"))
     assert over.shape == (*grey.shape, 3)
     np.testing.assert_array_equal(over[mask == 0], 0)              # background keeps the (black) image
-    assert (over[mask == 1] != 255).any(axis=-1).all()             # lesion pixels are tinted
+    assert (over[mask == 255] != 255).any(axis=-1).all()           # lesion pixels are tinted
 
     assert (out / "vol_pred.nii.gz").read_bytes()[:2] == b"\x1f\x8b"  # gzip, as its name says
     pred = nib.load(str(out / "vol_pred.nii.gz"))
     np.testing.assert_array_equal(pred.affine, nib.load(str(tmp_path / "vol.nii.gz")).affine)
     np.testing.assert_allclose(pred.affine, affine, rtol=1e-6)
     assert pred.get_data_dtype() == np.uint8 and pred.shape == vol_xyz.shape
-    np.testing.assert_array_equal(np.asanyarray(pred.dataobj), vol_xyz)
+    np.testing.assert_array_equal(np.asanyarray(pred.dataobj), vol_xyz)   # class indices, not 0/255
 
-    with h5py.File(out / "vol_pred.h5") as f:
+    with h5py.File(out / "stack_pred.h5") as f:
         assert f["pred"].dtype == np.uint8
-        np.testing.assert_array_equal(f["pred"][()], vol)
+        np.testing.assert_array_equal(f["pred"][()], stack)
+    as_nifti = nib.load(str(out / "stack_pred.nii.gz"))            # the HDF5 volume as NIfTI too, X x Y x Z
+    np.testing.assert_array_equal(np.asanyarray(as_nifti.dataobj).transpose(2, 1, 0), stack)
+    np.testing.assert_array_equal(as_nifti.header.get_zooms(), (1, 1, 1))   # no spacing in the file
+    # a volume's overlay: its slices in a grid, 2 px apart (3 slices of 32 x 64: 2 x 2; 2 of 64 x 32: 1 x 2)
+    assert cv2.imread(str(out / "vol_overlay.png")).shape == (2 * SIZE + 2, 4 * SIZE + 2, 3)
+    assert cv2.imread(str(out / "stack_overlay.png")).shape == (2 * SIZE, 2 * SIZE + 2, 3)
+
+
+def test_folders_as_input_and_hdf5_spacing_in_the_nifti(tmp_path):
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    stack = blocky((3, SIZE, SIZE), 4).astype(np.float32)
+    with h5py.File(folder / "b.h5", "w") as f:
+        f["image"] = stack
+        f["image"].attrs["spacing"] = [10.0, 1.5, 1.25]               # z, y, x as the array's axes
+    cv2.imwrite(str(folder / "a.png"), (blocky((SIZE, SIZE), 5) * 255).astype(np.uint8))
+    (folder / "notes.txt").write_text("not an image: skipped")
+    (folder / ".hidden.png").write_bytes(b"skipped")
+    (folder / "sub").mkdir()
+    cv2.imwrite(str(folder / "sub" / "c.png"), np.zeros((8, 8), np.uint8))   # not searched
+
+    outputs = predict_files(threshold_net(), [folder], tmp_path / "out", SIZE)
+    assert [p.name for p in outputs] == ["a_mask.png", "a_overlay.png", "b_pred.h5", "b_pred.nii.gz",
+                                         "b_overlay.png"]
+    nifti = nib.load(str(tmp_path / "out" / "b_pred.nii.gz"))
+    np.testing.assert_allclose(nifti.header.get_zooms(), (1.25, 1.5, 10.0))   # x, y, z
+    np.testing.assert_array_equal(np.asanyarray(nifti.dataobj).transpose(2, 1, 0), stack)
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="no image, NIfTI or HDF5 file in this folder") as info:
+        predict_files(threshold_net(), [tmp_path / "empty"], tmp_path / "out2", SIZE)
+    assert "empty" in str(info.value)
+    with h5py.File(folder / "b.h5", "a") as f:
+        f["image"].attrs["spacing"] = [1.0, 0.0]
+    with pytest.raises(UserError, match="spacing"):
+        predict_files(threshold_net(), [folder / "b.h5"], tmp_path / "out3", SIZE)
 
 
 def test_colour_input_to_grey_network_and_grey_to_rgb_network(tmp_path):
@@ -74,7 +112,7 @@ def test_colour_input_to_grey_network_and_grey_to_rgb_network(tmp_path):
     predict_files(threshold_net(3), [tmp_path / "rgb.png"], tmp_path / "b", SIZE)
     for folder in ("a", "b"):
         mask = cv2.imread(str(tmp_path / folder / "rgb_mask.png"), cv2.IMREAD_UNCHANGED)
-        np.testing.assert_array_equal(mask, rgb > 0)
+        np.testing.assert_array_equal(mask, (rgb > 0) * 255)
 
 
 @pytest.fixture(scope="module")
@@ -99,13 +137,18 @@ def test_cli_with_tiny_unet_on_real_acdc_volume_and_nifti(tmp_path, acdc_run, ac
     assert pred.shape == (3, 256, 216) and pred.dtype == np.uint8 and pred.max() < 4
     nifti = np.asanyarray(nib.load(str(tmp_path / "out" / "p1n_pred.nii")).dataobj)
     np.testing.assert_array_equal(nifti.transpose(2, 1, 0), pred)  # same slices, same orientation
+    as_nifti = np.asanyarray(nib.load(str(tmp_path / "out" / "p1_pred.nii.gz")).dataobj)
+    np.testing.assert_array_equal(as_nifti.transpose(2, 1, 0), pred)   # four classes: indices 0..3
+    assert cv2.imread(str(tmp_path / "out" / "p1_overlay.png")).shape[2] == 3
 
-    # the CLI's result is the network's own prediction (via --checkpoint this time)
+    # the CLI's result is the network's own prediction (via --checkpoint this time), its slices
+    # resized as the run's dataset was prepared (acdc: nearest, data.acdc.interpolation)
     assert run_cli(predict_command, ["predict", "--checkpoint", str(run_dir / "checkpoints" / "best.pt"),
                              str(tmp_path / "p1.h5"), "--out", str(tmp_path / "again"), "--device", "cpu"]) == 0
-    direct = predict_files(net, [tmp_path / "p1.h5"], tmp_path / "direct", SIZE)[0]
-    with h5py.File(tmp_path / "again" / "p1_pred.h5") as a, h5py.File(direct) as b:
-        np.testing.assert_array_equal(a["pred"][()], b["pred"][()])
+    for rule, same in ((Resizing("nearest", "nearest"), True), (Resizing(), False)):
+        direct = predict_files(net, [tmp_path / "p1.h5"], tmp_path / f"direct-{same}", SIZE, resizing=rule)[0]
+        with h5py.File(tmp_path / "again" / "p1_pred.h5") as a, h5py.File(direct) as b:
+            assert np.array_equal(a["pred"][()], b["pred"][()]) == same
 
 
 def test_tiny_unet_on_real_isic_jpeg(tmp_path, isic_dir):
@@ -115,7 +158,7 @@ def test_tiny_unet_on_real_isic_jpeg(tmp_path, isic_dir):
     mask = cv2.imread(str(tmp_path / "out" / f"{jpg.stem}_mask.png"), cv2.IMREAD_UNCHANGED)
     over = cv2.imread(str(tmp_path / "out" / f"{jpg.stem}_overlay.png"))
     assert mask.shape == cv2.imread(str(jpg)).shape[:2] and over.shape == cv2.imread(str(jpg)).shape
-    assert mask.dtype == np.uint8 and mask.max() <= 1
+    assert mask.dtype == np.uint8 and set(np.unique(mask)) <= {0, 255}   # ISIC's own mask format
 
 
 def write_bad_inputs(d):
@@ -157,3 +200,15 @@ def test_same_stem_twice_is_refused_before_any_work(tmp_path):
         predict_files(threshold_net(), [tmp_path / "a" / "x.png", tmp_path / "b" / "x.png"], tmp_path / "out", SIZE)
     assert not (tmp_path / "out").exists()
 
+
+
+def test_out_defaults_under_results_of_the_runs_profile(tmp_path, capsys):
+    cv2.imwrite(str(tmp_path / "x.png"), (blocky((SIZE, SIZE), 6) * 255).astype(np.uint8))
+    results = tmp_path / "results"
+    save_run(tmp_path / "run", num_classes=2, in_channels=1, image_size=SIZE, dataset="isic",
+             overrides=[f"paths.results={results}"])
+    assert run_cli(predict_command, ["predict", "--run-dir", str(tmp_path / "run"), str(tmp_path / "x.png"),
+                                     "--device", "cpu"]) == 0
+    out = results / "demo" / "predictions" / "test-run" / "seed1" / "best"
+    assert sorted(p.name for p in out.iterdir()) == ["x_mask.png", "x_overlay.png"]
+    assert capsys.readouterr().out.split() == [str(out / "x_mask.png"), str(out / "x_overlay.png")]

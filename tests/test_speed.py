@@ -89,9 +89,6 @@ def test_per_sample_quarter_turns_equal_torch_rot90():
 
 # --- no host-device synchronisation in a step ---------------------------------------------------
 READS = ("item", "tolist", "numpy", "cpu", "__bool__", "__float__", "__int__", "__index__", "nonzero")
-# Known remaining reads, to be removed: UGPCL's anchor sampling and queue update pick a variable
-# number of pixels (nonzero) and size their class axis from the data (item).
-KNOWN = {"ugpcl": {"item", "nonzero"}}
 
 
 @contextlib.contextmanager
@@ -125,7 +122,7 @@ def test_training_step_reads_nothing_back_from_the_device(name, acdc_batch):
     for t in (5, 6):  # twice: the second step has a filled queue / an updated teacher
         with reads_recorded(found):
             train_step(method, optimizer, batch, t)
-    assert found == KNOWN.get(name, set())
+    assert found == set()
 
 
 def test_log_rows_for_every_iteration_read_back_every_log_every(tiny_acdc, tmp_path):

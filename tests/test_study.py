@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ugpcl.cli import main
 from ugpcl.config import load_config
-from ugpcl.study import distinct_runs
+from ugpcl.study import dataset_settings, distinct_runs, run_settings, settings_digest
 
 REPO = Path(__file__).resolve().parents[1]
 METHODS = ["supervised", "mt", "uamt", "em", "dct", "cct", "cps", "ugpcl"]
@@ -58,3 +58,34 @@ def test_dry_run_schedules_exactly_those_training_jobs():
     assert counts["figures"] == counts["report"] == counts["all"] == "1"
     jobs = re.findall(r"^rule train:\n(?:    .*\n)*?    wildcards: run=([^,\s]+), seed=(\d+)", text, flags=re.M)
     assert sorted(jobs) == sorted((run_id, "1337") for run_id in TABLE1_IDS + TABLE2_EXTRA + TABLE3_EXTRA)
+
+
+def digests(cfg) -> dict:
+    return {(run.id, seed): settings_digest(run_settings(cfg, run, seed))
+            for run in distinct_runs(cfg) for seed in cfg["experiments"]["seeds"]}
+
+
+def changed_runs(*overrides) -> set[str]:
+    before, after = digests(load_config(profile="demo")), digests(load_config(profile="demo", overrides=overrides))
+    assert before.keys() == after.keys()
+    return {run_id for (run_id, _), value in before.items() if after[(run_id, _)] != value}
+
+
+def test_a_runs_rerun_trigger_covers_what_it_trains_with_and_nothing_else():
+    ids = {run.id: run for run in distinct_runs(load_config(profile="demo"))}
+    ugpcl = {i for i, run in ids.items() if run.method == "ugpcl"}
+    assert len(ugpcl) == 12 and changed_runs("methods.ugpcl.temperature=0.1") == ugpcl
+    assert changed_runs("methods.cps.consistency=0.2") == {"acdc68_cps", "acdc136_cps", "isic91_cps", "isic181_cps"}
+    assert changed_runs("data.isic.split_seed=7") == {i for i in ids if i.startswith("isic")}
+    assert changed_runs("data.demo.isic_images=30") == {i for i in ids if i.startswith("isic")}
+    assert changed_runs("data.demo.acdc_slices=5") == {i for i in ids if i.startswith("acdc")}
+    for shared in ("train.lr=0.02", "model.width=16", "evaluation.checkpoint=last", "data.image_size=96"):
+        assert changed_runs(shared) == set(ids), shared
+    assert changed_runs("experiments.table1.methods=[supervised, mt, uamt, em, dct, cct, cps, ugpcl]") == set()
+
+
+def test_a_datasets_rerun_trigger_covers_its_own_settings():
+    cfg = load_config(profile="demo")
+    before = {d: settings_digest(dataset_settings(cfg, d)) for d in ("acdc", "isic")}
+    other = load_config(profile="demo", overrides=["data.demo.isic_size=96"])
+    assert {d for d in before if settings_digest(dataset_settings(other, d)) != before[d]} == {"isic"}

@@ -60,6 +60,8 @@ def demo(tmp_path_factory):
     params.write_text(text)
     # the copy's own code, and the venv's snakemake/dvc/ugpcl on PATH as after `source .venv/bin/activate`
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "PYTHONPATH": str(repo / "src")}
+    result = run([ugpcl, "dvc-matrix"], repo, env, 300)   # DVC's stages of the demo's matrix
+    assert result.returncode == 0, failure(result, repo)
     result = run([BIN / "snakemake", "all", "--profile", "workflow/profiles/demo"], repo, env)
     assert result.returncode == 0, failure(result, repo)
     return repo, env
@@ -118,6 +120,39 @@ def test_dvc_metrics_and_plots_show_the_report(demo):
         assert all(field in v for v in values)
 
 
+def set_method_param(repo: Path, method: str, key: str, value) -> str:
+    """Set methods.<method>.<key> in the demo profile of the copy's params.yaml; returns the old text."""
+    path = repo / "params.yaml"
+    text = path.read_text()
+    params = yaml.safe_load(text)
+    params["profiles"]["demo"].setdefault("methods", {}).setdefault(method, {})[key] = value
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return text
+
+
+def run_ids(repo: Path, method: str) -> set[str]:
+    """The ids of a method's runs (<dataset><regime>_<method>[_<variant>]) in the demo's results."""
+    runs = (repo / "results" / "demo" / "runs").glob("*/seed1337")
+    return {p.parent.name for p in runs if p.parent.name.split("_")[1] == method}
+
+
+def test_snakemake_plans_only_the_runs_of_a_changed_method(demo):
+    """A run's rerun trigger covers what it trains with: one method's parameter, that method's runs."""
+    repo, env = demo
+    original = set_method_param(repo, "ugpcl", "temperature", 0.2)
+    try:
+        result = run([BIN / "snakemake", "-n", "all", "--profile", "workflow/profiles/demo"], repo, env, 600)
+    finally:
+        (repo / "params.yaml").write_text(original)
+    assert result.returncode == 0, failure(result, repo)
+    text = result.stdout + result.stderr
+    planned = set(re.findall(r"^rule train:\n(?:    .*\n)*?    wildcards: run=([^,\s]+), seed=1337", text, flags=re.M))
+    assert len(run_ids(repo, "ugpcl")) == 12 and planned == run_ids(repo, "ugpcl"), text[-3000:]
+    assert "rule prepare:" not in text
+    unchanged = run([BIN / "snakemake", "-n", "all", "--profile", "workflow/profiles/demo"], repo, env, 600)
+    assert "Nothing to be done" in unchanged.stdout + unchanged.stderr, unchanged.stdout[-3000:]
+
+
 def test_dvc_repro_retrains_nothing_after_a_report_code_change(demo):
     repo, env = demo
 
@@ -141,9 +176,22 @@ def test_dvc_repro_retrains_nothing_after_a_report_code_change(demo):
     html_code.write_text(html_code.read_text() + "\n# a report-only change\n")
     out = dvc("repro")
     assert "Running stage 'report'" in out, out
-    assert "Running stage 'runs'" not in out and "Running stage 'data'" not in out, out
+    assert "Running stage 'train@" not in out and "Running stage 'data'" not in out, out
     assert report.stat().st_mtime_ns > report_before
     assert {p: p.stat().st_mtime_ns for p in checkpoints} == before   # nothing retrained
+    assert "Data and pipelines are up to date" in dvc("status")
+
+    # one method's parameter: DVC retrains that method's runs (one stage per run) and nothing else
+    set_method_param(repo, "cps", "consistency", 0.2)
+    out = dvc("repro")
+    cps = run_ids(repo, "cps")
+    assert len(cps) == 4
+    assert set(re.findall(r"Running stage 'train@([^']+)-seed1337'", out)) == cps, out
+    assert "Running stage 'data'" not in out and "Running stage 'report'" in out, out
+    after = {p: p.stat().st_mtime_ns for p in checkpoints}
+    assert {p for p in checkpoints if after[p] != before[p]} == {p for p in checkpoints if p.parts[-4] in cps}
+    config = yaml.safe_load((repo / "results" / "demo" / "runs" / "acdc68_cps" / "seed1337" / "config.yaml").read_text())
+    assert config["methods"]["cps"]["consistency"] == 0.2
     assert "Data and pipelines are up to date" in dvc("status")
 
 

@@ -13,7 +13,7 @@ import importlib
 import os
 import sys
 
-from . import __version__, lifetime
+from . import __version__, forkserver, lifetime
 from .errors import UserError
 from .fileio import FULL, write_error
 
@@ -25,6 +25,7 @@ COMMAND_MODULES = {
     "ugpcl.commands.evaluate": ("evaluate",),
     "ugpcl.commands.predict": ("predict",),
     "ugpcl.commands.report": ("runs", "report", "figures", "choices"),
+    "ugpcl.commands.pipeline": ("dvc-matrix",),
 }
 
 
@@ -41,6 +42,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == [forkserver.SERVE]:
+        return forkserver.serve(argv[1], main)
+    if forkserver.wanted():  # a workflow job whose workflow runs a fork server (its profile says so)
+        code = forkserver.run_in_server(argv)
+        if code is not None:
+            return code
     command = next((a for a in argv if not a.startswith("-")), None)
     args = build_parser(command).parse_args(argv)
     try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from .errors import UserError
 
 RESNET50_WIDTH = 64  # the only width with ImageNet weights (models.resnet.STANDARD_WIDTH)
+RESNET50_BLOCKS = [3, 4, 6, 3]  # and the only depth
 DEMO_FRAMES = 2      # the ACDC demo writes two frames (ED, ES) per patient (data.demo)
 
 
@@ -46,6 +47,9 @@ def _model(cfg: dict) -> list[str]:
     if m["pretrained"] and m["width"] != RESNET50_WIDTH:
         out.append(f"model.pretrained is true but model.width is {m['width']}: ImageNet weights exist only for "
                    f"the ResNet-50 width {RESNET50_WIDTH} (set model.width: {RESNET50_WIDTH} or model.pretrained: false)")
+    if m["pretrained"] and m["blocks"] != RESNET50_BLOCKS:
+        out.append(f"model.pretrained is true but model.blocks is {m['blocks']}: ImageNet weights exist only for "
+                   f"ResNet-50's {RESNET50_BLOCKS} (set model.blocks: {RESNET50_BLOCKS} or model.pretrained: false)")
     s = m["swin"]
     for i, heads in enumerate(s["heads"]):
         width = s["embed_dim"] * 2**i

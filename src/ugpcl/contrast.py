@@ -4,13 +4,15 @@ One training step of the caller (`methods/ugpcl.py`) reads:
 
     targets, info = certainty_pseudo_labels(seg, seg_tf, label_l, t, T, mode)
     targets_small = downsample_labels(targets, embed.shape[-2:])
-    preds_small = downsample_labels(seg.argmax(1), embed.shape[-2:])
-    anchors, labels = sample_anchors(embed, targets_small, preds_small)
+    preds_small = downsample_labels(class_map(seg), embed.shape[-2:])
+    anchors, labels, chosen = sample_anchors(embed, targets_small, preds_small, num_classes)
     keys, key_labels = queue.keys()
-    loss = pixel_contrast_loss(anchors, labels, keys, key_labels)
+    loss = pixel_contrast_loss(anchors, labels, keys, key_labels, chosen=chosen)
     queue.update(embed.detach(), targets_small)
 
 Everything is vectorised over images, classes and pixels; the label maps use -1 for "ignore".
+Nothing reads a value back from the device: every tensor's shape follows from the batch's shape
+and `num_classes` (fixed-size anchor rows with a `chosen` mask, a fixed-shape queue scatter).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .losses import entropy_map, sigmoid_rampup
+from .losses import class_map, entropy_map, sigmoid_rampup
 
 IGNORE = -1
 MODES = ("ugpcl", "pseudo", "sup")
@@ -64,15 +66,15 @@ def certainty_pseudo_labels(
     if label_l.shape[1:] != seg.shape[2:] or labeled_bs > seg.shape[0]:
         raise ValueError(f"labels {tuple(label_l.shape)} do not match the first images of seg {tuple(seg.shape)}")
     probs = (seg.float().softmax(1) + seg_tf.float().softmax(1)) / 2
-    targets = probs.argmax(1)
+    targets = class_map(probs)
     threshold = uncertainty_threshold(t, total)
     uncertain = entropy_map(probs) > threshold
     if mode == "ugpcl":
-        targets[uncertain] = IGNORE
+        targets.masked_fill_(uncertain, IGNORE)
     elif mode == "sup":
         targets[labeled_bs:] = IGNORE
     if mode == "pseudo" and pseudo == "cnn":
-        targets = seg.argmax(1)
+        targets = class_map(seg)
     else:
         targets[:labeled_bs] = label_l.long()
     kept = (targets[labeled_bs:] != IGNORE).float().mean()  # tensors: read at logging time, no sync here
@@ -88,10 +90,11 @@ def sample_anchors(
     embed: torch.Tensor,
     targets_small: torch.Tensor,
     preds_small: torch.Tensor,
+    num_classes: int,
     views_per_class: int = 1,
     generator: torch.Generator | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Anchors (N x D, with gradient) and their classes (N,) drawn from `embed` (B x D x h x w).
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Anchor candidates drawn from `embed` (B x D x h x w): (M x D with gradient, classes (M,), chosen (M,) bool).
 
     Every (image, class) whose target pixels (-1 excluded, background included) number more
     than `views_per_class` gives `views_per_class` random pixels, split between "hard"
@@ -99,17 +102,28 @@ def sample_anchors(
     half and half when both have enough, otherwise all of the scarce kind and the rest from the
     other. With one view this is: a random easy pixel if one exists, else a random hard one.
     (The code's cap of 1024 anchors in total never binds at these batch sizes and is omitted.)
+
+    The result has a fixed size, M = B * num_classes * 2k with k = min(views, pixels): one row per
+    (image, class, hard or easy, rank), in that order, and `chosen` marks the rows that are real
+    anchors; the others are some pixel's embedding that `pixel_contrast_loss(..., chosen=)`
+    ignores. So nothing is read back from the device: no count of classes or pixels sizes a
+    tensor. `compact_anchors` gives the real anchors alone, in the same order.
+    Deviation from our earlier, variable-size version (same distribution of anchors): it sized the
+    class axis of the random scores as max(targets) + 1, this one as `num_classes`, so for a given
+    generator state the same anchors are drawn whenever the batch's targets hold the highest class
+    and different ones (equally random) otherwise.
     """
     if targets_small.shape != preds_small.shape or targets_small.shape != (embed.shape[0], *embed.shape[2:]):
         raise ValueError(
             f"targets {tuple(targets_small.shape)} and preds {tuple(preds_small.shape)} "
             f"must be B x h x w of embeddings {tuple(embed.shape)}"
         )
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be at least 1, not {num_classes}")
     batch, views = embed.shape[0], views_per_class
     targets = targets_small.reshape(batch, 1, -1)
     preds = preds_small.reshape(batch, 1, -1)
     num_pixels = targets.shape[-1]
-    num_classes = max(int(targets.max().item()) + 1, 1)  # no class present: no anchors, graph kept
     classes = torch.arange(num_classes, device=targets.device).view(1, -1, 1)
     member = targets == classes  # B x C x P
     easy = member & (preds == classes)
@@ -130,10 +144,18 @@ def sample_anchors(
     easy_idx = torch.where(easy, scores, -1.0).topk(k, dim=-1).indices
     rank = torch.arange(k, device=targets.device)
     chosen = torch.cat([rank < hard_keep[..., None], rank < easy_keep[..., None]], dim=-1) & valid[..., None]
-    image, cls, slot = chosen.nonzero(as_tuple=True)
-    pixel = torch.cat([hard_idx, easy_idx], dim=-1)[image, cls, slot]
-    anchors = embed.flatten(2).transpose(1, 2)[image, pixel]
-    return anchors, cls
+    pixel = torch.cat([hard_idx, easy_idx], dim=-1)  # B x C x 2k
+    image = torch.arange(batch, device=targets.device).view(-1, 1, 1).expand_as(pixel)
+    anchors = embed.flatten(2).transpose(1, 2)[image.flatten(), pixel.flatten()]
+    return anchors, classes.expand_as(pixel).flatten(), chosen.flatten()
+
+
+def compact_anchors(
+    anchors: torch.Tensor, labels: torch.Tensor, chosen: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The real anchors of `sample_anchors` alone (N x D, N,), for tests and analysis: their
+    number depends on the data, so this reads it back from the device (not for a training step)."""
+    return anchors[chosen], labels[chosen]
 
 
 class MemoryQueue(nn.Module):
@@ -175,9 +197,14 @@ class MemoryQueue(nn.Module):
         rank = present.long().cumsum(0) - 1
         total = present.sum(0)
         write = present & (rank >= total - size)
-        image, cls = write.nonzero(as_tuple=True)
-        slot = (self.ptr[cls] + rank[image, cls]) % size
-        self.queue[cls, slot] = F.normalize(means[image, cls], dim=1)
+        # Every (image, class) pair is written at once, the ones not to keep into a scratch slot
+        # `size` of a working copy: a fixed-shape scatter, so no count is read back. The kept
+        # entries of a class have at most `size` consecutive ranks, hence distinct slots: only the
+        # discarded scratch slot is written twice, and the result is deterministic.
+        slot = torch.where(write, (self.ptr + rank) % size, size)  # B x C
+        work = torch.cat([self.queue, self.queue.new_zeros(num_classes, 1, self.queue.shape[2])], dim=1)
+        work.index_put_((classes.view(1, -1).expand_as(slot), slot), F.normalize(means, dim=2).to(work.dtype))
+        self.queue.copy_(work[:, :size])
         self.ptr.copy_((self.ptr + total) % size)
 
     def keys(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -197,6 +224,7 @@ def pixel_contrast_loss(
     temperature: float = 0.07,
     base_temperature: float = 0.07,
     self_mask: bool = False,
+    chosen: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Supervised InfoNCE of anchors against the queue (paper eq. 8-9, as the code computes it).
 
@@ -208,19 +236,34 @@ def pixel_contrast_loss(
     reproduce the authors' numbers exactly). Against the anchors themselves (keys = anchors) it
     removes each anchor's self-pair, as in the code's no-queue branch.
     Computed in float32 (autocast off). No anchors: a zero that still backpropagates.
+
+    `chosen` (bool, one per row; None: all rows) marks the real anchors of the fixed-size rows of
+    `sample_anchors`: the loss averages over them only, and the quirk zeroes entry (i, n_i) with
+    n_i = the rank of row i among the chosen rows (cumsum - 1), the index it has in the compact
+    list of anchors, so the value is the compact list's without reading its length back.
     """
     if anchors.shape[0] == 0:
         return anchors.float().sum() * 0.0
     with torch.autocast(anchors.device.type, enabled=False):
         anchors = anchors.float()
+        if chosen is not None:  # rows that are not anchors become zeros: finite logits, so no 0 * inf = NaN
+            chosen = chosen.to(anchors.device)  # in the backward pass of the rows the mean leaves out
+            anchors = torch.where(chosen[:, None], anchors, 0.0)
         keys = keys.to(anchors.device, torch.float32)
         logits = anchors @ keys.T / temperature
         logits = logits - logits.max(dim=1, keepdim=True).values.detach()
         positive = (anchor_labels.to(keys.device)[:, None] == key_labels.to(keys.device)[None, :]).float()
         exp_logits = logits.exp()
         negatives = (exp_logits * (1 - positive)).sum(dim=1, keepdim=True)
-        if self_mask:
+        if self_mask and chosen is None:
             positive.diagonal().zero_()
+        elif self_mask:
+            compact_index = chosen.long().cumsum(0) - 1
+            columns = torch.arange(positive.shape[1], device=positive.device)
+            positive = positive.masked_fill(columns[None, :] == compact_index[:, None], 0.0)
         log_prob = logits - torch.log(exp_logits + negatives)
         mean_log_prob_pos = (positive * log_prob).sum(1) / (positive.sum(1) + 1e-5)
-        return -(temperature / base_temperature) * mean_log_prob_pos.mean()
+        if chosen is None:
+            return -(temperature / base_temperature) * mean_log_prob_pos.mean()
+        total = torch.where(chosen, mean_log_prob_pos, 0.0).sum()
+        return -(temperature / base_temperature) * (total / chosen.sum().clamp(min=1))

@@ -21,9 +21,9 @@ import pandas as pd
 import torch
 
 from . import choices
-from .config import REPO_ROOT, eval_dir, prepared_path
+from .config import REPO_ROOT, eval_dir, prepared_path, results_dir
 from .data.prepared import Prepared, load_prepared
-from .engine.checkpoint import load_run
+from .engine.checkpoint import LoadedRun, load_run
 from .engine.runfiles import RunFiles
 from .errors import UserError
 from .fileio import write_json
@@ -42,10 +42,11 @@ def git_commit() -> str:
 
 def evaluate_run(run_dir: str | Path, *, checkpoint: str = "best", data: Prepared | str | Path | None = None,
                  device="cpu", batch_size: int | None = None, protocol: str | None = None, out: Path | None = None,
-                 progress: bool = False) -> dict:
-    """Score every evaluated network of `run_dir/checkpoints/<checkpoint>.pt`; write per_case.csv
-    and summary.json to `out` (default: `eval_dir(run_dir, checkpoint)`) and return the summary."""
-    loaded = load_run(run_dir, checkpoint, device=device)
+                 progress: bool = False, loaded: LoadedRun | None = None) -> dict:
+    """Score every evaluated network of `run_dir/checkpoints/<checkpoint>.pt` (or of `loaded`, that
+    checkpoint already loaded); write per_case.csv and summary.json to `out` (default:
+    `eval_dir(run_dir, checkpoint)`, the training's own evaluation) and return the summary."""
+    loaded = loaded or load_run(run_dir, checkpoint, device=device)
     cfg, info = loaded.cfg, loaded.info
     prepared = data if isinstance(data, Prepared) else load_prepared(data or prepared_path(cfg, info["dataset"]))
     check_data_fits(prepared, cfg, info, loaded.path)
@@ -63,6 +64,34 @@ def evaluate_run(run_dir: str | Path, *, checkpoint: str = "best", data: Prepare
                    checkpoint=checkpoint, iteration=loaded.iteration, protocol=protocol)
     write_evaluation(out or eval_dir(run_dir, checkpoint), pd.concat(frames, ignore_index=True), summary)
     return summary
+
+
+def workflow_runs(cfg: dict) -> Path:
+    """results/<profile>/runs: the run directories Snakemake declares as outputs and DVC tracks."""
+    return results_dir(cfg) / "runs"
+
+
+def inside(path: str | Path, folder: Path) -> Path | None:
+    """`path` relative to `folder` when it lies in it (symbolic links resolved), else None."""
+    try:
+        return Path(path).resolve().relative_to(folder.resolve())
+    except ValueError:
+        return None
+
+
+def evaluation_dir(cfg: dict, run_dir: str | Path, checkpoint: str, protocol: str) -> Path:
+    """Where `ugpcl evaluate` writes by default: never over the training's own evaluation (eval/,
+    eval-last/) nor into a workflow's run directory, whose files Snakemake and DVC own (DVC would
+    restore them at the next `dvc repro`).
+    - a run of the workflows (results/<profile>/runs/<run>/seed<seed>): next to the runs, in
+      results/<profile>/evaluations/<run>/seed<seed>/<checkpoint>-<protocol>/;
+    - any other run directory: <run_dir>/evaluations/<checkpoint>-<protocol>/.
+    `cfg` is the run's own configuration (its profile and paths.results)."""
+    name = f"{checkpoint}-{protocol}"
+    below = inside(run_dir, workflow_runs(cfg))
+    if below is None:
+        return Path(run_dir) / "evaluations" / name
+    return results_dir(cfg) / "evaluations" / below / name
 
 
 def check_data_fits(prepared: Prepared, cfg: dict, info: dict, checkpoint_path: Path) -> None:

@@ -106,11 +106,24 @@ def install(environ=os.environ) -> threading.Event | None:
     for sig in (signal.SIGTERM, signal.SIGHUP):
         if signal.getsignal(sig) in (signal.SIG_DFL, _on_signal):  # keep an ignored one ignored (nohup)
             signal.signal(sig, _on_signal)
-    value = environ.get(ENV, "")
-    parts = value.split(":", 2)
+    return watch(environ)
+
+
+def watched(environ=os.environ) -> tuple[int, str | None] | None:
+    """(pid, start) of the process UGPCL_EXIT_WITH names, or None (not set, or another host's)."""
+    parts = environ.get(ENV, "").split(":", 2)
     if len(parts) != 3 or parts[0] != host() or not parts[1].isdigit():
         return None
-    pid, started = int(parts[1]), parts[2] or None
+    return int(parts[1]), parts[2] or None
+
+
+def watch(environ=os.environ) -> threading.Event | None:
+    """Send this process SIGTERM when the process UGPCL_EXIT_WITH names is gone (from a thread);
+    returns the watcher's stop event, or None when there is nothing to watch."""
+    named = watched(environ)
+    if named is None:
+        return None
+    pid, started = named
     stop = threading.Event()
     if not alive(pid, started):  # gone before this command started
         raise Terminated(signal.SIGTERM, f"the workflow process {pid} that started this job is gone: not starting")

@@ -51,6 +51,7 @@ from tqdm import tqdm
 from .data.prepared import Prepared
 from .errors import UserError
 from .fileio import atomic_path, write_json
+from .losses import class_map
 
 METRICS = ("dice", "jaccard", "hd95", "hd95_medpy", "asd")
 
@@ -73,7 +74,7 @@ def predict_slices(net: nn.Module, images: np.ndarray, batch_size: int = 32, dev
             for start in tqdm(starts, desc="predict", unit="batch", disable=not progress, dynamic_ncols=True):
                 x = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size])).to(device)
                 x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
-                out[start : start + len(x)] = net(x).argmax(1).to(torch.uint8).cpu().numpy()
+                out[start : start + len(x)] = class_map(net(x)).to(torch.uint8).cpu().numpy()
     finally:
         net.train(was_training)
     return out

@@ -1,16 +1,24 @@
-"""Segmenting new images with a trained network (`ugpcl predict`).
+"""Segmenting new images with a trained network (`ugpcl predict`), in the formats clinical viewers open.
 
-Inputs, by file name:
-- PNG / JPEG (cv2): one 2D image, grey or colour, scaled to [0, 1] by its integer range;
+Inputs, by file name (a folder stands for the supported files directly in it, in name order):
+- PNG / JPEG / TIFF / BMP: one 2D image, grey or colour, scaled to [0, 1] by its integer range;
   grey is replicated to 3 channels for an RGB network, colour is converted to grey for a
-  1-channel one. Output: `<stem>_mask.png` (uint8 class indices) and `<stem>_overlay.png`.
+  1-channel one. Outputs: `<stem>_mask.png` and `<stem>_overlay.png`.
 - NIfTI `.nii` / `.nii.gz`: a 2D or 3D image, min-max normalised per volume to [0, 1] and
   segmented per axial slice; the X x Y x Z array is transposed to Z x Y x X as in the data
-  stage. Output: `<stem>_pred.nii[.gz]` (uint8) with the input's affine and header.
-- HDF5 `.h5` / `.hdf5` with an `image` dataset, H x W or D x H x W, already in [0, 1]
-  (the SSL4MIS layout). Output: `<stem>_pred.h5` with a `pred` dataset of the same shape.
-Every slice is resized to the network's image_size (bilinear), predicted, and its labels
-resized back to the slice's own size (nearest), so outputs have the inputs' shapes.
+  stage. Outputs: `<stem>_pred.nii[.gz]` (uint8 class indices, the input's affine and header)
+  and `<stem>_overlay.png`.
+- HDF5 `.h5` / `.hdf5` with an `image` dataset, H x W or D x H x W, already in [0, 1] (the
+  SSL4MIS layout). Outputs: `<stem>_pred.h5` (a `pred` dataset of the image's shape),
+  `<stem>_pred.nii.gz` (a `spacing` attribute of the file or of `image`, in the array's axis
+  order, becomes the voxel size; 1 x 1 x 1 otherwise) and `<stem>_overlay.png`.
+Masks: a two-class network writes 0/255 PNGs (ISIC's format: the lesion is white in any
+viewer); with more classes the PNG holds the class indices 0..C-1 (dark: the overlay shows
+them) and NIfTI/HDF5 outputs always hold class indices. Overlays: the image with every class in
+a colour of its own (PALETTE); a volume's overlay shows all its slices in a grid.
+Every slice is resized to the network's image_size the way its dataset was prepared
+(`data.resize`: the checkpoint's `data.<dataset>` settings), predicted, and its labels resized
+back to the slice's own size (nearest), so outputs have the inputs' shapes.
 """
 
 from __future__ import annotations
@@ -23,17 +31,18 @@ import h5py
 import nibabel as nib
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .data.imageio import read_image as decode_image
+from .data.resize import Resizing, resize_slices
 from .data.volumeio import volume_zyx
 from .errors import UserError
 from .fileio import atomic_path
 from .metrics import predict_slices, resize_labels
 
-KINDS = {".png": "image", ".jpg": "image", ".jpeg": "image", ".nii": "nifti", ".nii.gz": "nifti",
-         ".h5": "hdf5", ".hdf5": "hdf5"}
+KINDS = {".png": "image", ".jpg": "image", ".jpeg": "image", ".tif": "image", ".tiff": "image", ".bmp": "image",
+         ".nii": "nifti", ".nii.gz": "nifti", ".h5": "hdf5", ".hdf5": "hdf5"}
+BINARY_FOREGROUND = 255  # a two-class mask PNG: 0 background, 255 foreground (ISIC's ground truth)
 # Overlay colours (RGB) of classes 1, 2, ...: ACDC RV red, Myo green, LV blue; ISIC lesion red.
 PALETTE = np.array([[0, 0, 0], [230, 25, 75], [60, 180, 75], [0, 130, 200], [255, 225, 25], [145, 30, 180]],
                    dtype=np.uint8)
@@ -51,10 +60,28 @@ def input_kind(path: Path) -> str:
     suffix = split_name(path)[1]
     if suffix not in KINDS:
         raise UserError(f"unsupported input type {suffix or '(no suffix)'!r}", path=path,
-                        fix="give PNG/JPEG images, NIfTI (.nii, .nii.gz) or HDF5 (.h5) files with an `image` dataset")
+                        fix="give PNG/JPEG/TIFF/BMP images, NIfTI (.nii, .nii.gz) or HDF5 (.h5) files with an "
+                            "`image` dataset, or a folder of them")
     if not path.is_file():
         raise UserError("input file not found", path=path, fix="check the path")
     return KINDS[suffix]
+
+
+def expand_inputs(paths) -> list[Path]:
+    """The input files: each file as given, each folder's supported files (not hidden, not in
+    subfolders) in name order; a folder without any is an error naming it."""
+    files = []
+    for path in map(Path, paths):
+        if not path.is_dir():
+            files.append(path)
+            continue
+        found = sorted(p for p in path.iterdir()
+                       if p.is_file() and not p.name.startswith(".") and split_name(p)[1] in KINDS)
+        if not found:
+            raise UserError("no image, NIfTI or HDF5 file in this folder", path=path,
+                            fix=f"give a folder holding files ending in {', '.join(sorted(KINDS))}")
+        files += found
+    return files
 
 
 def network_in_channels(net: nn.Module) -> int:
@@ -80,16 +107,28 @@ def match_channels(slices: np.ndarray, in_channels: int, path: Path) -> np.ndarr
 
 
 def segment(net: nn.Module, slices: np.ndarray, image_size: int, batch_size: int = 16, device="cpu",
-            amp: bool = False) -> np.ndarray:
-    """Labels (N x H x W uint8) of N x C x H x W float slices in [0, 1], via image_size and back."""
+            amp: bool = False, interpolation: str = "bilinear") -> np.ndarray:
+    """Labels (N x H x W uint8) of N x C x H x W float slices in [0, 1], via image_size (resized
+    with `interpolation`, data.resize.FLAGS) and back (nearest)."""
     size = slices.shape[2:]
     out = np.empty((slices.shape[0], *size), dtype=np.uint8)
     for start in range(0, len(slices), batch_size):
-        x = torch.from_numpy(np.ascontiguousarray(slices[start : start + batch_size], dtype=np.float32))
-        x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False)
-        pred = predict_slices(net, x.numpy(), batch_size, device, amp=amp)
+        batch = np.ascontiguousarray(slices[start : start + batch_size].transpose(0, 2, 3, 1), dtype=np.float32)
+        x = resize_slices(batch, image_size, interpolation).transpose(0, 3, 1, 2)
+        pred = predict_slices(net, np.ascontiguousarray(x), batch_size, device, amp=amp)
         out[start : start + len(x)] = resize_labels(pred, size)
     return out
+
+
+def output_classes(net: nn.Module, in_channels: int, image_size: int, device="cpu") -> int:
+    """How many classes the network predicts (the channels of its output)."""
+    with torch.no_grad():
+        was_training = net.training
+        net.eval()
+        try:
+            return int(net(torch.zeros(1, in_channels, image_size, image_size, device=device)).shape[1])
+        finally:
+            net.train(was_training)
 
 
 # --- readers: float32 in [0, 1] -------------------------------------------------------------
@@ -149,23 +188,71 @@ def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.5) -> np.ndarr
     return np.clip(blended + 0.5, 0, 255).astype(np.uint8)
 
 
+def montage(tiles: list[np.ndarray], gap: int = 2) -> np.ndarray:
+    """Equal-sized H x W x 3 tiles in a near-square grid, row by row, separated by `gap` black pixels."""
+    columns = int(np.ceil(np.sqrt(len(tiles))))
+    rows = -(-len(tiles) // columns)
+    h, w = tiles[0].shape[:2]
+    grid = np.zeros((rows * (h + gap) - gap, columns * (w + gap) - gap, 3), np.uint8)
+    for i, tile in enumerate(tiles):
+        r, c = divmod(i, columns)
+        grid[r * (h + gap) : r * (h + gap) + h, c * (w + gap) : c * (w + gap) + w] = tile
+    return grid
+
+
+def mask_png(mask: np.ndarray, classes: int) -> np.ndarray:
+    """What a mask PNG holds: 0/255 for two classes, the class indices otherwise."""
+    return (mask * BINARY_FOREGROUND).astype(np.uint8) if classes == 2 else mask
+
+
 def write_png(tmp: Path, array: np.ndarray, target: Path) -> None:
     """Write `array` to the temporary file `tmp` of the output `target` (named in the error)."""
     if not cv2.imwrite(str(tmp), array):
         raise UserError("cannot write PNG", path=target, fix="check that the output folder is writable")
 
 
+def write_overlay(tmp: Path, slices: np.ndarray, labels: np.ndarray, target: Path) -> None:
+    """The overlay PNG of N x C x H x W slices and their N x H x W labels (one tile per slice)."""
+    tiles = [overlay(image, mask) for image, mask in zip(slices, labels)]
+    write_png(tmp, cv2.cvtColor(tiles[0] if len(tiles) == 1 else montage(tiles), cv2.COLOR_RGB2BGR), target)
+
+
+def h5_spacing(path: Path, ndim: int) -> tuple[float, ...] | None:
+    """The `spacing` attribute of the file or of its `image` dataset (array axis order), if any."""
+    with h5py.File(path, "r") as f:
+        for attrs in (f["image"].attrs, f.attrs):
+            if "spacing" in attrs:
+                spacing = tuple(float(v) for v in np.ravel(attrs["spacing"]))
+                if len(spacing) == ndim and all(np.isfinite(spacing)) and min(spacing) > 0:
+                    return spacing
+                raise UserError(f"`spacing` {spacing} does not give one positive size per axis of `image` ({ndim})",
+                                path=path, fix="store the voxel size in the array's axis order, or remove it")
+    return None
+
+
+def nifti_of(pred_zyx: np.ndarray, spacing_zyx: tuple[float, ...] | None) -> nib.Nifti1Image:
+    """A uint8 NIfTI image of Z x Y x X (or Y x X) labels, stored X x Y x Z as the Creatis files,
+    with the voxel size (z, y, x) on the affine's diagonal (1 where unknown)."""
+    volume = pred_zyx if pred_zyx.ndim == 3 else pred_zyx[None]
+    dz, dy, dx = (1.0, 1.0, 1.0) if spacing_zyx is None else ((1.0, *spacing_zyx) if len(spacing_zyx) == 2 else spacing_zyx)
+    image = nib.Nifti1Image(np.ascontiguousarray(volume.transpose(2, 1, 0)).astype(np.uint8), np.diag([dx, dy, dz, 1.0]))
+    image.header.set_xyzt_units("mm" if spacing_zyx is not None else "unknown")
+    return image
+
+
 def output_paths(path: Path, out_dir: Path) -> list[Path]:
-    """The files that predicting `path` writes into out_dir."""
+    """The files that predicting `path` writes into out_dir (the prediction first, the overlay last)."""
     stem, suffix = split_name(path)
     kind = input_kind(path)
     if kind == "image":
         return [out_dir / f"{stem}_mask.png", out_dir / f"{stem}_overlay.png"]
-    return [out_dir / f"{stem}_pred{suffix if kind == 'nifti' else '.h5'}"]
+    if kind == "nifti":
+        return [out_dir / f"{stem}_pred{suffix}", out_dir / f"{stem}_overlay.png"]
+    return [out_dir / f"{stem}_pred.h5", out_dir / f"{stem}_pred.nii.gz", out_dir / f"{stem}_overlay.png"]
 
 
 def predict_file(net: nn.Module, path: Path, out_dir: Path, image_size: int, batch_size: int = 16, device="cpu",
-                 amp: bool = False) -> list[Path]:
+                 amp: bool = False, resizing: Resizing = Resizing(), classes: int | None = None) -> list[Path]:
     """Segment one input file and write its outputs into out_dir; returns their paths.
 
     The outputs are computed first and written together, each under a temporary name that is
@@ -173,39 +260,42 @@ def predict_file(net: nn.Module, path: Path, out_dir: Path, image_size: int, bat
     kind = input_kind(path)
     outputs = output_paths(path, out_dir)
     in_channels = network_in_channels(net)
+    classes = classes or output_classes(net, in_channels, image_size, device)
 
-    def run(slices: np.ndarray) -> np.ndarray:
-        return segment(net, match_channels(slices, in_channels, path), image_size, batch_size, device, amp)
+    def run(slices: np.ndarray, interpolation: str) -> tuple[np.ndarray, np.ndarray]:
+        slices = match_channels(slices, in_channels, path)
+        return slices, segment(net, slices, image_size, batch_size, device, amp, interpolation)
 
     with contextlib.ExitStack() as stack:
         staged = [stack.enter_context(atomic_path(out, suffix=split_name(out)[1])) for out in outputs]
         if kind == "image":
-            image = read_image(path)
-            mask = run(image)[0]
-            write_png(staged[0], mask, outputs[0])
-            write_png(staged[1], cv2.cvtColor(overlay(image[0], mask), cv2.COLOR_RGB2BGR), outputs[1])
+            shown, labels = run(read_image(path), resizing.image_files)
+            write_png(staged[0], mask_png(labels[0], classes), outputs[0])
         elif kind == "nifti":
             slices, img = read_nifti(path)
-            pred = run(slices).transpose(2, 1, 0).reshape(img.shape)
+            shown, labels = run(slices, resizing.volumes)
             header = img.header.copy()
             header.set_data_dtype(np.uint8)
-            nib.save(type(img)(pred, img.affine, header), str(staged[0]))
+            nib.save(type(img)(labels.transpose(2, 1, 0).reshape(img.shape), img.affine, header), str(staged[0]))
         else:
             image = read_hdf5(path)
-            pred = run(image.reshape(-1, 1, *image.shape[-2:])).reshape(image.shape)
+            shown, labels = run(image.reshape(-1, 1, *image.shape[-2:]), resizing.volumes)
+            pred = labels.reshape(image.shape)
             with h5py.File(staged[0], "w") as f:
                 f.create_dataset("pred", data=pred, compression="gzip")
+            nib.save(nifti_of(pred, h5_spacing(path, image.ndim)), str(staged[1]))
+        write_overlay(staged[-1], shown, labels, outputs[-1])
     return outputs
 
 
 def predict_files(net: nn.Module, inputs, out_dir: str | Path, image_size: int, batch_size: int = 16, device="cpu",
-                  amp: bool = False) -> list[Path]:
-    """Segment every input (checked first: types, existence, distinct output names).
+                  amp: bool = False, resizing: Resizing = Resizing()) -> list[Path]:
+    """Segment every input (files or folders; checked first: types, existence, distinct output names).
 
     An input that fails (unreadable, wrong channels, ...) does not stop the others; each input's
     outputs are complete or absent (`predict_file`), and no existing file is deleted. If any
     input failed, a UserError lists them after all the others are done."""
-    inputs, out_dir = [Path(p) for p in inputs], Path(out_dir)
+    inputs, out_dir = expand_inputs(inputs), Path(out_dir)
     writers: dict[Path, Path] = {}
     for path in inputs:
         for out in output_paths(path, out_dir):
@@ -213,10 +303,11 @@ def predict_files(net: nn.Module, inputs, out_dir: str | Path, image_size: int, 
                 raise UserError(f"inputs {writers[out]} and {path} would both write {out.name}", path=path,
                                 fix="rename one of them or predict them into different --out folders")
             writers[out] = path
+    classes = output_classes(net, network_in_channels(net), image_size, device)
     written, failed = [], []
     for path in inputs:
         try:
-            written += predict_file(net, path, out_dir, image_size, batch_size, device, amp)
+            written += predict_file(net, path, out_dir, image_size, batch_size, device, amp, resizing, classes)
         except UserError as exc:
             failed.append(str(exc))
     if failed:

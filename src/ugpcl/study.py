@@ -9,10 +9,14 @@ listed in `experiments.table1.datasets`, and Tables 2 and 3 on the one they name
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import DEFAULT_CONFIG, dataset_names, deep_merge, load_config, results_dir
+from .config import DEFAULT_CONFIG, dataset_config, dataset_kind, dataset_names, deep_merge, load_config, results_dir
+from .data.demo import demo_settings
+from .data.prepared import FORMAT_VERSION
 from .errors import UserError
 from .methods import check_config, parse_hparams
 
@@ -48,6 +52,34 @@ class Run:
 
     def run_dir(self, cfg: dict, seed: int) -> Path:
         return results_dir(cfg) / "runs" / self.id / f"seed{seed}"
+
+
+# --- what a job depends on: the rerun triggers of Snakemake (params) and DVC (params) -----------
+def dataset_settings(cfg: dict, name: str) -> dict:
+    """Everything preparing dataset `name` reads from the configuration: its `data:` entry,
+    `data.image_size`, for a demo source the demo generator's settings of its kind, and the
+    prepared file's format version (a new format rebuilds the file)."""
+    entry = dataset_config(cfg, name)
+    out = {"dataset": name, "image_size": cfg["data"]["image_size"], "entry": entry, "format": FORMAT_VERSION}
+    if entry.get("source") == "demo":
+        out["demo"] = demo_settings(cfg["data"]["demo"], dataset_kind(cfg, name))
+    return out
+
+
+def run_settings(cfg: dict, run: Run, seed: int) -> dict:
+    """Everything run `run` trains and is evaluated with at `seed`: its own method's
+    hyper-parameters (with the run's overrides), the shared `model:`, `train:` (the seed
+    included) and `evaluation:` settings, and its dataset's settings. Nothing of another
+    method or dataset: changing those leaves this run alone."""
+    trained = run.config(cfg, seed)
+    return {"method": run.method, "hparams": trained["methods"][run.method], "regime": run.regime,
+            "model": trained["model"], "train": trained["train"], "evaluation": trained["evaluation"],
+            "data": dataset_settings(trained, run.dataset)}
+
+
+def settings_digest(settings: dict) -> str:
+    """A short, stable digest of `settings` (what the workflows compare to decide a rerun)."""
+    return hashlib.sha1(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 def load_study(path: str | Path | None = None, profile: str | None = None, overrides: list[str] = ()) -> dict:

@@ -1,32 +1,63 @@
 # Shared set-up of the workflow: the ugpcl package of this checkout, paths and run lookups.
-import hashlib
-import json
 import os
 import re
+import shlex
 import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
+
+def export(name, value):
+    """Set an environment variable for this process and every job it starts. The workflow sets these
+    itself: nothing the user must define, so no `envvars:` assertion."""
+    os.environ[name] = value
+
+
 # Import the ugpcl package beside this Snakefile, and make every job do the same, even when
 # another checkout is the one pip-installed (e.g. a copy of the repository run with the same venv).
 SRC = os.path.join(workflow.basedir, "src")
 sys.path.insert(0, SRC)
-os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH")) if p)
+export("PYTHONPATH", os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH")) if p))
 
 from ugpcl.config import dataset_names, load_config, prepared_path, reports_dir, resolve, results_dir
 from ugpcl.data.stage import input_files
+from ugpcl.forkserver import ENV as FORKSERVER
 from ugpcl.lifetime import ENV as EXIT_WITH, token
-from ugpcl.report.tables import (PAPER_DIR, TABLES, figure3_runs, figure4_runs, figure_datasets, figure_outputs,
-                                 report_outputs)
-from ugpcl.study import check_study, distinct_runs
+from ugpcl.report.tables import (
+    PAPER_DIR,
+    TABLES,
+    figure3_runs,
+    figure4_runs,
+    figure_datasets,
+    figure_outputs,
+    report_outputs,
+)
+from ugpcl.study import check_study, dataset_settings, distinct_runs, run_settings, settings_digest
 
 # Jobs end when this Snakemake process ends: killed outright (SIGKILL), it cannot stop its jobs,
 # which would train on as orphans; every `ugpcl` command watches the process named here.
-os.environ[EXIT_WITH] = token()
+export(EXIT_WITH, token())
 
-# The venv's interpreter, so that jobs need no activated venv or PATH entry.
-UGPCL = f"{sys.executable} -m ugpcl.cli"
+
+def use_forkserver(wanted):
+    """Export UGPCL_FORKSERVER=1 to the jobs (`ugpcl.forkserver`) when `wanted` (--config forkserver=true)."""
+    value = str(wanted).lower()
+    if value not in ("true", "false"):
+        raise WorkflowError(f"--config forkserver={wanted!r}: expected true or false")
+    if value == "true":
+        export(FORKSERVER, "1")
+
+
+# A job's `ugpcl` is a shell function that runs this checkout's package (PYTHONPATH above) with the
+# interpreter running Snakemake (the venv's), so that jobs need no activated venv or PATH entry. It is
+# defined in the prefix of every job's shell command rather than written into the rules' commands:
+# the interpreter's path is not a setting of the study, and Snakemake reruns a job whose command
+# text (code trigger) or params change. Snakemake's shell is /bin/sh (dash or bash); both export an
+# assignment before a function call (`OMP_NUM_THREADS=2 ugpcl ...`) to the command it runs.
+shell.prefix(
+    f'ugpcl() ( exec {shlex.quote(sys.executable)} -m ugpcl.cli "$@" ); '.replace("{", "{{").replace("}", "}}")
+)
 RUN_FILES = {
     "run_json": "run.json",
     "config": "config.yaml",
@@ -34,7 +65,7 @@ RUN_FILES = {
     "val": "val.jsonl",
     "best": "checkpoints/best.pt",
     "last": "checkpoints/last.pt",
-    "summary": "eval/summary.json",            # the best checkpoint (ugpcl.config.EVAL_DIRS)
+    "summary": "eval/summary.json",  # the best checkpoint (ugpcl.config.EVAL_DIRS)
     "per_case": "eval/per_case.csv",
     "summary_last": "eval-last/summary.json",  # the last iteration
     "per_case_last": "eval-last/per_case.csv",
@@ -64,8 +95,15 @@ def rel(path):
 REPORT_CODE = sorted(rel(p) for p in Path(SRC, "ugpcl", "report").glob("*.py"))
 
 
-def digest(obj):
-    return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
+def run_digest(wildcards):
+    """What a training job trains with (ugpcl.study.run_settings), as the params its rerun trigger compares:
+    its own method's parameters with the run's overrides, model:, train:, evaluation: and its dataset's settings."""
+    return settings_digest(run_settings(CFG, run_by_id(wildcards.run), int(wildcards.seed)))
+
+
+def data_digest(wildcards):
+    """What preparing a dataset reads from the configuration (ugpcl.study.dataset_settings)."""
+    return settings_digest(dataset_settings(CFG, wildcards.dataset))
 
 
 def run_by_id(run_id):
@@ -114,3 +152,23 @@ def figure_files():
 
 def report_files():
     return [rel(p) for p in report_outputs(CFG).values()]
+
+
+def reported(outputs):
+    """Rule outputs by name (ugpcl.report.tables.figure_outputs, report_outputs), each flagged for
+    `snakemake --report`: a category, a subcategory per table or figure, a caption in workflow/report/."""
+    flagged = {}
+    for name, path in outputs.items():
+        table = re.match(r"table(\d+)_", name)
+        if table:
+            where = ("Tables", f"Table {table[1]}", f"table{table[1]}.rst")
+        elif name.startswith("curves"):
+            where = ("Figures", "Training curves", "curves.rst")
+        elif name.startswith("figure"):
+            where = ("Figures", f"Figure {name.removeprefix('figure')}", f"{name}.rst")
+        else:  # metrics.json, report.html
+            where = ("Report", None, "report.rst")
+        category, subcategory, caption = where
+        # the caption is relative to workflow/rules/, where the rules using this are
+        flagged[name] = report(rel(path), caption=f"../report/{caption}", category=category, subcategory=subcategory)
+    return flagged

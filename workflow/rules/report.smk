@@ -1,20 +1,24 @@
 # Stage 3: figures (Figure 3, Figure 4, training curves) and the report against the paper.
 
 
+# No `conda:` or `container:` (snakemake --lint): see the prepare rule.
 rule figures:
     input:
         logs=run_outputs(("log", "val")),
         checkpoints=figure_checkpoints(),
         code=REPORT_CODE,
     output:
-        figure_files(),
+        **reported(figure_outputs(CFG)),
     log:
         f"{RESULTS}/logs/figures.log",
     threads: 2
+    params:
+        profile=PROFILE,
     shell:
-        "OMP_NUM_THREADS={threads} {UGPCL} figures --profile {PROFILE} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} ugpcl figures --profile {params.profile} > {log} 2>&1"
 
 
+# No `conda:` or `container:` (snakemake --lint): see the prepare rule.
 rule report:
     input:
         results=run_outputs(("run_json", "summary", "summary_last")),
@@ -22,11 +26,13 @@ rule report:
         paper=[f"{rel(PAPER_DIR)}/{t}.csv" for t in TABLES],
         code=REPORT_CODE,
     output:
-        report_files(),
+        **reported(report_outputs(CFG)),
     log:
         f"{RESULTS}/logs/report.log",
+    params:
+        profile=PROFILE,
     shell:
-        "{UGPCL} report --profile {PROFILE} > {log} 2>&1"
+        "ugpcl report --profile {params.profile} > {log} 2>&1"
 
 
 rule report_all:

@@ -16,7 +16,8 @@ def register(subparsers) -> None:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--batch-size", type=int, default=None, help="slices per forward pass (default train.val_batch)")
     p.add_argument("--out", type=Path, default=None,
-                   help="output folder (default RUN_DIR/eval for best, RUN_DIR/eval-last for last)")
+                   help="output folder (default: for a workflow run results/<profile>/evaluations/<run>/seed<seed>/"
+                        "<checkpoint>-<protocol>/, for another run RUN_DIR/evaluations/<checkpoint>-<protocol>/)")
     p.add_argument("--protocol", choices=("volume", "slices"), default=None,
                    help="scoring protocol (default: the run's evaluation.protocol)")
     p.set_defaults(func=run_evaluate)
@@ -25,9 +26,9 @@ def register(subparsers) -> None:
 def run_evaluate(args: argparse.Namespace) -> int:
     import contextlib
 
-    from ..config import eval_dir
     from ..device import pick_device
-    from ..evaluation import evaluate_run
+    from ..engine.checkpoint import load_run
+    from ..evaluation import evaluate_run, evaluation_dir, inside, workflow_runs
     from ..fileio import writable_dir
     from ..lock import hold_folder
 
@@ -35,12 +36,20 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if not run_dir.is_dir():
         raise UserError("checkpoint not found: no such run directory", path=run_dir,
                         fix="give the folder `ugpcl train` wrote (run.json, checkpoints/)")
-    out = Path(args.out or eval_dir(run_dir, args.checkpoint))
-    inside = out.resolve().is_relative_to(run_dir.resolve())  # then one writer: not during training
-    with hold_folder(run_dir, "ugpcl evaluate") if inside else contextlib.nullcontext():
+    device = pick_device(args.device)
+    loaded = load_run(run_dir, args.checkpoint, device=device)
+    protocol = args.protocol or loaded.cfg["evaluation"]["protocol"]
+    out = Path(args.out or evaluation_dir(loaded.cfg, run_dir, args.checkpoint, protocol))
+    if args.out and inside(out, workflow_runs(loaded.cfg)) is not None:
+        raise UserError(f"--out {out} lies in a run directory of the workflows, whose files Snakemake and DVC own "
+                        "(the next `dvc repro` would restore them)", path=out,
+                        fix="leave --out out: the evaluation then goes to "
+                            f"{evaluation_dir(loaded.cfg, run_dir, args.checkpoint, protocol)}")
+    writing_in_run = inside(out, run_dir) is not None  # then one writer: not while the run trains
+    with hold_folder(run_dir, "ugpcl evaluate") if writing_in_run else contextlib.nullcontext():
         writable_dir(out)
-        summary = evaluate_run(run_dir, checkpoint=args.checkpoint, data=args.data, device=pick_device(args.device),
-                               batch_size=args.batch_size, protocol=args.protocol, out=out, progress=True)
+        summary = evaluate_run(run_dir, checkpoint=args.checkpoint, data=args.data, device=device,
+                               batch_size=args.batch_size, protocol=protocol, out=out, progress=True, loaded=loaded)
     dice = summary["dice"]
     print(f"{out}: {summary['n_cases']} cases, mean Dice {'n/a' if dice is None else f'{100 * dice:.2f}%'}, "
           f"{summary['empty_predictions']} empty predictions")

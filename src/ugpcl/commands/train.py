@@ -23,7 +23,9 @@ def register(sub) -> None:
     p.add_argument("--dataset", help="ad-hoc run: a dataset configured under data: (e.g. acdc, isic)")
     p.add_argument("--regime", help="ad-hoc run: labeled regime, e.g. 136")
     p.add_argument("--seed", type=int, default=None, help="default: train.seed")
-    p.add_argument("--out", type=Path, default=None, help="run directory (default: results/<profile>/runs/<id>/seed<seed>)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="run directory (default: results/<profile>/runs/<id>/seed<seed> for --run, "
+                        "results/<profile>/adhoc/<id>/seed<seed> for an ad-hoc run)")
     p.add_argument("--data", type=Path, default=None, help="prepared HDF5 file (default: the profile's)")
     p.add_argument("--device", choices=["auto", "cuda", "cpu"], default=None)
     p.add_argument("--fresh", action="store_true", help="discard an unfinished run in --out instead of resuming it")
@@ -56,6 +58,14 @@ def _run_from_args(args, cfg) -> Run:
     return Run(args.dataset, args.regime, args.method)
 
 
+def adhoc_dir(cfg: dict, run: Run, seed: int) -> Path:
+    """Where an ad-hoc run (--method) goes by default: under results/, beside the workflow's runs
+    but never into them (those are Snakemake's outputs and DVC's, even when the ids agree)."""
+    from ..config import results_dir
+
+    return results_dir(cfg) / "adhoc" / run.id / f"seed{seed}"
+
+
 def train_command(args) -> int:
     from ..engine.runfiles import RunFiles
     from ..engine.trainer import Trainer
@@ -66,7 +76,7 @@ def train_command(args) -> int:
     run = _run_from_args(args, base)
     seed = base["train"]["seed"] if args.seed is None else args.seed
     cfg = run.config(base, seed)
-    run_dir = Path(args.out or run.run_dir(base, seed))
+    run_dir = Path(args.out or (run.run_dir(base, seed) if args.run else adhoc_dir(base, run, seed)))
     record = run_dir / "run.json"
     if record.exists() and not args.force:
         status = read_json(record, fix=f"restore the file, or delete it and retrain with --force").get("status")

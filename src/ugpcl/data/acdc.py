@@ -13,7 +13,6 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import h5py
 import nibabel as nib
 import numpy as np
@@ -24,6 +23,7 @@ from .archive import open_zip, read_member
 from .download import download, verify_file
 from .parallel import progress_map
 from .prepared import write_prepared
+from .resize import resize_slices, resizing
 
 CLASS_NAMES = ["background", "RV", "Myo", "LV"]
 LIST_FILES = ("train.list", "val.list", "test.list", "train_slices.list")
@@ -289,14 +289,6 @@ def fetch_input(cfg: dict, name: str) -> tuple[ZipVolumes | FolderVolumes, AcdcL
     return reader, lists, provenance
 
 
-# Images: SSL4MIS and the authors' loaders both zoom with order 0 (nearest, METHODS §1, §3.2); bilinear is ours.
-INTERPOLATION = {"nearest": cv2.INTER_NEAREST, "bilinear": cv2.INTER_LINEAR}
-
-
-def resize_stack(stack: np.ndarray, size: int, interpolation: int) -> np.ndarray:
-    return np.stack([cv2.resize(s, (size, size), interpolation=interpolation) for s in stack])
-
-
 def fetch(cfg: dict, name: str) -> list[Path]:
     reader, lists, _ = fetch_input(cfg, name)
     return [reader.path, lists.folder]
@@ -306,11 +298,12 @@ def prepare(cfg: dict, name: str, out: str | Path) -> dict:
     """Convert the configured ACDC source into the prepared file `out`; returns a summary."""
     reader, lists, provenance = fetch_input(cfg, name)
     size = cfg["data"]["image_size"]
-    interpolation = cfg["data"]["acdc"]["interpolation"]  # images; labels are always resized nearest
+    # images: SSL4MIS and the authors' loaders both zoom with order 0 (nearest, METHODS §1, §3.2); bilinear is ours
+    interpolation = resizing(cfg, name).volumes
     provenance["interpolation"] = interpolation
 
     def resized(image, label):
-        return resize_stack(image, size, INTERPOLATION[interpolation]), resize_stack(label, size, cv2.INTER_NEAREST)
+        return resize_slices(image, size, interpolation), resize_slices(label, size, "nearest")
 
     def train_case(case):
         return resized(*reader.slices(case, [k for _, k in by_case[case]]))

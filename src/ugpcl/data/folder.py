@@ -45,6 +45,7 @@ from .folder_files import Case, FolderSpec, assign_split, find_cases, spec_from_
 from .imageio import read_image
 from .parallel import progress_map
 from .prepared import write_prepared
+from .resize import Resizing, resize_slices
 from .split import labeled_ids, write_split_csv
 from .survey import CaseStats, case_stats, dataset_warnings, survey_report
 from .volumeio import read_h5, read_nifti
@@ -136,10 +137,10 @@ def convert(case: Case, raw: Raw, spec: FolderSpec, size: int) -> Converted:
     if case.volume or image.dtype != np.uint8:
         lo, hi = float(image.min()), float(image.max())
         image = (image.astype(np.float32) - lo) / np.float32(hi - lo)
-    interpolation = cv2.INTER_LINEAR if case.volume else cv2.INTER_AREA
-    resized = np.stack([cv2.resize(s, (size, size), interpolation=interpolation) for s in image])
+    rule = Resizing()  # the folder kind's (data.resize)
+    resized = resize_slices(image, size, rule.volumes if case.volume else rule.image_files)
     resized = resized[:, None] if resized.ndim == 3 else resized.transpose(0, 3, 1, 2)
-    small = np.stack([cv2.resize(s, (size, size), interpolation=cv2.INTER_NEAREST) for s in labels])
+    small = resize_slices(labels, size, "nearest")
     return Converted(resized, small, labels if case.volume else None)
 
 

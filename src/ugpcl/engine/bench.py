@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 import numpy as np
 import torch
 
+from ..losses import class_map
 from ..methods import build_method
 from ..methods.base import Batch
 from . import speed
@@ -83,7 +84,7 @@ def _eval_seconds_per_image(net, batch: int, in_channels: int, size: int, device
         for i in range(repeats + 1):
             start = time.perf_counter()
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                net(x).argmax(1)
+                class_map(net(x))
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             if i:  # the first pass warms up

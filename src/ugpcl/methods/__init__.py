@@ -59,7 +59,7 @@ def setup_from_config(cfg: dict, num_classes: int, in_channels: int) -> Setup:
     """params.yaml `model:`, `data.image_size` and `train:` as the typed arguments of the networks."""
     m, s = cfg["model"], cfg["model"]["swin"]  # constraints between keys: config_checks, at load
     net = UNetConfig(num_classes=num_classes, in_channels=in_channels, image_size=cfg["data"]["image_size"],
-                     width=m["width"], pretrained=m["pretrained"],
+                     width=m["width"], blocks=tuple(m.get("blocks", (3, 4, 6, 3))), pretrained=m["pretrained"],
                      weights=resolve_path(m["weights"]) if m["weights"] else None,
                      decoder_channels=tuple(m["decoder_channels"]), head_dropout=m["head_dropout"],
                      rotation_dropout=m["rotation_dropout"], embed_dim=m["embed_dim"])

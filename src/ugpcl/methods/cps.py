@@ -7,7 +7,7 @@ backward on L1 + L2; the single SGD optimiser over both equals SSL4MIS's two equ
 
 from __future__ import annotations
 
-from ..losses import cross_entropy
+from ..losses import class_map, cross_entropy
 from .base import Batch, Method, register
 
 
@@ -23,7 +23,7 @@ class CrossPseudoSupervision(Method):
     def compute_loss(self, batch: Batch, t: int):
         n_l = batch.labeled_bs
         logits1, logits2 = self.model(batch.image), self.model2(batch.image)
-        pseudo1, pseudo2 = logits1[n_l:].detach().argmax(1), logits2[n_l:].detach().argmax(1)
+        pseudo1, pseudo2 = class_map(logits1[n_l:].detach()), class_map(logits2[n_l:].detach())
         sup = self.supervised_loss(logits1[:n_l], batch.label) + self.supervised_loss(logits2[:n_l], batch.label)
         unsup = cross_entropy(logits1[n_l:], pseudo2) + cross_entropy(logits2[n_l:], pseudo1)
         return self.semi_supervised(sup, unsup, self.ramp(t))

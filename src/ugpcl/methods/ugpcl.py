@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from ..contrast import MemoryQueue, certainty_pseudo_labels, downsample_labels, pixel_contrast_loss, sample_anchors
 from ..geometry import random_turns
-from ..losses import softmax_mse
+from ..losses import class_map, softmax_mse
 from .base import Batch, Method, RampHParams, register
 from .hparams import hparam
 
@@ -102,10 +102,11 @@ class UGPCL(Method):
         hp, size = self.hp, embed.shape[-2:]
         targets, info = certainty_pseudo_labels(seg, seg_tf, label, t, self.setup.iterations, hp.contrast,
                                                 hp.pseudo_labels)
-        targets_small, preds_small = downsample_labels(targets, size), downsample_labels(seg.detach().argmax(1), size)
-        anchors, anchor_labels = sample_anchors(embed.float(), targets_small, preds_small)
+        targets_small, preds_small = downsample_labels(targets, size), downsample_labels(class_map(seg.detach()), size)
+        anchors, anchor_labels, chosen = sample_anchors(embed.float(), targets_small, preds_small,
+                                                        self.setup.net.num_classes)
         loss = pixel_contrast_loss(anchors, anchor_labels, *self.queue.keys(), hp.temperature, hp.base_temperature,
-                                   hp.self_mask_quirk)
+                                   hp.self_mask_quirk, chosen=chosen)
         self._pending = (embed.detach().float(), targets_small)
         return loss, info
 

@@ -42,6 +42,7 @@ class UNetConfig:
     in_channels: int
     image_size: int = 224             # fixes the Swin decoder's position-embedding grids
     width: int = 64                   # ResNet base width; 64 is ResNet-50
+    blocks: tuple[int, ...] = (3, 4, 6, 3)  # Bottleneck blocks per encoder stage; (3, 4, 6, 3) is ResNet-50
     pretrained: bool = False          # torchvision's ImageNet weights in the encoder
     weights: Path | None = None       # a local copy of them; None: torch.hub's cache (or download)
     decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16)
@@ -181,7 +182,7 @@ def build_unet(config: UNetConfig) -> UNetR50:
         raise ValueError(f"unknown embedding stage {config.embed_stage!r}; expected one of {', '.join(EMBED_STAGES)}")
     if config.image_size % 32:
         raise ValueError(f"image size {config.image_size} is not a multiple of 32")
-    encoder = ResNetEncoder(config.in_channels, config.width)
+    encoder = ResNetEncoder(config.in_channels, config.width, config.blocks)
     if config.pretrained:
         load_imagenet_weights(encoder, config.weights)
     channels = encoder.out_channels
