@@ -37,6 +37,21 @@ def test_platforms_every_manylinux_tag_up_to_the_target_glibc():
     assert "manylinux2014_x86_64" not in wheels.platforms("2.12", "x86_64")
 
 
+@pytest.mark.parametrize("filename, ok", [
+    ("einops-0.8.2-py3-none-any.whl", True),
+    ("numpy-2.4.6-cp312-cp312-manylinux_2_27_x86_64.manylinux_2_28_x86_64.whl", True),
+    ("shfmt_py-4.2.0-py2.py3-none-manylinux2014_x86_64.whl", True),      # pure-Python tag, bundled binary
+    ("cryptography-46.0.3-cp311-abi3-manylinux_2_28_x86_64.whl", True),  # stable ABI from an older CPython
+    ("numpy-2.4.6-cp311-cp311-manylinux_2_28_x86_64.whl", False),        # another Python
+    ("numpy-2.4.6-cp312-cp312-manylinux_2_34_x86_64.whl", False),        # a newer glibc than the target's
+    ("numpy-2.4.6-cp312-cp312-manylinux_2_28_aarch64.whl", False),       # another architecture
+    ("yte-1.9.4-py3-none-linux_x86_64.whl", False),                      # built here from source: this machine's tag
+    ("numpy-2.4.6-cp312-cp312-macosx_14_0_arm64.whl", False),
+])
+def test_a_wheel_installs_on_the_target_by_its_tags(filename, ok):
+    assert wheels.installs_on(filename, "3.12", "2.28", "x86_64") is ok
+
+
 def test_prune_deletes_wheels_no_longer_pinned(tmp_path):
     for name in ("numpy-2.4.6-cp311-cp311-manylinux_2_28_x86_64.whl", "numpy-2.4.5-cp311-cp311-manylinux_2_28_x86_64.whl",
                  "torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl", "zc_lockfile-4.0-py3-none-any.whl",

@@ -54,6 +54,25 @@ def platforms(glibc: str, arch: str) -> list[str]:
     return tags
 
 
+def installs_on(filename: str, python: str, glibc: str, arch: str) -> bool:
+    """Whether pip would install the wheel `filename` on the target, from its tags
+    (name-version[-build]-python-abi-platform.whl, each tag a dot-separated set): a CPython
+    `python` interpreter (cp3XY, py3XY or py3; abi3 for cp3X <= the target), ABI none, abi3 or
+    cp3XY, platform any or a manylinux tag of the target's glibc. A wheel pip built from a
+    source-only package on this machine carries this machine's tags and fails for another target."""
+    parts = filename[: -len(".whl")].split("-")
+    if len(parts) not in (5, 6):
+        return False
+    pythons, abis, plats = (set(tag.split(".")) for tag in parts[-3:])
+    major, minor = python.split(".")[:2]
+    cp = f"cp{major}{minor}"
+    older_cp = {f"cp{major}{n}" for n in range(2, int(minor) + 1)}
+    python_ok = bool(pythons & {cp, f"py{major}{minor}", f"py{major}"}) or ("abi3" in abis and pythons & older_cp)
+    abi_ok = bool(abis & {"none", "abi3", cp})
+    plat_ok = "any" in plats or bool(plats & set(platforms(glibc, arch)))
+    return python_ok and abi_ok and plat_ok
+
+
 def wheel_key(filename: str) -> tuple[str, str]:
     """(normalized name, version without local label) of a wheel file name."""
     name, version = filename.split("-")[:2]
@@ -108,8 +127,7 @@ def collect(requirements: list[str], folder: Path, python: str, glibc: str, arch
     for sdist in sorted([*folder.glob("*.tar.gz"), *folder.glob("*.zip")]):
         subprocess.run([*pip, "wheel", *quiet, "--no-deps", "-w", str(folder), str(sdist)], check=True)
         sdist.unlink()
-    wrong = [w.name for w in folder.glob("*.whl")
-             if not (w.name.endswith("-none-any.whl") or f"-{cp}-" in w.name or "-abi3-" in w.name)]
+    wrong = [w.name for w in folder.glob("*.whl") if not installs_on(w.name, python, glibc, arch)]
     if wrong:
         raise SystemExit(f"not wheels for Python {python}: {', '.join(wrong)} (built from source here: "
                          "collect on a machine with that Python, or pin a version that has wheels)")
