@@ -227,7 +227,7 @@ def test_a_bad_yaml_value_in_set_is_a_clear_error():
     (["train.min_lr=0.1"], ["train.min_lr (0.1)", "train.lr (0.03)"]),
     (["train.augment.crop_scale=[0.9, 0.5]"], ["train.augment.crop_scale [0.9, 0.5]"]),
     (["model.swin.heads=[5, 6, 12]"], ["model.swin.heads[0] = 5", "model.swin.embed_dim"]),
-    (["model.pretrained=true"], ["model.pretrained", "model.width is 8"]),
+    (["model.pretrained=true"], ["model.pretrained", "model.width is 16"]),
     (["data.isic.source=local"], ["data.isic.local_dir"]),
     (['data.acdc.regimes={"68": 10}'], ["data.acdc.regimes['68'] = 10 patients", "data.demo.acdc_train_patients"]),
     (['data.isic.regimes={"91": 1}'], ["data.isic.regimes['91'] = 1 images", "train.labeled_bs = 2"]),
@@ -255,7 +255,7 @@ def checkpoint_file(tmp_path):
 
 
 @pytest.mark.parametrize("tamper, message", [
-    (lambda c: c["cfg"]["model"].update(width=16), "weights do not fit the network"),
+    (lambda c: c["cfg"]["model"].update(width=8), "weights do not fit the network"),   # the demo's is 16
     (lambda c: c["info"].update(num_classes=3), "weights do not fit the network"),
     (lambda c: c["info"].update(method="mt"), "weights do not fit the network .*method 'mt'"),
     (lambda c: c["info"].update(method="nosuch"), "names no network this version can build"),

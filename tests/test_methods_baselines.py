@@ -25,7 +25,7 @@ CLASSES = 4
 
 
 def make_cfg(*overrides: str) -> dict:
-    """The demo profile (width 8, 64 px) with every consistency weight at its maximum from t = 1
+    """The demo profile (width 16, 64 px) with every consistency weight at its maximum from t = 1
     (the code schedule, epoch 1 of length 1), so a few steps exercise the unsupervised terms."""
     ramps = [f"methods.{m}.{k}=1" for m in BASELINES[1:] for k in ("ramp_epoch", "ramp_length")]
     ramps += [f"methods.{m}.ramp_schedule=code" for m in BASELINES[1:]]

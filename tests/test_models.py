@@ -30,7 +30,7 @@ def build_unet(model_cfg: dict, num_classes: int, in_channels: int, *, image_siz
 @pytest.fixture(scope="module")
 def demo_model_cfg() -> dict:
     cfg = load_config(profile="demo")["model"]
-    assert cfg["width"] == 8 and not cfg["pretrained"]
+    assert cfg["width"] == 16 and not cfg["pretrained"]
     return cfg
 
 
@@ -175,7 +175,7 @@ def test_pretrained_needs_standard_width():
     from ugpcl.models.resnet import STANDARD_WIDTH
 
     assert RESNET50_WIDTH == STANDARD_WIDTH
-    with pytest.raises(UserError, match="model.pretrained is true but model.width is 8"):  # at load (config_checks)
+    with pytest.raises(UserError, match="model.pretrained is true but model.width is 16"):  # at load (config_checks)
         load_config(profile="demo", overrides=["model.pretrained=true"])
 
 

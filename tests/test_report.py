@@ -275,7 +275,7 @@ def prepared_acdc(cfg, acdc_dir, size):
 
 
 def save_tiny_checkpoint(cfg, run_id, seed):
-    """A real checkpoint of the run's own (untrained, width-8) networks, in the checkpoint format."""
+    """A real checkpoint of the run's own (untrained, demo-sized) networks, in the checkpoint format."""
     run = find_run(cfg, run_id)
     run_cfg = run.config(cfg, seed)
     info = {"run_id": run_id, "method": run.method, "dataset": "acdc", "regime": run.regime, "seed": seed,

@@ -79,7 +79,7 @@ def test_a_runs_rerun_trigger_covers_what_it_trains_with_and_nothing_else():
     assert changed_runs("data.isic.split_seed=7") == {i for i in ids if i.startswith("isic")}
     assert changed_runs("data.demo.isic_images=30") == {i for i in ids if i.startswith("isic")}
     assert changed_runs("data.demo.acdc_slices=5") == {i for i in ids if i.startswith("acdc")}
-    for shared in ("train.lr=0.02", "model.width=16", "evaluation.checkpoint=last", "data.image_size=96"):
+    for shared in ("train.lr=0.02", "model.width=8", "evaluation.checkpoint=last", "data.image_size=96"):
         assert changed_runs(shared) == set(ids), shared
     assert changed_runs("experiments.table1.methods=[supervised, mt, uamt, em, dct, cct, cps, ugpcl]") == set()
 
