@@ -35,7 +35,7 @@ from torch import nn
 
 from .data.imageio import read_image as decode_image
 from .data.resize import Resizing, resize_slices
-from .data.volumeio import volume_zyx
+from .data.volumeio import nifti_zyx, volume_zyx
 from .errors import UserError
 from .fileio import atomic_path
 from .metrics import predict_slices, resize_labels
@@ -234,8 +234,8 @@ def nifti_of(pred_zyx: np.ndarray, spacing_zyx: tuple[float, ...] | None) -> nib
     """A uint8 NIfTI image of Z x Y x X (or Y x X) labels, stored X x Y x Z as the Creatis files,
     with the voxel size (z, y, x) on the affine's diagonal (1 where unknown)."""
     volume = pred_zyx if pred_zyx.ndim == 3 else pred_zyx[None]
-    dz, dy, dx = (1.0, 1.0, 1.0) if spacing_zyx is None else ((1.0, *spacing_zyx) if len(spacing_zyx) == 2 else spacing_zyx)
-    image = nib.Nifti1Image(np.ascontiguousarray(volume.transpose(2, 1, 0)).astype(np.uint8), np.diag([dx, dy, dz, 1.0]))
+    spacing = (1.0, 1.0, 1.0) if spacing_zyx is None else ((1.0, *spacing_zyx) if len(spacing_zyx) == 2 else spacing_zyx)
+    image = nifti_zyx(volume, spacing, np.uint8)
     image.header.set_xyzt_units("mm" if spacing_zyx is not None else "unknown")
     return image
 

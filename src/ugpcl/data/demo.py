@@ -17,11 +17,11 @@ import zipfile
 from pathlib import Path
 
 import cv2
-import nibabel as nib
 import numpy as np
 
 from ..fileio import atomic_dir, atomic_path, write_text
 from .layout import ACDC_ZIP_PREFIX, ISIC_GT_FOLDER as GT_FOLDER, ISIC_INPUT_FOLDER as INPUT_FOLDER
+from .volumeio import nifti_zyx
 
 STAMP = "demo.json"
 
@@ -99,8 +99,7 @@ def _anatomy(rng: np.random.Generator, size: int) -> dict:
 
 def _nifti_gz(volume: np.ndarray, dtype) -> bytes:
     """(Z, Y, X) array -> gzipped NIfTI bytes holding the (X, Y, Z) array, as the Creatis files."""
-    img = nib.Nifti1Image(np.ascontiguousarray(volume.transpose(2, 1, 0)).astype(dtype), np.diag([1.4, 1.4, 10.0, 1.0]))
-    return gzip.compress(img.to_bytes(), compresslevel=1, mtime=0)
+    return gzip.compress(nifti_zyx(volume, (10.0, 1.4, 1.4), dtype).to_bytes(), compresslevel=1, mtime=0)
 
 
 def make_demo_acdc(out_dir: str | Path, *, seed: int, acdc_train_patients: int, acdc_val_patients: int,

@@ -29,6 +29,15 @@ def volume_zyx(data: np.ndarray, path: Path) -> np.ndarray:
     return data.transpose(2, 1, 0)
 
 
+def nifti_zyx(volume: np.ndarray, spacing_zyx: tuple[float, float, float], dtype=None) -> nib.Nifti1Image:
+    """The inverse of `volume_zyx`: a NIfTI image holding the Z x Y x X `volume` as X x Y x Z (as
+    the Creatis files store it), in `dtype` (default: its own), with the voxel size (z, y, x) on
+    the affine's diagonal."""
+    dz, dy, dx = spacing_zyx
+    data = np.ascontiguousarray(volume.transpose(2, 1, 0)).astype(dtype or volume.dtype, copy=False)
+    return nib.Nifti1Image(data, np.diag([dx, dy, dz, 1.0]))
+
+
 def read_nifti(path: Path) -> np.ndarray:
     """The voxels of a .nii / .nii.gz file as Z x Y x X, in their stored type (scaled if the header says so)."""
     try:
