@@ -246,7 +246,9 @@ def pixel_contrast_loss(
         return anchors.float().sum() * 0.0
     with torch.autocast(anchors.device.type, enabled=False):
         anchors = anchors.float()
-        if chosen is not None:  # rows that are not anchors become zeros: finite logits, so no 0 * inf = NaN
+        if chosen is None:
+            chosen = torch.ones(anchors.shape[0], dtype=torch.bool, device=anchors.device)
+        else:  # rows that are not anchors become zeros: finite logits, so no 0 * inf = NaN
             chosen = chosen.to(anchors.device)  # in the backward pass of the rows the mean leaves out
             anchors = torch.where(chosen[:, None], anchors, 0.0)
         keys = keys.to(anchors.device, torch.float32)
@@ -255,15 +257,11 @@ def pixel_contrast_loss(
         positive = (anchor_labels.to(keys.device)[:, None] == key_labels.to(keys.device)[None, :]).float()
         exp_logits = logits.exp()
         negatives = (exp_logits * (1 - positive)).sum(dim=1, keepdim=True)
-        if self_mask and chosen is None:
-            positive.diagonal().zero_()
-        elif self_mask:
+        if self_mask:  # entry (i, rank of row i among the chosen); every row chosen: the diagonal
             compact_index = chosen.long().cumsum(0) - 1
             columns = torch.arange(positive.shape[1], device=positive.device)
             positive = positive.masked_fill(columns[None, :] == compact_index[:, None], 0.0)
         log_prob = logits - torch.log(exp_logits + negatives)
         mean_log_prob_pos = (positive * log_prob).sum(1) / (positive.sum(1) + 1e-5)
-        if chosen is None:
-            return -(temperature / base_temperature) * mean_log_prob_pos.mean()
         total = torch.where(chosen, mean_log_prob_pos, 0.0).sum()
         return -(temperature / base_temperature) * (total / chosen.sum().clamp(min=1))
