@@ -92,12 +92,17 @@ def attempt_of(run_dir: Path, pid: int) -> bool:
     return current["pid"] == pid and current["ended"] == "running"
 
 
+# Long enough that a killed run cannot finish before it notices: the demo's one-block encoder
+# trains 120 iterations in a few seconds, about the time a job takes to see Snakemake gone.
+ITERATIONS = 360
+
+
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     repo = tmp_path_factory.mktemp("recovery") / "repo"
     copy_checkout(repo)
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["profiles"]["demo"]["train"].update(iterations=120, val_every=10, checkpoint_every=20)
+    params["profiles"]["demo"]["train"].update(iterations=ITERATIONS, val_every=10, checkpoint_every=20)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "PYTHONPATH": str(repo / "src"),
            "OMP_NUM_THREADS": "1"}
@@ -130,7 +135,7 @@ def test_snakemake_job_killed_after_its_best_checkpoint_and_snakemake_killed_rer
     assert not (run_dir / RUN_FILES["config"]).exists(), "Snakemake deleted the failed job's outputs"
     assert list((run_dir / "progress").glob("best-*.pt")) and (run_dir / "progress" / "resume.pt").exists()
     reached = len((run_dir / "progress" / "log.jsonl").read_text().splitlines())
-    assert reached < 120, "the job finished before it was killed: nothing was tested"
+    assert reached < ITERATIONS, "the job finished before it was killed: nothing was tested"
 
     # 2. an uninterrupted run of the same job, for comparison
     straight = repo / "straight"
@@ -159,7 +164,7 @@ def test_snakemake_job_killed_after_its_best_checkpoint_and_snakemake_killed_rer
     assert record["status"] == "finished" and not (run_dir / "progress").exists() and not (run_dir / ".lock").exists()
     assert [a["ended"] for a in record["attempts"]] == ["interrupted", "interrupted", "finished"]
     assert record["wall_time_s"] >= sum(a["seconds"] for a in record["attempts"][1:]) > 0
-    assert 0 < record["attempts"][1]["from"] <= record["attempts"][2]["from"] < 120  # each rerun resumed
+    assert 0 < record["attempts"][1]["from"] <= record["attempts"][2]["from"] < ITERATIONS  # each rerun resumed
 
 
 # --- Snakemake's deletions, simulated on the trainer ------------------------------------------------
