@@ -35,7 +35,7 @@ PIN_ARGS := $(if $(filter keep,$(TORCH)),--drop torch) $(if $(KEEP),--keep $(KEE
 PIP_FROM := $(if $(OFFLINE),--no-index --find-links $(WHEELS))
 STAMP    := $(VENV)/.installed-torch-$(TORCH)
 
-.PHONY: demo test install install-offline wheels bench clean-demo
+.PHONY: demo test install install-offline wheels bench clean-demo authors
 
 $(STAMP): constraints.txt pyproject.toml $(KEEP)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -71,6 +71,22 @@ test: $(STAMP) $(if $(filter pinned,$(TORCH)),wheels)
 
 bench: $(STAMP)
 	$(BIN)/ugpcl bench --profile demo --method ugpcl
+
+## The authors' code (taovv/UGPCL at the paper's commit: codes/, configs/, train.py) in
+## .authors/UGPCL and its requirements as wheels in .authors/wheels, for tools/authors_bench.py.
+## Pure-Python wheels: the same folder installs on another Python (the GPU machine's 3.12) with
+## pip install --no-deps --no-index --target DIR .authors/wheels/*.whl. Never committed.
+AUTHORS_REPO   ?= https://github.com/taovv/UGPCL
+AUTHORS_COMMIT := 5980405b15ef1bc139be0447647a213b5a5f30b9
+authors:
+	test -d .authors/UGPCL.git || git clone --quiet --bare $(AUTHORS_REPO) .authors/UGPCL.git
+	rm -rf .authors/UGPCL.tmp && mkdir -p .authors/UGPCL.tmp
+	git -C .authors/UGPCL.git archive $(AUTHORS_COMMIT) codes configs train.py | tar -x -C .authors/UGPCL.tmp
+	echo $(AUTHORS_COMMIT) > .authors/UGPCL.tmp/COMMIT
+	rm -rf .authors/UGPCL && mv .authors/UGPCL.tmp .authors/UGPCL
+	$(PYTHON) -m pip wheel --quiet --disable-pip-version-check --no-deps -w .authors/wheels -r tools/authors-requirements.txt
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check --no-deps --no-index --upgrade --target .authors/site .authors/wheels/*.whl
+	@echo "run: PYTHONPATH=.authors/site $(PYTHON) tools/authors_bench.py run --device cuda (torch and torchvision from $(PYTHON))"
 
 clean-demo:
 	rm -rf results/demo reports/demo data/raw/demo
