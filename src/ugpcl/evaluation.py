@@ -13,6 +13,7 @@ second is scored at that iteration (SSL4MIS keeps a best checkpoint per CPS netw
 
 from __future__ import annotations
 
+import os
 import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
@@ -33,11 +34,15 @@ CHECKPOINTS = ("best", "last")
 
 
 def git_commit() -> str:
+    """HEAD of this checkout; where the tree is a copy without git metadata (a GPU machine's, see
+    tools/gpu_session.py), the commit named by $UGPCL_COMMIT, else "unknown"."""
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=5)
-        return out.stdout.strip() or "unknown"
+        if out.returncode == 0 and out.stdout.strip():
+            return out.stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        pass
+    return os.environ.get("UGPCL_COMMIT") or "unknown"
 
 
 def evaluate_run(run_dir: str | Path, *, checkpoint: str = "best", data: Prepared | str | Path | None = None,

@@ -1,0 +1,136 @@
+"""tools/gpu_session.py: the GPU session's plan in code. What can run without a GPU runs here:
+the benchmark steps on the CPU at the demo configuration, against a stand-in of the authors'
+code, and the pieces that pack and bring back files."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load(name: str, path: Path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+gpu_session = load("gpu_session", ROOT / "tools" / "gpu_session.py")
+standins = load("authors_standin", Path(__file__).with_name("test_authors_bench.py"))
+
+
+def test_every_package_the_gpu_image_lacks_is_pinned():
+    assert sorted(gpu_session.pins(gpu_session.DEVICE_LACKS)) == sorted([
+        f"{name}=={version}" for name, version in
+        (line.split("==") for line in (ROOT / "constraints.txt").read_text().splitlines()
+         if line.split("==")[0] in gpu_session.DEVICE_LACKS)])
+    assert len(gpu_session.DEVICE_LACKS) == 6
+    assert ".gpu/" in (ROOT / ".gitignore").read_text()
+
+
+def test_bench_runs_its_steps_and_records_each_as_it_ends(tmp_path):
+    code = standins.make_standin(tmp_path / "UGPCL")
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "gpu_session.py"), "bench", "--out", str(out), "--device", "cpu",
+         "--profile", "demo", "--steps", "2", "--authors-code", str(code), "--only", "ours,theirs,switch_fp32_ugpcl"],
+        capture_output=True, text=True, timeout=600, env={"PATH": "/usr/bin:/bin", "STANDIN_LOG": "/dev/null"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    record = json.loads((out / "session.json").read_text())
+    steps = record["steps"]
+    assert list(steps) == ["ours", "theirs", "switch_fp32_ugpcl"]  # --only: nothing else ran
+    assert all(s["status"] == "ok" for s in steps.values()), steps
+    assert sorted(r["method"] for r in steps["ours"]["result"]) == ["cct", "cps", "dct", "em", "mt", "supervised",
+                                                                     "uamt", "ugpcl"]
+    assert [r["method"] for r in steps["theirs"]["result"]] == ["supervised", "mt", "ugpcl"]
+    assert steps["switch_fp32_ugpcl"]["result"]["amp"] == "none"
+    assert record["facts"]["torch"] and record["facts"]["commit"]
+    assert record["weights"] == []
+    # ours at the demo's 64 px is no match for their 224 px: the table says so instead of a ratio
+    compare = (out / "compare.md").read_text()
+    assert "not comparable: supervised: ours was timed with image_size 64, theirs with 224" in compare
+    assert "ours: -m ugpcl.cli bench --profile demo" in (out / "session.log").read_text()
+    assert not list(out.glob("*.tmp")) and not (out / "step.json").exists()
+
+    # back here: the Markdown section for reports/benchmarks.md
+    text = gpu_session.report(record)
+    lines = text.splitlines()
+    assert lines[0].startswith("## cpu (") and f"commit {record['facts']['commit'][:10]}" in lines[0]
+    rows = {line.split("|")[1].strip(): line for line in lines if line.startswith("| ") and "---" not in line}
+    for method in ("supervised", "mt", "uamt", "em", "dct", "cct", "cps", "ugpcl"):
+        median = steps["ours"]["result"][[r["method"] for r in steps["ours"]["result"]].index(method)]["median_step_s"]
+        assert f"| {method} | {median:.4f} |" in text
+        assert rows[method].endswith(f"| {median * 6000 / 60:.0f} min |")
+    assert "### Against taovv/UGPCL (commit 5980405), ours as configured" in text and "not comparable" in text
+    switch = next(line for line in lines if line.startswith("| fp32 | ugpcl |"))
+    base = rows["ugpcl"].split("|")[2].strip()
+    with_switch = steps["switch_fp32_ugpcl"]["result"]["median_step_s"]
+    assert switch == f"| fp32 | ugpcl | {base} | {with_switch:.4f} | {float(base) / with_switch:.2f} |"
+    assert "| fp32 | supervised |" not in text  # not run: no row
+    assert "Sync detector" not in text and "sharing the GPU" not in text
+
+
+def test_a_step_past_the_budget_is_recorded_as_skipped(tmp_path):
+    session = gpu_session.Session(tmp_path, deadline=0.0)
+    entry = session.step("late", [sys.executable, "-c", "raise SystemExit(3)"], {}, 60)
+    assert entry["status"] == "skipped: out of time"
+    assert json.loads((tmp_path / "session.json").read_text())["steps"]["late"]["status"] == "skipped: out of time"
+    import time
+
+    session = gpu_session.Session(tmp_path, deadline=time.monotonic() + 100)  # resumes the same record
+    entry = session.step("fails", [sys.executable, "-c", "raise SystemExit(3)"], {"PATH": "/usr/bin:/bin"}, 60)
+    assert entry["status"] == "failed (exit status 3)"
+    assert set(json.loads((tmp_path / "session.json").read_text())["steps"]) == {"late", "fails"}
+
+
+def test_weights_in_the_caches_are_found_with_their_hash(tmp_path, monkeypatch):
+    hub = tmp_path / "home" / ".cache" / "torch" / "hub" / "checkpoints"
+    hub.mkdir(parents=True)
+    (hub / "resnet50-19c8e357.pth").write_bytes(b"weights")
+    (hub / "resnet18-f37072fd.pth").write_bytes(b"other")
+    hf = tmp_path / "hf" / "hub" / "models--timm--resnet50.tv_in1k" / "snapshots" / "abc"
+    hf.mkdir(parents=True)
+    (hf / "model.safetensors").write_bytes(b"tensors")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.delenv("TORCH_HOME", raising=False)
+    found = gpu_session.find_weights()
+    assert [Path(f["path"]).name for f in found] == ["resnet50-19c8e357.pth", "model.safetensors"]
+    assert found[0]["sha256"] == hashlib.sha256(b"weights").hexdigest() and found[0]["bytes"] == 7
+
+
+def test_runs_come_back_without_checkpoints(tmp_path):
+    runs = tmp_path / "paper" / "runs"
+    run = runs / "acdc136_ugpcl" / "seed1337"
+    (run / "eval").mkdir(parents=True)
+    (run / "checkpoints").mkdir()
+    (run / "progress").mkdir()
+    for name in ("run.json", "eval/summary.json", "log.jsonl", "checkpoints/best.pt", "progress/resume.pt",
+                 "progress/log.jsonl"):
+        (run / name).write_text(name)
+    gpu_session.bundle_runs(runs, tmp_path / "runs.tgz")
+    with tarfile.open(tmp_path / "runs.tgz") as tar:
+        names = sorted(tar.getnames())
+    assert names == [f"runs/acdc136_ugpcl/seed1337/{n}" for n in
+                     ("eval/summary.json", "log.jsonl", "progress/log.jsonl", "run.json")]
+
+
+def test_a_run_made_from_a_copy_without_git_records_the_commit_it_is_given(tmp_path, monkeypatch):
+    from ugpcl import evaluation
+
+    monkeypatch.setattr(evaluation, "REPO_ROOT", tmp_path)  # a copy of the tree, no .git (a GPU machine's)
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
+    monkeypatch.delenv("UGPCL_COMMIT", raising=False)
+    assert evaluation.git_commit() == "unknown"
+    monkeypatch.setenv("UGPCL_COMMIT", "0123abcd-dirty")
+    assert evaluation.git_commit() == "0123abcd-dirty"
+    monkeypatch.setattr(evaluation, "REPO_ROOT", ROOT)  # git wins where there is one
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    assert evaluation.git_commit() == head

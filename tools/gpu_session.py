@@ -1,0 +1,492 @@
+"""A GPU session's work in as few calls as possible: pack here, benchmark and train there.
+
+GPU machines lent for a short while (no network, commands of 10 minutes, 64 MiB carried, a few
+files brought back) make every call count. This script is the plan, in code:
+
+Here, with network to the package registries and ../shared/data beside the checkout:
+    python tools/gpu_session.py pack
+        .gpu/ (ignored): py3.12 wheels of what `ugpcl train`/`bench` need beyond the GPU image,
+        the authors' code and its wheels (`make authors`), and the prepared ACDC file at 224 px.
+        Prints the size that travels (the limit is 64 MiB) and the carry list.
+On the GPU machine, from the repository root, carrying `.gpu`:
+    python3 tools/gpu_session.py bench --out $OUT
+        facts (GPU, torch), a search for ImageNet ResNet-50 weights, `ugpcl bench` of every method,
+        the authors' step for the three methods they implemented and the ratio table, K jobs per
+        GPU, the sync detector, and each speed switch alone; everything in $OUT/session.json,
+        $OUT/compare.md and $OUT/session.log, written after every step.
+    python3 tools/gpu_session.py train --out $OUT --budget 540 RUN [RUN ...]
+        trains the runs in order at the paper profile, seed 1337, until the budget (seconds) is
+        spent: the run in progress gets SIGTERM and stops at a resume point, and the same command
+        on the same (still warm) machine resumes it. $OUT/runs.tgz holds every run's records
+        (run.json, evaluations, logs; no checkpoints, which are too big to come back).
+
+The steps have their own time limits; a step that fails or runs out is recorded and the next
+one runs. Nothing here is needed to use the project: it is how its GPU figures are made.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import glob
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACK = ROOT / ".gpu"
+LIMIT_MIB = 64
+# What `ugpcl train` and `ugpcl bench` import that the GPU image lacks (device README, KINDS.md),
+# at the versions constraints.txt pins. Training and benchmarking import no snakemake, dvc or medpy.
+DEVICE_LACKS = ("monai", "nibabel", "jsonschema", "jsonschema-specifications", "referencing", "rpds-py")
+PIP_DOWNLOAD = ["--no-deps", "--only-binary=:all:", "--python-version", "3.12", "--implementation", "cp",
+                *[a for p in ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64",
+                              "manylinux2014_x86_64", "manylinux1_x86_64") for a in ("--platform", p)]]
+OURS_SITE, THEIRS_SITE = Path("/tmp/ugpcl-site"), Path("/tmp/authors-site")
+SEED = 1337
+# torchvision's ImageNet ResNet-50 files and where caches keep them. `model.weights` takes a
+# torchvision state dict (.pth); timm's resnet50.tv_in1k holds the same weights under the same
+# names as .safetensors, which `train --weights` turns into a .pth first (the GPU image has safetensors).
+WEIGHT_PATTERNS = ("~/.cache/torch/hub/checkpoints/resnet50-*.pth", "$TORCH_HOME/hub/checkpoints/resnet50-*.pth",
+                   "~/.cache/huggingface/hub/models--timm--resnet50.tv_in1k/snapshots/*/model.safetensors",
+                   "$HF_HOME/hub/models--timm--resnet50.tv_in1k/snapshots/*/model.safetensors")
+
+
+def log(message: str, logfile: Path | None = None) -> None:
+    line = f"[{datetime.now(timezone.utc).strftime('%H:%M:%S')}] {message}"
+    print(line, flush=True)
+    if logfile:
+        with logfile.open("a") as f:
+            f.write(line + "\n")
+
+
+def write_json(path: Path, value) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(value, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def pins(names, constraints: Path = ROOT / "constraints.txt") -> list[str]:
+    """`name==version` for each name, from constraints.txt (a name it lacks is an error)."""
+    pinned = {}
+    for line in constraints.read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if "==" in line:
+            name, version = line.split("==", 1)
+            pinned[name.strip().lower().replace("_", "-")] = version.strip()
+    missing = [n for n in names if n not in pinned]
+    if missing:
+        raise SystemExit(f"error: {constraints} pins no {', '.join(missing)}\n  fix: add them (pip freeze), then pack again")
+    return [f"{n}=={pinned[n]}" for n in names]
+
+
+def folder_mib(path: Path) -> float:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
+
+
+def tracked_mib() -> float:
+    out = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    return sum((ROOT / f).stat().st_size for f in out.split("\0") if f and (ROOT / f).is_file()) / 2**20
+
+
+# --- here ---------------------------------------------------------------------------------------
+
+
+def pack_command(args) -> int:
+    wheels, authors = PACK / "wheels", PACK / "authors"
+    wheels.mkdir(parents=True, exist_ok=True)
+    log(f"py3.12 wheels of {', '.join(DEVICE_LACKS)} -> {wheels}")
+    subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check", *PIP_DOWNLOAD,
+                    "-d", str(wheels), *pins(DEVICE_LACKS)], check=True)
+    log("the authors' code and its wheels (make authors)")
+    subprocess.run(["make", "--no-print-directory", "authors", f"AUTHORS_REPO={args.authors_repo}"], cwd=ROOT,
+                   check=True)
+    shutil.rmtree(authors, ignore_errors=True)
+    shutil.copytree(ROOT / ".authors" / "UGPCL", authors / "UGPCL")
+    shutil.copytree(ROOT / ".authors" / "wheels", authors / "wheels")
+    prepared = ROOT / "results" / "paper" / "data" / "acdc.h5"
+    if not prepared.exists():
+        log(f"preparing ACDC at the paper's settings -> {prepared}")
+        local = ["--set", "data.acdc.source=local", "--set", f"data.acdc.local_dir={args.acdc_dir}"] \
+            if args.acdc_dir else []
+        subprocess.run([str(Path(sys.executable).parent / "ugpcl"), "prepare", "acdc", "--profile", "paper", *local],
+                       cwd=ROOT, check=True)
+    target = PACK / "acdc.h5"
+    target.unlink(missing_ok=True)
+    try:
+        os.link(prepared, target)
+    except OSError:
+        shutil.copy2(prepared, target)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
+                           text=True).stdout.strip()
+    (PACK / "COMMIT").write_text(head + ("-dirty" if dirty else "") + "\n")  # the machine gets no .git
+    total = folder_mib(PACK) + tracked_mib()
+    log(f".gpu/ {folder_mib(PACK):.1f} MiB + tracked files {tracked_mib():.1f} MiB = {total:.1f} MiB "
+        f"(limit {LIMIT_MIB} MiB)")
+    if total > LIMIT_MIB:
+        print(f"error: {total:.1f} MiB would travel, over the {LIMIT_MIB} MiB limit\n"
+              "  fix: leave the authors' wheels out (bench --no-authors) or carry less", file=sys.stderr)
+        return 2
+    log('carry: [".gpu"]; commands: python3 tools/gpu_session.py bench --out $OUT, then train (see --help)')
+    return 0
+
+
+# --- on the GPU machine --------------------------------------------------------------------------
+
+
+def install(wheel_dir: Path, site: Path, logfile: Path, unless: str) -> None:
+    """The wheels into `site`, unless this Python already imports `unless` (a machine with our venv)."""
+    if site.exists() or not wheel_dir.is_dir() or importlib.util.find_spec(unless) is not None:
+        return
+    log(f"installing {wheel_dir}/*.whl -> {site}", logfile)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
+                    "--no-cache-dir", "--upgrade", "--target", str(site), *glob.glob(f"{wheel_dir}/*.whl")],
+                   check=True)
+
+
+def environments(logfile: Path) -> tuple[dict, dict]:
+    """Process environments for our code and for the authors' (their requirements conflict with ours)."""
+    install(PACK / "wheels", OURS_SITE, logfile, unless="monai")
+    install(PACK / "authors" / "wheels", THEIRS_SITE, logfile, unless="segmentation_models_pytorch")
+    path = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    ours = {**os.environ, "PYTHONPATH": os.pathsep.join([str(OURS_SITE), str(ROOT / "src"), *path]),
+            "PYTHONUNBUFFERED": "1", "UGPCL_COMMIT": commit()}
+    theirs = {**os.environ, "PYTHONPATH": os.pathsep.join([str(THEIRS_SITE), *path]), "PYTHONUNBUFFERED": "1"}
+    return ours, theirs
+
+
+def commit() -> str:
+    """The commit the tree was copied from: git's, else the COMMIT file `pack` leaves (.gpu/COMMIT)."""
+    if os.environ.get("UGPCL_COMMIT"):
+        return os.environ["UGPCL_COMMIT"]
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10)
+        if out.returncode == 0 and out.stdout.strip():
+            return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    marker = PACK / "COMMIT"
+    return marker.read_text().strip() if marker.exists() else "unknown"
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def find_weights() -> list[dict]:
+    """ImageNet ResNet-50 files in the machine's torch hub and Hugging Face caches."""
+    found = []
+    for pattern in WEIGHT_PATTERNS:
+        expanded = os.path.expandvars(os.path.expanduser(pattern))
+        if "$" in expanded:
+            continue  # an unset variable
+        for name in sorted(glob.glob(expanded)):
+            path = Path(name).resolve()
+            found.append({"path": str(path), "bytes": path.stat().st_size, "sha256": sha256(path)})
+    return found
+
+
+class Session:
+    """Steps run one after another, each a subprocess with its own time limit; the record is
+    rewritten after every step so whatever finished comes back even if the call is cut short."""
+
+    def __init__(self, out: Path, deadline: float, only: list[str] | None = None):
+        self.out, self.deadline, self.only = out, deadline, only
+        self.logfile = out / "session.log"
+        self.record_file = out / "session.json"
+        self.record = json.loads(self.record_file.read_text()) if self.record_file.exists() else {"steps": {}}
+
+    def save(self) -> None:
+        write_json(self.record_file, self.record)
+
+    def step(self, name: str, argv: list[str], env: dict, limit: float, result: Path | None = None) -> dict | None:
+        if self.only and not any(fnmatch.fnmatchcase(name, pattern) for pattern in self.only):
+            return None
+        left = self.deadline - time.monotonic()
+        entry = {"argv": argv[1:], "limit_s": round(min(limit, left))}
+        if left < 20:
+            entry["status"] = "skipped: out of time"
+            log(f"{name}: skipped, out of time", self.logfile)
+        else:
+            log(f"{name}: {' '.join(argv[1:])}", self.logfile)
+            start = time.monotonic()
+            with self.logfile.open("a") as f:
+                try:
+                    rc = subprocess.run(argv, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT,
+                                        timeout=min(limit, left)).returncode
+                    entry["status"] = "ok" if rc == 0 else f"failed (exit status {rc})"
+                except subprocess.TimeoutExpired:
+                    entry["status"] = "timed out"
+            entry["seconds"] = round(time.monotonic() - start, 1)
+            if result is not None and result.exists():
+                entry["result"] = json.loads(result.read_text())
+                result.unlink()
+            log(f"{name}: {entry['status']} ({entry['seconds']} s)", self.logfile)
+        self.record["steps"][name] = entry
+        self.save()
+        return entry
+
+
+def facts() -> dict:
+    import torch
+
+    info = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "commit": commit(),
+            "python": sys.version.split()[0], "torch": torch.__version__, "cuda": torch.version.cuda,
+            "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None}
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        info.update(device=props.name, memory_gib=round(props.total_memory / 2**30, 1), cpus=os.cpu_count())
+    try:
+        info["nvidia_smi"] = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,clocks.max.sm,power.limit",
+                                             "--format=csv,noheader"], capture_output=True, text=True,
+                                            timeout=20).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return info
+
+
+SWITCHES = (("channels_last", "train.speed.channels_last=true"), ("cudnn_benchmark", "train.speed.cudnn_benchmark=true"),
+            ("fused_optimizer", "train.speed.fused_optimizer=true"), ("compile", "train.speed.compile=default"),
+            ("fp32", "train.amp=none"))
+
+
+def bench_command(args) -> int:
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    session = Session(out, time.monotonic() + args.budget, args.only.split(",") if args.only else None)
+    ours_env, theirs_env = environments(session.logfile)
+    session.record["facts"] = facts()
+    session.record["weights"] = find_weights()
+    session.save()
+    log(f"facts: {json.dumps(session.record['facts'])}; weights found: {len(session.record['weights'])}",
+        session.logfile)
+    py, tmp = sys.executable, out / "step.json"
+    ugpcl = [py, "-m", "ugpcl.cli"]
+    common = ["--profile", args.profile, "--device", args.device, "--steps", str(args.steps), "--warmup", "3"]
+    # first what the issue's tables need, then what tunes the defaults
+    session.step("ours", [*ugpcl, "bench", *common, "--method", "all", "--json", str(tmp)], ours_env, 240, tmp)
+    if not args.no_authors:
+        session.step("theirs", [py, "tools/authors_bench.py", "run", "--code", str(args.authors_code),
+                                "--method", "all", "--device", args.device, "--steps", str(args.steps),
+                                "--json", str(tmp)], theirs_env, 180, tmp)
+        session.step("ours_fp32", [*ugpcl, "bench", *common, "--method", "all", "--set", "train.amp=none",
+                                   "--json", str(tmp)], ours_env, 240, tmp)
+        write_comparison(session.record, out / "compare.md")
+    session.step("sync_debug", [*ugpcl, "bench", *common[:4], "--steps", "2", "--warmup", "1", "--method", "all",
+                                "--sync-debug", "error"], ours_env, 150)
+    for k in (2, 4):
+        session.step(f"processes_{k}", [*ugpcl, "bench", *common, "--method", "ugpcl", "--processes", str(k),
+                                        "--json", str(tmp)], ours_env, 150, tmp)
+    for name, setting in SWITCHES:
+        for method in ("ugpcl", "supervised"):
+            session.step(f"switch_{name}_{method}", [*ugpcl, "bench", *common, "--method", method, "--set", setting,
+                                                     "--json", str(tmp)], ours_env, 180, tmp)
+    return 0
+
+
+def write_comparison(record: dict, path: Path) -> None:
+    """compare.md: ours (bf16 as configured, and fp32 as theirs) against the authors' step."""
+    steps = record["steps"]
+    if not all(steps.get(k, {}).get("result") for k in ("ours", "theirs")):
+        return
+    sys.path.insert(0, str(ROOT / "tools"))
+    from authors_bench import BenchError, compare
+
+    def table(ours_step: str) -> str:
+        by_method = lambda rows: {r["method"]: r for r in (rows if isinstance(rows, list) else [rows])}  # noqa: E731
+        try:
+            return compare(by_method(steps[ours_step]["result"]), by_method(steps["theirs"]["result"]))
+        except BenchError as e:
+            return f"not comparable: {e}\n"
+
+    facts = record["facts"]
+    text = [f"# Ours against taovv/UGPCL, {facts.get('device', 'cpu')}, torch {facts.get('torch')}, "
+            f"commit {facts.get('commit', '?')[:10]}, {facts.get('date', '')[:10]}", "",
+            "## Ours as configured (train.amp)", "", table("ours")]
+    if steps.get("ours_fp32", {}).get("result"):
+        text += ["## Ours in fp32, as theirs runs", "", table("ours_fp32")]
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("\n".join(text))
+    os.replace(tmp, path)
+
+
+def train_command(args) -> int:
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + args.budget
+    logfile = out / "session.log"
+    ours_env, _ = environments(logfile)
+    weights = ["--set", f"model.weights={torch_weights(Path(args.weights), out)}"] if args.weights \
+        else ["--set", "model.pretrained=false"]
+    data = PACK / "acdc.h5" if args.profile == "paper" else None
+    for run in args.runs:
+        left = deadline - time.monotonic()
+        if left < 30:
+            log(f"{run}: not started, out of time", logfile)
+            continue
+        argv = [sys.executable, "-m", "ugpcl.cli", "train", "--profile", args.profile, "--run", run, "--seed",
+                str(SEED), "--no-progress", *weights, *(["--data", str(data)] if data and data.exists() else [])]
+        log(f"{run}: {' '.join(argv[2:])} (at most {left:.0f} s)", logfile)
+        with logfile.open("a") as f:
+            proc = subprocess.Popen(argv, cwd=ROOT, env=ours_env, stdout=f, stderr=subprocess.STDOUT)
+            try:
+                rc = proc.wait(timeout=left - 15)
+            except subprocess.TimeoutExpired:
+                proc.terminate()  # SIGTERM: the trainer stops at a resume point
+                rc = proc.wait()
+                log(f"{run}: stopped for time; the same command resumes it on this machine", logfile)
+                break
+        log(f"{run}: exit status {rc}", logfile)
+    bundle_runs(ROOT / "results" / args.profile / "runs", out / "runs.tgz")
+    return 0
+
+
+def torch_weights(path: Path, folder: Path) -> Path:
+    """`path` as a torch state dict file: a .safetensors file is converted (the names are kept;
+    `ugpcl train` checks every key and shape against the encoder)."""
+    if path.suffix != ".safetensors":
+        return path
+    import torch
+    from safetensors.torch import load_file
+
+    target = Path("/tmp") / f"{path.parent.name}-{path.stem}.pth"
+    if not target.exists():
+        torch.save(load_file(str(path)), target)
+    log(f"weights: {path} -> {target} (sha256 {sha256(path)[:16]}...)", folder / "session.log")
+    return target
+
+
+def bundle_runs(runs: Path, target: Path) -> None:
+    """Every run's records, without checkpoints or resume points (they cannot come back)."""
+    tmp = target.with_name(f".{target.name}.tmp")
+    with tarfile.open(tmp, "w:gz") as tar:
+        for path in sorted(runs.rglob("*")) if runs.exists() else []:
+            if path.is_file() and path.suffix != ".pt":
+                tar.add(path, arcname=str(path.relative_to(runs.parent)))
+    os.replace(tmp, target)
+
+
+# --- back here ------------------------------------------------------------------------------------
+
+
+def _rows(result) -> dict[str, dict]:
+    return {r["method"]: r for r in (result if isinstance(result, list) else [result])} if result else {}
+
+
+def report(record: dict, iterations: int = 6000) -> str:
+    """reports/benchmarks.md's section for one session: our step per method, the authors' beside
+    it, K runs per GPU and each speed switch alone, from a session.json."""
+    facts, steps = record.get("facts", {}), record.get("steps", {})
+    ours = _rows(steps.get("ours", {}).get("result"))
+    if not ours:
+        raise SystemExit("error: the session has no result of the `ours` step\n"
+                         "  fix: look at its status in session.json and session.log, and run bench again")
+    any_row = next(iter(ours.values()))
+    cuda = f" (CUDA {facts['cuda']})" if facts.get("cuda") else ""
+    lines = [f"## {facts.get('device', any_row['device'])}, torch {facts.get('torch')}{cuda}, "
+             f"{facts.get('date', any_row['date'])[:10]}, commit {facts.get('commit', 'unknown')[:10]}", "",
+             f"`python3 tools/gpu_session.py bench` ({any_row['profile']} configuration: {any_row['image_size']} px, "
+             f"width {any_row['width']}, batch {any_row['batch_size']} with {any_row['labeled_bs']} labeled, "
+             f"{any_row['amp']} autocast; switches {any_row['speed']}).", "",
+             "| method | median step (s) | p10-p90 (s) | images/s | peak memory (MiB) | "
+             f"{iterations} iterations would take |", "|---|---|---|---|---|---|"]
+    for m in sorted(ours):
+        r = ours[m]
+        lo, hi = r["step_s_p10_p90"]
+        lines.append(f"| {m} | {r['median_step_s']:.4f} | {lo:.4f}-{hi:.4f} | {r['images_per_s']:.1f} "
+                     f"| {r['peak_memory_mib']:.0f} | {r['median_step_s'] * iterations / 60:.0f} min |")
+    theirs = _rows(steps.get("theirs", {}).get("result"))
+    if theirs:
+        sys.path.insert(0, str(ROOT / "tools"))
+        from authors_bench import BenchError, compare
+
+        for title, key in (("as configured", "ours"), ("in fp32, as theirs runs", "ours_fp32")):
+            if steps.get(key, {}).get("result"):
+                try:
+                    table = compare(_rows(steps[key]["result"]), theirs)
+                except BenchError as e:
+                    table = f"not comparable: {e}\n"
+                lines += ["", f"### Against taovv/UGPCL (commit {next(iter(theirs.values())).get('commit', '?')[:7]}), "
+                          f"ours {title}", "", table.rstrip()]
+    k_rows = [(1, sum(ours[m]["images_per_s"] for m in ("ugpcl",) if m in ours))]
+    k_rows += [(int(name.split("_")[1]), _rows(e.get("result")).get("ugpcl", {}).get("images_per_s_total"))
+               for name, e in steps.items() if name.startswith("processes_")]
+    if len(k_rows) > 1:
+        lines += ["", "### UGPCL runs sharing the GPU", "", "| runs at once | total images/s |", "|---|---|"]
+        lines += [f"| {k} | {ips if ips is not None else 'failed'} |" for k, ips in k_rows]
+    switch_rows = []
+    for name, _ in SWITCHES:
+        for m in ("ugpcl", "supervised"):
+            entry = steps.get(f"switch_{name}_{m}", {})
+            r = _rows(entry.get("result")).get(m)
+            base = ours.get(m)
+            if r and base:
+                switch_rows.append(f"| {name} | {m} | {base['median_step_s']:.4f} | {r['median_step_s']:.4f} "
+                                   f"| {base['median_step_s'] / r['median_step_s']:.2f} |")
+            elif entry:
+                switch_rows.append(f"| {name} | {m} | | {entry.get('status')} | |")
+    if switch_rows:
+        lines += ["", "### Each speed switch alone", "", "| switch | method | median step without (s) "
+                  "| with (s) | speed-up |", "|---|---|---|---|---|", *switch_rows]
+    sync = steps.get("sync_debug")
+    if sync:
+        lines += ["", f"Sync detector (`ugpcl bench --method all --sync-debug error`): {sync['status']}."]
+    return "\n".join(lines) + "\n"
+
+
+def report_command(args) -> int:
+    sys.stdout.write(report(json.loads(args.session.read_text())))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("pack", help="here: build .gpu/ (wheels, the authors' code, prepared ACDC)")
+    p.add_argument("--authors-repo", default="https://github.com/taovv/UGPCL", help="where to clone their code from")
+    shared = ROOT.parent / "shared" / "data" / "ACDC"
+    p.add_argument("--acdc-dir", type=Path, default=shared if shared.is_dir() else None,
+                   help="ACDC in the SSL4MIS layout (default: ../shared/data/ACDC when present; else downloaded)")
+    p.set_defaults(func=pack_command)
+    b = sub.add_parser("bench", help="on the GPU machine: every benchmark, ours and theirs")
+    b.add_argument("--out", type=Path, required=True)
+    b.add_argument("--budget", type=float, default=540, help="seconds for all steps (a device command has 600)")
+    b.add_argument("--device", default="cuda")
+    b.add_argument("--steps", type=int, default=20)
+    b.add_argument("--no-authors", action="store_true", help="skip the authors' code")
+    b.add_argument("--authors-code", type=Path, default=PACK / "authors" / "UGPCL", help="their checkout (pack's)")
+    b.add_argument("--profile", default="paper", help="the configuration benchmarked (paper: the study's)")
+    b.add_argument("--only", default=None, metavar="STEP,...",
+                   help="run only these steps; shell patterns (ours, theirs, ours_fp32, sync_debug, processes_*, "
+                        "switch_*)")
+    b.set_defaults(func=bench_command)
+    t = sub.add_parser("train", help="on the GPU machine: train runs in order within the budget")
+    t.add_argument("runs", nargs="+", help="run ids (ugpcl runs), e.g. acdc136_ugpcl")
+    t.add_argument("--out", type=Path, required=True)
+    t.add_argument("--budget", type=float, default=540)
+    t.add_argument("--profile", default="paper")
+    t.add_argument("--weights", default=None,
+                   help="ImageNet ResNet-50 file found by bench (session.json: weights); default: pretrained=false")
+    t.set_defaults(func=train_command)
+    r = sub.add_parser("report", help="back here: reports/benchmarks.md's section from a session.json")
+    r.add_argument("session", type=Path)
+    r.set_defaults(func=report_command)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
