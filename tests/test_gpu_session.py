@@ -53,6 +53,9 @@ def test_bench_runs_its_steps_and_records_each_as_it_ends(tmp_path):
     assert steps["switch_fp32_ugpcl"]["result"]["amp"] == "none"
     assert record["facts"]["torch"] and record["facts"]["commit"]
     assert record["weights"] == []
+    from ugpcl.projection import read_bench
+
+    assert read_bench(out / "bench.json") == {r["method"]: r for r in steps["ours"]["result"]}  # `ugpcl runs --bench`
     # ours at the demo's 64 px is no match for their 224 px: the table says so instead of a ratio
     compare = (out / "compare.md").read_text()
     assert "not comparable: supervised: ours was timed with image_size 64, theirs with 224" in compare

@@ -13,7 +13,8 @@ On the GPU machine, from the repository root, carrying `.gpu`:
         facts (GPU, torch), a search for ImageNet ResNet-50 weights, `ugpcl bench` of every method,
         the authors' step for the three methods they implemented and the ratio table, K jobs per
         GPU, the sync detector, and each speed switch alone; everything in $OUT/session.json,
-        $OUT/compare.md and $OUT/session.log, written after every step.
+        $OUT/compare.md and $OUT/session.log, written after every step, and our figures alone in
+        $OUT/bench.json (for `ugpcl runs --bench`: the study's projected wall time).
     python3 tools/gpu_session.py train --out $OUT --budget 540 RUN [RUN ...]
         trains the runs in order at the paper profile, seed 1337, until the budget (seconds) is
         spent: the run in progress gets SIGTERM and stops at a resume point, and the same command
@@ -277,7 +278,9 @@ def bench_command(args) -> int:
     ugpcl = [py, "-m", "ugpcl.cli"]
     common = ["--profile", args.profile, "--device", args.device, "--steps", str(args.steps), "--warmup", "3"]
     # first what the issue's tables need, then what tunes the defaults
-    session.step("ours", [*ugpcl, "bench", *common, "--method", "all", "--json", str(tmp)], ours_env, 240, tmp)
+    ours = session.step("ours", [*ugpcl, "bench", *common, "--method", "all", "--json", str(tmp)], ours_env, 240, tmp)
+    if ours and ours.get("result"):  # as `ugpcl bench --json` writes it: `ugpcl runs --bench bench.json` reads it
+        write_json(out / "bench.json", ours["result"])
     if not args.no_authors:
         session.step("theirs", [py, "tools/authors_bench.py", "run", "--code", str(args.authors_code),
                                 "--method", "all", "--device", args.device, "--steps", str(args.steps),
