@@ -40,7 +40,7 @@ from tqdm import tqdm
 from ..config import prepared_path
 from ..data.prepared import Prepared, load_prepared
 from ..data.provenance import data_record
-from ..device import pick_device
+from ..device import claim_least_busy_gpu, pick_device
 from ..errors import UserError
 from ..fileio import write_text
 from ..lifetime import Terminated
@@ -59,13 +59,18 @@ from .tracker import Tracker
 
 
 def training_device(train_cfg: dict, requested: str | None = None) -> torch.device:
-    """The device to train on; the CPU only when train.allow_cpu says so."""
+    """The device to train on; the CPU only when train.allow_cpu says so. With several GPUs
+    visible, the one the fewest other training processes use (device.claim_least_busy_gpu)."""
     device = pick_device(requested or train_cfg["device"])
     if device.type == "cpu" and not train_cfg["allow_cpu"]:
         raise UserError(
             "no CUDA device: paper-scale training on the CPU would take days, so it is refused",
             fix="run on a GPU machine, use the demo profile (--profile demo), or pass --set train.allow_cpu=true",
         )
+    if device.type == "cuda" and device.index is None and (count := torch.cuda.device_count()) > 1:
+        device = torch.device("cuda", claim_least_busy_gpu(count))
+        torch.cuda.set_device(device)  # tensors made on "cuda" (no index) go there too
+        print(f"GPU {device.index} of {count} visible: the least busy one", file=sys.stderr, flush=True)
     return device
 
 
