@@ -109,8 +109,8 @@ def build_trainer(code: Path, method: str, device: str, size: int = 224, batch: 
     trainer_class = getattr(trainers, args.train.name)
     trainer = trainer_class(logger=_QuietLogger(), device=device, data_parallel=False, ckpt_save_path=None,
                             resume_from=None, **kwargs)
-    batch = cfg["dataset"]["kwargs"]
-    return trainer, int(batch["batch_size"]), int(batch["labeled_bs"])
+    loader = cfg["dataset"]["kwargs"]
+    return trainer, int(loader["batch_size"]), int(loader["labeled_bs"])
 
 
 def _set_deterministic(seed: int) -> None:
@@ -135,8 +135,8 @@ def bench_method(code: Path, method: str, device: str, steps: int, warmup: int, 
 
     trainer, batch_size, labeled_bs = build_trainer(code, method, device, size, batch)
     dev = torch.device(device)
-    batch = {"image": torch.rand(batch_size, in_channels, size, size, device=dev),
-             "label": torch.randint(0, num_classes, (batch_size, 1, size, size), device=dev).float()}
+    data = {"image": torch.rand(batch_size, in_channels, size, size, device=dev),
+            "label": torch.randint(0, num_classes, (batch_size, 1, size, size), device=dev).float()}
     trainer.model.train()
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
@@ -145,7 +145,7 @@ def bench_method(code: Path, method: str, device: str, steps: int, warmup: int, 
     for i in range(warmup + steps):
         step = CONTRAST_START + 1 + i
         start = time.perf_counter()
-        loss, *_ = trainer.train_step(batch, step, False)
+        loss, *_ = trainer.train_step(data, step, False)
         trainer.optimizer.zero_grad()
         loss.backward()
         trainer.optimizer.step()
