@@ -341,6 +341,51 @@ def test_figures_from_tiny_networks(tmp_path, acdc_dir, monkeypatch):
     assert loss[1].split("\t") == ["1", "1", "acdc-68", "em", str(seed)]
     assert [line.split("\t")[:3] for line in files["curves_val"].read_text().splitlines()[1:]] == [
         ["5", "54.0000", "acdc-68"], ["10", "59.0000", "acdc-68"]]
+    # the loss terms: a panel per Table 1 run (4 settings x 8 methods), the em run's two terms as data
+    assert read["loss_terms"].shape[1] > read["loss_terms"].shape[0]
+    terms = files["curves_terms"].read_text().splitlines()
+    assert terms[0] == "step\tvalue\tterm\tsetting\trun\tseed" and len(terms) == 1 + 2 * 10
+    assert terms[11].split("\t") == ["1", "0.5", "sup", "acdc-68", "em", str(seed)]
+
+
+def test_loss_terms_are_read_from_the_logs_with_the_weighted_consistency_term(tmp_path):
+    """Every numeric key but the bookkeeping and the non-losses is a term (a method of one's own
+    included); `weight×unsup` / `weight×con` is the per-iteration product, left out where the weight is 0."""
+    stamp = "2026-01-01T00:00:00Z"
+    mt = [{"t": 0, "lr": 0.01, "loss": 1.0, "sup": 1.0, "unsup": 0.5, "weight": 0.0, "time": stamp},
+          {"t": 1, "lr": 0.01, "loss": 1.1, "sup": 1.0, "unsup": 0.4, "weight": 0.25, "threshold": 0.6, "certain": 0.9,
+           "time": stamp},
+          {"t": 2, "lr": 0.01, "loss": 1.2, "sup": 0.8, "unsup": 0.2, "weight": 2.0, "time": stamp}]
+    ugpcl = [{"t": 0, "lr": 0.01, "loss": 3.0, "sup": 1.0, "sup_tf": 0.9, "con": 0.3, "weight": 0.5, "rot": 1.4,
+              "time": stamp},
+             {"t": 1, "lr": 0.01, "loss": 3.0, "sup": 1.0, "sup_tf": 0.9, "con": 0.2, "weight": 0.5, "rot": 1.3,
+              "contrast": 5.0, "threshold": 0.5, "certain_fraction": 0.7, "uncertainty_rate": 0.2, "time": stamp}]
+    mine = [{"t": t, "lr": 0.01, "loss": 2.0, "my_term": 0.5 + t, "time": stamp} for t in range(3)]
+
+    curves = figures.term_curves(mt)
+    assert list(curves) == ["loss", "sup", "unsup", "weight×unsup"]
+    assert curves["weight×unsup"][0].tolist() == [1, 2] and curves["weight×unsup"][1] == pytest.approx([0.1, 0.4])
+    assert curves["unsup"][1] == pytest.approx([0.5, 0.4, 0.2])
+    curves = figures.term_curves(ugpcl)
+    assert list(curves) == ["loss", "sup", "sup_tf", "con", "rot", "weight×con", "contrast"]
+    assert curves["weight×con"][1] == pytest.approx([0.15, 0.1]) and curves["contrast"][0].tolist() == [1]
+    assert figures.loss_term_names(mine) == ["loss", "my_term"]
+    assert mt[1] == {"t": 1, "lr": 0.01, "loss": 1.1, "sup": 1.0, "unsup": 0.4, "weight": 0.25, "threshold": 0.6,
+                     "certain": 0.9, "time": stamp}  # the rows read are left as they are
+
+    groups = {"acdc-68": [("mt", {1: (mt, []), 2: (mt[1:], [])}), ("ugpcl", {1: (ugpcl, [])})],
+              "isic-91": [("mine", {1: (mine, [])}), ("em", {1: ([], [])})]}
+    path = figures.loss_terms(groups, tmp_path / "terms.png")
+    image = matplotlib.image.imread(path)
+    assert image.shape[1] > image.shape[0] * 0.8   # 2 x 2 panels under a legend of 10 terms
+    rows = figures.loss_term_rows(groups).splitlines()
+    assert len(rows) == 1 + (3 + 3 + 3 + 2) + 2 * 4 + (2 * 6 + 1) + 3 * 2   # mt seeds 1 and 2, ugpcl, mine
+    assert "2\t0.1\tweight×unsup\tacdc-68\tmt\t1" in rows and "3\t0.4\tweight×unsup\tacdc-68\tmt\t2" in rows
+
+    empty = figures.loss_terms({"acdc-68": [("mt", {1: ([], [])})]}, tmp_path / "empty.png")
+    shape = matplotlib.image.imread(empty).shape
+    assert shape[1] > 3 * shape[0]   # the one-line placeholder
+    assert figures.loss_term_rows({"acdc-68": [("mt", {1: ([], [])})]}) == "step\tvalue\tterm\tsetting\trun\tseed\n"
 
 
 def test_a_dataset_of_our_own_gets_its_own_table_without_the_papers_columns(tmp_path):

@@ -81,7 +81,7 @@ def test_the_browser_shows_every_table_and_image(report, tmp_path):
     rows = dict(zip(found["tables"], found["rows"]))
     assert rows["table1"] == 1 + 32 and rows["runs"] == 1 + 40 * 2 and rows["paired"] == 1 + 1
     assert rows["per-class-acdc-136"] == 2 + 8   # two header rows (class, metric), a row per method
-    assert found["images"] == 6 == found["decoded"]   # three bar charts, Figures 3 and 4, the curves
+    assert found["images"] == 7 == found["decoded"]   # three bar charts, Figures 3 and 4, curves, loss terms
     assert found["pageWidth"] <= found["viewport"], "the page scrolls sideways"
 
     shot = tmp_path / "shot.png"

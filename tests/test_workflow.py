@@ -88,21 +88,22 @@ def test_demo_workflow_builds_every_table_figure_and_the_report(demo):
         log = (repo / "results" / "demo" / "logs" / "train" / run_dir.parent.name / "seed1337.log").read_text()
         assert re.search(r"Z \S+ s1337 it \d+/\d+ .*\| val Dice .* ETA ", log), log
     figures = reports / "figures"
-    for name in ["figure3", "figure4", "bars_table1", "bars_table2", "bars_table3", "curves"]:
+    for name in ["figure3", "figure4", "bars_table1", "bars_table2", "bars_table3", "curves", "loss_terms"]:
         assert (figures / f"{name}.png").read_bytes()[:4] == b"\x89PNG", name
-    for name in ("train_loss", "val_dice"):
+    for name in ("train_loss", "val_dice", "loss_terms"):
         assert len((reports / "curves" / f"{name}.tsv").read_text().splitlines()) > 40
 
     page = (reports / "report.html").read_text()
     assert "SYNTHETIC DATA" in page and "Synthetic demo data" in page.split('id="verdict"')[1]
     for ident in ("table1", "table2", "table3", "runs", "choices", "paired", "per-class-acdc-136"):
         assert f'id="{ident}"' in page
-    assert page.count('src="data:image/png;base64,') == 6
+    assert page.count('src="data:image/png;base64,') == 7
     assert "missing" not in page.split('id="runs"')[1].split("</table>")[0]  # every run finished
 
 
 def test_dvc_metrics_and_plots_show_the_report(demo):
-    """`dvc metrics show`: a short row per table row; `dvc plots show`: the training curves from data."""
+    """`dvc metrics show`: a short row per table row; `dvc plots show`: the training curves and loss terms
+    from data."""
     repo, env = demo
     result = run([BIN / "dvc", "config", "--local", "core.no_scm", "true"], repo, env)
     assert result.returncode == 0, failure(result, repo)
@@ -118,6 +119,10 @@ def test_dvc_metrics_and_plots_show_the_report(demo):
         values = spec["content"]["data"]["values"]
         assert spec["type"] == "vega" and len({(v["setting"], v["run"]) for v in values}) >= 40
         assert all(field in v for v in values)
+    (spec,) = data["loss_terms"]   # a panel per Table 1 run, a line per term
+    values = spec["content"]["data"]["values"]
+    assert spec["type"] == "vega" and len({(v["setting"], v["run"]) for v in values}) == 32
+    assert {"loss", "sup", "weight×unsup", "weight×con", "contrast"} <= {v["term"] for v in values}
 
 
 def set_method_param(repo: Path, method: str, key: str, value) -> str:

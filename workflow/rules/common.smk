@@ -162,7 +162,7 @@ def reported(outputs):
         table = re.match(r"table(\d+)_", name)
         if table:
             where = ("Tables", f"Table {table[1]}", f"table{table[1]}.rst")
-        elif name.startswith("curves"):
+        elif name.startswith("curves") or name == "loss_terms":
             where = ("Figures", "Training curves", "curves.rst")
         elif name.startswith("figure"):
             where = ("Figures", f"Figure {name.removeprefix('figure')}", f"{name}.rst")

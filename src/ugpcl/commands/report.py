@@ -20,7 +20,8 @@ def register(sub) -> None:
     add_config_args(p)
     p.set_defaults(func=report_command)
 
-    f = sub.add_parser("figures", help="Figure 3, Figure 4 and training curves (PNGs in reports/<profile>/figures/)")
+    f = sub.add_parser("figures", help="Figure 3, Figure 4, training curves and loss terms (PNGs in "
+                                      "reports/<profile>/figures/)")
     add_config_args(f)
     f.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
     f.set_defaults(func=figures_command)

@@ -1,7 +1,8 @@
 """The report's figures: Figure 3 (segmentations), Figure 4 (t-SNE of pixel features),
 training curves (one figure of small panels, and the same curves as plot data for `dvc plots`),
-and bar charts of our Dice against the paper's. PNGs, written atomically; on synthetic data
-every PNG carries a "synthetic" mark, so that no copy of it passes for a result.
+each loss term of the Table 1 runs (a panel per run, and as plot data), and bar charts of our
+Dice against the paper's. PNGs, written atomically; on synthetic data every PNG carries a
+"synthetic" mark, so that no copy of it passes for a result.
 
 Figure 4 embeds the encoder features at each run's embedding stage (conv1..conv4 = f2..f5),
 the same tensor for every panel, so runs without an embedding head (Table 2 row 4) compare
@@ -183,6 +184,110 @@ def curve_rows(groups: dict[str, list[tuple[str, RunLogs]]]) -> tuple[str, str]:
     return "\n".join(loss) + "\n", "\n".join(val) + "\n"
 
 
+# --- loss terms ---------------------------------------------------------------------------
+LOG_BOOKKEEPING = ("t", "lr", "time")  # engine/trainer.py: iteration, learning rate, when its step returned
+# logged numbers that are not losses: the ramped consistency weight (Method.semi_supervised, UGPCL),
+# UA-MT's entropy threshold and certain fraction, UGPCL's contrast.certainty_pseudo_labels info
+NOT_LOSSES = ("weight", "threshold", "certain", "certain_fraction", "uncertainty_rate")
+WEIGHTED = ("unsup", "con")  # what the ramped weight multiplies: Method.semi_supervised's term, UGPCL's consistency
+
+
+def with_weighted(rows: list[dict]) -> list[dict]:
+    """The log rows, each with `weight×unsup` (UGPCL: `weight×con`) = weight * term of that iteration
+    added: what the ramped consistency term adds to the loss. Left out where the weight is 0 (the
+    term is off, as in MT before its gate), so that a log-scale axis has no zero to show."""
+    out = []
+    for row in rows:
+        weight = row.get("weight")
+        extra = {f"weight×{k}": weight * row[k] for k in WEIGHTED if weight and row.get(k) is not None}
+        out.append({**row, **extra} if extra else row)
+    return out
+
+
+def loss_term_names(rows: list[dict]) -> list[str]:
+    """The loss terms in log rows: every numeric key but the trainer's bookkeeping and NOT_LOSSES, the
+    total `loss` first, the others in the order they first appear (a registered method's own terms
+    included, with no change here)."""
+    skip = {*LOG_BOOKKEEPING, *NOT_LOSSES}
+    names = dict.fromkeys(k for row in rows for k, v in row.items()
+                          if k not in skip and isinstance(v, (int, float)) and not isinstance(v, bool))
+    return sorted(names, key=lambda k: k != "loss")
+
+
+def term_curves(rows: list[dict]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Each loss term of one run's log rows, the weighted consistency term included (`with_weighted`),
+    as (iterations, values) binned as `binned`."""
+    rows = with_weighted(rows)
+    return {term: binned(rows, term) for term in loss_term_names(rows)}
+
+
+def loss_terms(groups: dict[str, list[tuple[str, RunLogs]]], path: Path, synthetic: bool = False) -> Path:
+    """Small multiples: one panel per run (a row per group, a column per run), each logged loss term
+    of that run against the iteration (`term_curves`); one colour per term across the figure, one
+    line style per seed; log-scale y in a panel whose values are all positive.
+
+    The ramped consistency weight is not drawn itself: its product with the term it multiplies
+    is (`weight×unsup`, see `with_weighted`), so every line is a loss at the scale the total sees,
+    except fixed hyper-parameter factors (UGPCL's tf, rotation and contrast weights), which are
+    not logged. For checking each term's magnitude when the ordering differs from the paper's.
+    """
+    curves = {(name, label): {seed: term_curves(log) for seed, (log, _) in sorted(logs.items())}
+              for name, entries in groups.items() for label, logs in entries}
+    terms = list(dict.fromkeys(k for run in curves.values() for seed in run.values() for k in seed))
+    if not terms:
+        return placeholder(path, "loss terms: no training log yet", synthetic)
+    palette = [f"C{i}" for i in range(10) if i != 7]  # no grey: it draws the seeds' line styles in the legend
+    colours = {"loss": "black", **{k: palette[i % len(palette)] for i, k in enumerate(k for k in terms if k != "loss")}}
+    widths = {k: 1.6 if k == "loss" else 1.0 for k in terms}
+    ncols = max(len(entries) for entries in groups.values())
+    fig, axes = plt.subplots(len(groups), ncols, figsize=(2.3 * ncols, 1.9 * len(groups) + 0.6), squeeze=False)
+    styles = ["-", "--", ":", "-."]
+    for row_axes, (name, entries) in zip(axes, groups.items()):
+        for ax, (label, _) in zip(row_axes, entries):
+            drawn = [np.array([])]
+            for j, by_term in enumerate(curves[name, label].values()):
+                for term, (t, v) in by_term.items():
+                    ax.plot(t + 1, v, styles[j % len(styles)], color=colours[term], lw=widths[term])
+                    drawn.append(v)
+            values = np.concatenate(drawn)
+            if values.size and (values > 0).all():
+                ax.set_yscale("log")
+            elif not values.size:
+                ax.text(0.5, 0.5, "no log yet", ha="center", va="center", fontsize=8, transform=ax.transAxes)
+                ax.set_xticks([])
+                ax.set_yticks([])
+            ax.set_title(f"{name}: {label}", fontsize=8)
+            ax.tick_params(which="both", labelsize=7)
+            ax.grid(alpha=0.3)
+        for ax in row_axes[len(entries):]:
+            ax.axis("off")
+        row_axes[0].set_ylabel("loss term", fontsize=8)
+    for ax in axes[-1]:
+        ax.set_xlabel("iteration", fontsize=8)
+    fig.tight_layout()
+    seeds = sorted({seed for run in curves.values() for seed in run})
+    handles = [plt.Line2D([], [], color=colours[k], lw=widths[k], label=k) for k in terms]
+    if len(seeds) > 1:
+        handles += [plt.Line2D([], [], ls=styles[j % len(styles)], color="grey", lw=1, label=f"seed {seed}")
+                    for j, seed in enumerate(seeds)]
+    fig.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=min(len(handles), 2 * ncols),
+               fontsize=8, frameon=False, title_fontsize=8,
+               title="means over windows of iterations; log scale where every value is positive")
+    return save(fig, path, synthetic=synthetic)
+
+
+def loss_term_rows(groups: dict[str, list[tuple[str, RunLogs]]]) -> str:
+    """The loss terms as one TSV table for `dvc plots show` (long format: step, value, term, setting,
+    run, seed), as `loss_terms` draws them."""
+    lines = ["step\tvalue\tterm\tsetting\trun\tseed"]
+    for name, entries in groups.items():
+        for label, logs in entries:
+            for seed, (log, _) in sorted(logs.items()):
+                for term, (t, v) in term_curves(log).items():
+                    lines += [f"{i + 1}\t{x:.6g}\t{term}\t{name}\t{label}\t{seed}" for i, x in zip(t, v)]
+    return "\n".join(lines) + "\n"
+
+
 # --- Figure 3 -----------------------------------------------------------------------------
 def pick_slices(labels: np.ndarray, n: int) -> np.ndarray:
     """n slice indices spread evenly over the slices showing the most foreground classes
@@ -349,6 +454,10 @@ def make_figures(cfg: dict, device: str = "auto") -> dict[str, Path]:
     loss, val = curve_rows(groups)
     write_text(files["curves_loss"], loss)
     write_text(files["curves_val"], val)
+    table1 = {name: [(label, logs[run.id]) for label, run in entries]
+              for name, entries in curve_groups(cfg, ablations=False).items()}
+    loss_terms(table1, files["loss_terms"], synthetic(cfg))
+    write_text(files["curves_terms"], loss_term_rows(table1))
     shown = figure_datasets(cfg)  # the paper's figures are on ACDC: its dataset in this study, if any
 
     def prepared(figure: str):

@@ -1,9 +1,9 @@
 """The one-file HTML report: a verdict at the top, the tables against the paper (mean ± std and
 seeds in every cell, the paired tests' p-values), per-class scores, charts, figures, the training
-curves in one figure of small panels, every run with links to its folder, configuration and
-logs, and the settings every number was produced with. Images are embedded as base64, so the
-page stands alone; the links to the runs are relative to the page's folder (they work where the
-page lies beside the results, as the workflow writes it)."""
+curves in one figure of small panels and each Table 1 run's loss terms in another, every run with
+links to its folder, configuration and logs, and the settings every number was produced with.
+Images are embedded as base64, so the page stands alone; the links to the runs are relative to the
+page's folder (they work where the page lies beside the results, as the workflow writes it)."""
 
 from __future__ import annotations
 
@@ -226,6 +226,11 @@ def render(cfg: dict, tables: dict[str, list[Cell]], results: dict[str, dict[int
                  "(<code>dvc plots show</code>); every iteration of a run: its <code>dvclive</code> folder and "
                  "<code>log.jsonl</code> (links in the list of runs).</p>")
     parts.append(image_tag(figures["curves"], "training curves"))
+    parts.append('<p class="note">Each loss term of every Table 1 run, a panel per run (the ramped consistency '
+                 'weight times the term it weights as its own line): to check each term\'s magnitude when the '
+                 'ordering of the methods differs from the paper\'s. As data: '
+                 f'{link(figures["curves_terms"], base, "loss_terms.tsv")}.</p>')
+    parts.append(image_tag(figures["loss_terms"], "loss terms"))
 
     parts.append('<h2 id="runs-section">Runs</h2>')
     rows, ids = settings_rows(cfg, results, base)

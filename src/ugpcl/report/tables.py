@@ -69,29 +69,32 @@ def metrics_dir(cfg: dict) -> Path:
 
 
 def curves_data(cfg: dict) -> dict[str, Path]:
-    """The training curves of every run as plot data for `dvc plots show` (top-level `plots:` in dvc.yaml)."""
+    """The training curves of every run as plot data for `dvc plots show` (top-level `plots:` in dvc.yaml):
+    training loss, validation Dice, and each loss term of the Table 1 runs."""
     out_dir = reports_dir(cfg) / "curves"
-    return {"curves_loss": out_dir / "train_loss.tsv", "curves_val": out_dir / "val_dice.tsv"}
+    return {"curves_loss": out_dir / "train_loss.tsv", "curves_val": out_dir / "val_dice.tsv",
+            "curves_terms": out_dir / "loss_terms.tsv"}
 
 
 def figure_outputs(cfg: dict) -> dict[str, Path]:
     """Files `ugpcl figures` writes: Figure 3, Figure 4, the training curves of every run (one
-    figure of small panels) and the same curves as plot data for `dvc plots show`."""
+    figure of small panels), each loss term of every Table 1 run (one panel per run), and the
+    same curves as plot data for `dvc plots show`."""
     fig_dir = reports_dir(cfg) / "figures"
     return {"figure3": fig_dir / "figure3.png", "figure4": fig_dir / "figure4.png", "curves": fig_dir / "curves.png",
-            **curves_data(cfg)}
+            "loss_terms": fig_dir / "loss_terms.png", **curves_data(cfg)}
 
 
-def curve_groups(cfg: dict) -> dict[str, list[tuple[str, Run]]]:
+def curve_groups(cfg: dict, ablations: bool = True) -> dict[str, list[tuple[str, Run]]]:
     """The runs whose curves share a panel, each with its name there: Table 1 per dataset and
-    regime (by method), then Table 2 (by row) and Table 3 (by stage)."""
+    regime (by method), then (unless `ablations` is False) Table 2 (by row) and Table 3 (by stage)."""
     groups: dict[str, list[tuple[str, Run]]] = {}
     for run in distinct_runs(cfg):
         for tag in run.tables:
             table, _, entry = tag.partition(":")
             if table == "table1":
                 groups.setdefault(f"{run.dataset}-{run.regime}", []).append((run.method, run))
-            else:
+            elif ablations:
                 name = f"{'Table 2' if table == 'table2' else 'Table 3'} ({run.dataset}-{run.regime})"
                 groups.setdefault(name, []).append((f"row {entry}" if table == "table2" else entry, run))
     # the ablation tables after Table 1's settings (a stable sort), each sorted by its entries
