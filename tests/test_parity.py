@@ -220,8 +220,9 @@ BASELINES = ("mt", "uamt", "em", "dct", "cct", "cps")
 
 def weight_at(name: str, t: int, iterations: int, schedule: str = "run") -> float:
     """The consistency weight the method logs at iteration t of a run of `iterations`."""
-    cfg = load_config(profile="demo", overrides=[f"train.iterations={iterations}",
-                                                 f"methods.{name}.ramp_schedule={schedule}"])
+    overrides = [f"train.iterations={iterations}", f"methods.{name}.ramp_schedule={schedule}"]
+    cfg = load_config(profile="demo", overrides=overrides)  # the demo's small network, for speed,
+    cfg["methods"] = load_config(profile="paper", overrides=overrides)["methods"]  # the paper's hyper-parameters
     torch.manual_seed(0)
     method = build_method(cfg, name, 4, 1)
     image = torch.rand(4, 1, 64, 64)
