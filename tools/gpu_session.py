@@ -85,7 +85,8 @@ def pins(names, constraints: Path = ROOT / "constraints.txt") -> list[str]:
             pinned[name.strip().lower().replace("_", "-")] = version.strip()
     missing = [n for n in names if n not in pinned]
     if missing:
-        raise SystemExit(f"error: {constraints} pins no {', '.join(missing)}\n  fix: add them (pip freeze), then pack again")
+        raise SystemExit(f"error: {constraints} pins no {', '.join(missing)}\n"
+                         "  fix: add them (pip freeze), then pack again")
     return [f"{n}=={pinned[n]}" for n in names]
 
 
@@ -126,10 +127,9 @@ def pack_command(args) -> int:
         os.link(prepared, target)
     except OSError:
         shutil.copy2(prepared, target)
-    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
-                           text=True).stdout.strip()
-    (PACK / "COMMIT").write_text(head + ("-dirty" if dirty else "") + "\n")  # the machine gets no .git
+    dirty = git("status", "--porcelain", "--untracked-files=no")
+    # the machine gets no .git: this names the commit its runs were made from
+    (PACK / "COMMIT").write_text(f"{git('rev-parse', 'HEAD') or 'unknown'}{'-dirty' if dirty else ''}\n")
     total = folder_mib(PACK) + tracked_mib()
     log(f".gpu/ {folder_mib(PACK):.1f} MiB + tracked files {tracked_mib():.1f} MiB = {total:.1f} MiB "
         f"(limit {LIMIT_MIB} MiB)")
@@ -165,18 +165,21 @@ def environments(logfile: Path) -> tuple[dict, dict]:
     return ours, theirs
 
 
+def git(*args: str) -> str | None:
+    """A git command's output in this checkout; None without git or a repository (a GPU machine's copy)."""
+    try:
+        out = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
 def commit() -> str:
-    """The commit the tree was copied from: git's, else the COMMIT file `pack` leaves (.gpu/COMMIT)."""
+    """The commit the tree was copied from: $UGPCL_COMMIT, git's, else the COMMIT file `pack` leaves."""
     if os.environ.get("UGPCL_COMMIT"):
         return os.environ["UGPCL_COMMIT"]
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10)
-        if out.returncode == 0 and out.stdout.strip():
-            return out.stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        pass
     marker = PACK / "COMMIT"
-    return marker.read_text().strip() if marker.exists() else "unknown"
+    return git("rev-parse", "HEAD") or (marker.read_text().strip() if marker.exists() else "unknown")
 
 
 def sha256(path: Path) -> str:
@@ -259,7 +262,8 @@ def facts() -> dict:
     return info
 
 
-SWITCHES = (("channels_last", "train.speed.channels_last=true"), ("cudnn_benchmark", "train.speed.cudnn_benchmark=true"),
+SWITCHES = (("channels_last", "train.speed.channels_last=true"),
+            ("cudnn_benchmark", "train.speed.cudnn_benchmark=true"),
             ("fused_optimizer", "train.speed.fused_optimizer=true"), ("compile", "train.speed.compile=default"),
             ("fp32", "train.amp=none"))
 
@@ -305,22 +309,12 @@ def write_comparison(record: dict, path: Path) -> None:
     steps = record["steps"]
     if not all(steps.get(k, {}).get("result") for k in ("ours", "theirs")):
         return
-    sys.path.insert(0, str(ROOT / "tools"))
-    from authors_bench import BenchError, compare
-
-    def table(ours_step: str) -> str:
-        by_method = lambda rows: {r["method"]: r for r in (rows if isinstance(rows, list) else [rows])}  # noqa: E731
-        try:
-            return compare(by_method(steps[ours_step]["result"]), by_method(steps["theirs"]["result"]))
-        except BenchError as e:
-            return f"not comparable: {e}\n"
-
     facts = record["facts"]
     text = [f"# Ours against taovv/UGPCL, {facts.get('device', 'cpu')}, torch {facts.get('torch')}, "
             f"commit {facts.get('commit', '?')[:10]}, {facts.get('date', '')[:10]}", "",
-            "## Ours as configured (train.amp)", "", table("ours")]
+            "## Ours as configured (train.amp)", "", comparison(steps, "ours")]
     if steps.get("ours_fp32", {}).get("result"):
-        text += ["## Ours in fp32, as theirs runs", "", table("ours_fp32")]
+        text += ["## Ours in fp32, as theirs runs", "", comparison(steps, "ours_fp32")]
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text("\n".join(text))
     os.replace(tmp, path)
@@ -389,6 +383,17 @@ def _rows(result) -> dict[str, dict]:
     return {r["method"]: r for r in (result if isinstance(result, list) else [result])} if result else {}
 
 
+def comparison(steps: dict, ours_step: str) -> str:
+    """The authors_bench ratio table of one of our bench steps against theirs, or why there is none."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    from authors_bench import BenchError, compare
+
+    try:
+        return compare(_rows(steps[ours_step]["result"]), _rows(steps["theirs"]["result"]))
+    except BenchError as e:
+        return f"not comparable: {e}\n"
+
+
 def report(record: dict, iterations: int = 6000) -> str:
     """reports/benchmarks.md's section for one session: our step per method, the authors' beside
     it, K runs per GPU and each speed switch alone, from a session.json."""
@@ -413,18 +418,11 @@ def report(record: dict, iterations: int = 6000) -> str:
                      f"| {r['peak_memory_mib']:.0f} | {r['median_step_s'] * iterations / 60:.0f} min |")
     theirs = _rows(steps.get("theirs", {}).get("result"))
     if theirs:
-        sys.path.insert(0, str(ROOT / "tools"))
-        from authors_bench import BenchError, compare
-
         for title, key in (("as configured", "ours"), ("in fp32, as theirs runs", "ours_fp32")):
             if steps.get(key, {}).get("result"):
-                try:
-                    table = compare(_rows(steps[key]["result"]), theirs)
-                except BenchError as e:
-                    table = f"not comparable: {e}\n"
                 lines += ["", f"### Against taovv/UGPCL (commit {next(iter(theirs.values())).get('commit', '?')[:7]}), "
-                          f"ours {title}", "", table.rstrip()]
-    k_rows = [(1, sum(ours[m]["images_per_s"] for m in ("ugpcl",) if m in ours))]
+                          f"ours {title}", "", comparison(steps, key).rstrip()]
+    k_rows = [(1, ours.get("ugpcl", {}).get("images_per_s"))]
     k_rows += [(int(name.split("_")[1]), _rows(e.get("result")).get("ugpcl", {}).get("images_per_s_total"))
                for name, e in steps.items() if name.startswith("processes_")]
     if len(k_rows) > 1:
