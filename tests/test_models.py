@@ -157,6 +157,68 @@ def test_corrupt_or_absent_file_is_user_error(tmp_path):
         build_unet(paper_model_cfg(weights=str(tmp_path / "absent.pth")), NUM_CLASSES, 3)
 
 
+# tests/data/tensors.safetensors was written by the safetensors library itself (0.8.0, save_file)
+# from these tensors, so the reader is checked against the format's reference writer.
+def safetensors_fixture_tensors() -> dict[str, torch.Tensor]:
+    return {
+        "conv1.weight": torch.arange(2 * 3 * 3 * 3, dtype=torch.float32).reshape(2, 3, 3, 3) / 7,
+        "bn1.num_batches_tracked": torch.tensor(5, dtype=torch.int64),
+        "half": torch.linspace(-2, 2, 6, dtype=torch.float16).reshape(2, 3),
+        "bf": torch.linspace(-1, 1, 4, dtype=torch.bfloat16),
+        "f64": torch.tensor([1.5, -2.25], dtype=torch.float64),
+        "u8": torch.tensor([0, 255, 7], dtype=torch.uint8),
+        "flag": torch.tensor([True, False]),
+        "empty": torch.zeros(0, 4),
+    }
+
+
+def test_safetensors_reader_matches_the_reference_writer():
+    from pathlib import Path
+
+    from ugpcl.models.resnet import read_safetensors
+
+    read = read_safetensors(Path(__file__).parent / "data" / "tensors.safetensors")
+    expected = safetensors_fixture_tensors()
+    assert set(read) == set(expected)
+    for name, value in expected.items():
+        assert read[name].dtype == value.dtype and read[name].shape == value.shape, name
+        assert torch.equal(read[name], value), name
+
+
+def write_safetensors(state: dict[str, torch.Tensor], path) -> None:
+    """The format by hand (float32 only), for a whole ResNet-50 state dict."""
+    import json
+    import struct
+
+    header, blobs, offset = {}, [], 0
+    for name, value in state.items():
+        blob = value.detach().to(torch.float32).contiguous().numpy().tobytes()
+        header[name] = {"dtype": "F32", "shape": list(value.shape), "data_offsets": [offset, offset + len(blob)]}
+        blobs.append(blob)
+        offset += len(blob)
+    text = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(text)) + text + b"".join(blobs))
+
+
+def test_pretrained_weights_load_from_safetensors(torchvision_style_weights, tmp_path):
+    """timm's resnet50.tv_in1k (Hugging Face cache) holds torchvision's weights as .safetensors."""
+    _, saved = torchvision_style_weights
+    path = tmp_path / "model.safetensors"
+    write_safetensors({k: v for k, v in saved.items() if not k.endswith("num_batches_tracked")}, path)
+    model = build_unet(paper_model_cfg(weights=str(path)), NUM_CLASSES, 3)
+    for key, value in model.encoder.state_dict().items():
+        if not key.endswith("num_batches_tracked"):
+            assert torch.equal(value, saved[key]), key
+    truncated = tmp_path / "truncated.safetensors"
+    truncated.write_bytes(path.read_bytes()[:100_000])
+    with pytest.raises(UserError, match="not a readable .safetensors file") as err:
+        build_unet(paper_model_cfg(weights=str(truncated)), NUM_CLASSES, 3)
+    assert str(truncated) in str(err.value) and "download the file again" in str(err.value)
+    (tmp_path / "short.safetensors").write_bytes(b"\x01\x02")
+    with pytest.raises(UserError, match="shorter than its 8-byte header"):
+        build_unet(paper_model_cfg(weights=str(tmp_path / "short.safetensors")), NUM_CLASSES, 3)
+
+
 def test_unreachable_hub_explains_how_to_get_weights(monkeypatch):
     def offline(*args, **kwargs):
         raise urllib.error.URLError("no network")

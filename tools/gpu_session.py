@@ -55,7 +55,7 @@ OURS_SITE, THEIRS_SITE = Path("/tmp/ugpcl-site"), Path("/tmp/authors-site")
 SEED = 1337
 # torchvision's ImageNet ResNet-50 files and where caches keep them. `model.weights` takes a
 # torchvision state dict (.pth); timm's resnet50.tv_in1k holds the same weights under the same
-# names as .safetensors, which `train --weights` turns into a .pth first (the GPU image has safetensors).
+# names as .safetensors, which `model.weights` reads as it is (ugpcl.models.resnet.read_safetensors).
 WEIGHT_PATTERNS = ("~/.cache/torch/hub/checkpoints/resnet50-*.pth", "$TORCH_HOME/hub/checkpoints/resnet50-*.pth",
                    "~/.cache/huggingface/hub/models--timm--resnet50.tv_in1k/snapshots/*/model.safetensors",
                    "$HF_HOME/hub/models--timm--resnet50.tv_in1k/snapshots/*/model.safetensors")
@@ -326,7 +326,7 @@ def train_command(args) -> int:
     deadline = time.monotonic() + args.budget
     logfile = out / "session.log"
     ours_env, _ = environments(logfile)
-    weights = ["--set", f"model.weights={torch_weights(Path(args.weights), out)}"] if args.weights \
+    weights = ["--set", f"model.weights={Path(args.weights).resolve()}"] if args.weights \
         else ["--set", "model.pretrained=false"]
     data = PACK / "acdc.h5" if args.profile == "paper" else None
     for run in args.runs:
@@ -349,21 +349,6 @@ def train_command(args) -> int:
         log(f"{run}: exit status {rc}", logfile)
     bundle_runs(ROOT / "results" / args.profile / "runs", out / "runs.tgz")
     return 0
-
-
-def torch_weights(path: Path, folder: Path) -> Path:
-    """`path` as a torch state dict file: a .safetensors file is converted (the names are kept;
-    `ugpcl train` checks every key and shape against the encoder)."""
-    if path.suffix != ".safetensors":
-        return path
-    import torch
-    from safetensors.torch import load_file
-
-    target = Path("/tmp") / f"{path.parent.name}-{path.stem}.pth"
-    if not target.exists():
-        torch.save(load_file(str(path)), target)
-    log(f"weights: {path} -> {target} (sha256 {sha256(path)[:16]}...)", folder / "session.log")
-    return target
 
 
 def bundle_runs(runs: Path, target: Path) -> None:

@@ -8,6 +8,8 @@ returns: the input, then strides 2, 4, 8, 16 and 32.
 from __future__ import annotations
 
 import hashlib
+import json
+import struct
 from pathlib import Path
 
 import torch
@@ -106,6 +108,59 @@ def _sha256(path: Path) -> str:
             digest.update(block)
     return digest.hexdigest()
 
+# The safetensors format (huggingface/safetensors, README "Format"): an 8-byte little-endian header
+# length N, N bytes of JSON {name: {dtype, shape, data_offsets: [begin, end]}, "__metadata__": {...}},
+# then the tensors' bytes, little-endian and C-contiguous, offsets relative to the end of the header.
+# Hugging Face's caches hold timm's copy of torchvision's weights (resnet50.tv_in1k) in this form.
+SAFETENSORS_DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+
+
+def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a .safetensors file, read without executing anything (it is plain data)."""
+    data = Path(path).read_bytes()
+
+    def corrupt(why: str) -> UserError:
+        return UserError(f"not a readable .safetensors file: {why}", path=path,
+                         fix="download the file again (or give torchvision's resnet50 .pth instead)")
+
+    if len(data) < 8:
+        raise corrupt(f"{len(data)} bytes, shorter than its 8-byte header length")
+    (size,) = struct.unpack("<Q", data[:8])
+    if size > len(data) - 8:
+        raise corrupt(f"its header claims {size} bytes, the file holds {len(data) - 8} after the length")
+    try:
+        header = json.loads(data[8:8 + size])
+    except ValueError as exc:
+        raise corrupt(f"its header is not JSON ({exc})") from exc
+    if not isinstance(header, dict):
+        raise corrupt("its header is not a JSON object")
+    body = memoryview(data)[8 + size:]
+    tensors = {}
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            dtype = SAFETENSORS_DTYPES[entry["dtype"]]
+            shape = [int(n) for n in entry["shape"]]
+            begin, end = (int(n) for n in entry["data_offsets"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise corrupt(f"tensor {name!r} has an unsupported or malformed entry {entry!r}") from exc
+        count = 1
+        for n in shape:
+            count *= n
+        nbytes = count * torch.empty((), dtype=dtype).element_size()
+        if not 0 <= begin <= end <= len(body) or end - begin != nbytes:
+            raise corrupt(f"tensor {name!r}: bytes [{begin}, {end}) do not hold {entry['dtype']} {shape} "
+                          f"within the {len(body)} data bytes")
+        raw = bytearray(body[begin:end])  # a writable copy: torch.frombuffer shares memory
+        flat = torch.frombuffer(raw, dtype=dtype) if nbytes else torch.empty(0, dtype=dtype)
+        tensors[name] = flat.reshape(shape)
+    return tensors
+
 
 def _read_state_dict(weights_path: str | Path | None) -> tuple[dict, str]:
     """The state dict at `weights_path`, or from torch.hub's cache / download when None.
@@ -113,7 +168,9 @@ def _read_state_dict(weights_path: str | Path | None) -> tuple[dict, str]:
     Always loaded with weights_only=True (a pickle cannot run code). torchvision's file carries
     the first digits of its SHA-256 in its name (resnet50-19c8e357.pth): the hub copy is checked
     against them, and so is a local file of that name; a file of another name is the user's own
-    ResNet-50 weights, loaded as they are (their keys and shapes are checked below).
+    ResNet-50 weights, loaded as they are (their keys and shapes are checked below). A .safetensors
+    file (timm's resnet50.tv_in1k in a Hugging Face cache holds torchvision's weights under the same
+    names) is read as plain data.
     """
     if weights_path is not None:
         path = Path(weights_path)
@@ -123,6 +180,8 @@ def _read_state_dict(weights_path: str | Path | None) -> tuple[dict, str]:
         if path.name == IMAGENET_FILE and not _sha256(path).startswith(IMAGENET_HASH_PREFIX):
             raise UserError(f"SHA-256 does not start with {IMAGENET_HASH_PREFIX}, the published hash of {IMAGENET_FILE}",
                             path=path, fix=f"the file is corrupt or another one: download {IMAGENET_URL} again")
+        if path.suffix == ".safetensors":
+            return read_safetensors(path), str(path)
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # torch.load raises many types for a corrupt, foreign or unsafe file
