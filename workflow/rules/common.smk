@@ -54,8 +54,11 @@ def use_forkserver(wanted):
 # defined in the prefix of every job's shell command rather than written into the rules' commands:
 # the interpreter's path is not a setting of the study, and Snakemake reruns a job whose command
 # text (code trigger) or params change. Snakemake's shell is /bin/sh (dash or bash); both export an
-# assignment before a function call (`OMP_NUM_THREADS=2 ugpcl ...`) to the command it runs.
+# assignment before a function call (`OMP_NUM_THREADS=2 ugpcl ...`) to the command it runs. A
+# prefix replaces Snakemake's own (`set -euo pipefail;` under bash), so it sets the strict mode that
+# both shells have: stop at the first failing command, an unset variable is an error.
 shell.prefix(
+    "set -eu; "
     f'ugpcl() ( exec {shlex.quote(sys.executable)} -m ugpcl.cli "$@" ); '.replace("{", "{{").replace("}", "}}")
 )
 RUN_FILES = {
