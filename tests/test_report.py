@@ -348,7 +348,7 @@ def test_figures_from_tiny_networks(tmp_path, acdc_dir, monkeypatch):
     assert terms[11].split("\t") == ["1", "0.5", "sup", "acdc-68", "em", str(seed)]
 
 
-def test_loss_terms_are_read_from_the_logs_with_the_weighted_consistency_term(tmp_path):
+def test_loss_terms_are_read_from_the_logs_with_the_weighted_consistency_term(tmp_path, monkeypatch):
     """Every numeric key but the bookkeeping and the non-losses is a term (a method of one's own
     included); `weight×unsup` / `weight×con` is the per-iteration product, left out where the weight is 0."""
     stamp = "2026-01-01T00:00:00Z"
@@ -370,6 +370,15 @@ def test_loss_terms_are_read_from_the_logs_with_the_weighted_consistency_term(tm
     assert list(curves) == ["loss", "sup", "sup_tf", "con", "rot", "weight×con", "contrast"]
     assert curves["weight×con"][1] == pytest.approx([0.15, 0.1]) and curves["contrast"][0].tolist() == [1]
     assert figures.loss_term_names(mine) == ["loss", "my_term"]
+    from ugpcl.methods import base
+
+    class Mine(base.Method):  # a user's method declares its logged non-losses beside itself
+        name = "mine_with_rate"
+        diagnostics = ("weight", "my_term")
+
+    monkeypatch.setitem(base._REGISTRY, Mine.name, Mine)
+    assert figures.loss_term_names(mine) == ["loss"]
+    monkeypatch.delitem(base._REGISTRY, Mine.name)
     assert mt[1] == {"t": 1, "lr": 0.01, "loss": 1.1, "sup": 1.0, "unsup": 0.4, "weight": 0.25, "threshold": 0.6,
                      "certain": 0.9, "time": stamp}  # the rows read are left as they are
 

@@ -90,6 +90,9 @@ class Method(nn.Module):
     HParams: ClassVar[type] = RampHParams
     uses_unlabeled: ClassVar[bool] = True   # False: the engine hands it batches of labeled images only
     evaluated: ClassVar[tuple[str, ...]] = ("model",)  # networks evaluation scores; the first is the main one
+    # logged numbers that are not losses (the ramped weight, thresholds, fractions): the report's
+    # loss-terms figure draws every other number compute_loss logs as a loss term
+    diagnostics: ClassVar[tuple[str, ...]] = ("weight",)
 
     def __init__(self, setup: Setup, hp, model: nn.Module | None = None):
         """`model`: a ready network to use instead of `build_model()` (the seam through which the

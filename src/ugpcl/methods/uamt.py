@@ -33,6 +33,7 @@ def masked_mse(probs_a: torch.Tensor, probs_b: torch.Tensor, mask: torch.Tensor)
 @register
 class UncertaintyAwareMeanTeacher(MeanTeacher):
     name = "uamt"
+    diagnostics = ("weight", "threshold", "certain")  # the entropy threshold, the fraction of pixels under it
 
     @dataclass(frozen=True)
     class HParams(TeacherHParams):

@@ -31,6 +31,7 @@ TRAINER = "authors' ugpcl_trainer.py"
 @register
 class UGPCL(Method):
     name = "ugpcl"
+    diagnostics = ("weight", "threshold", "certain_fraction", "uncertainty_rate")  # contrast.certainty_pseudo_labels
 
     @dataclass(frozen=True)
     class HParams(RampHParams):
@@ -78,8 +79,7 @@ class UGPCL(Method):
         out = self.model.forward_heads(image)
         seg, seg_tf = out["seg"], out["seg_tf"]
 
-        sup_cnn = self.supervised_loss(seg[:nl], label)
-        sup_tf = self.supervised_loss(seg_tf[:nl], label)
+        sup_cnn, sup_tf = self.supervised_loss(seg[:nl], label), self.supervised_loss(seg_tf[:nl], label)
         loss = sup_cnn + hp.tf_weight * sup_tf
         logs = {"sup": sup_cnn.detach(), "sup_tf": sup_tf.detach()}
 

@@ -26,6 +26,7 @@ from matplotlib.patches import Patch  # noqa: E402
 
 from ..config import prepared_path  # noqa: E402
 from ..data.prepared import load_prepared  # noqa: E402
+from .. import methods  # noqa: E402
 from ..engine.checkpoint import load_run  # noqa: E402
 from ..device import pick_device  # noqa: E402
 from ..metrics import predict_slices  # noqa: E402
@@ -186,9 +187,6 @@ def curve_rows(groups: dict[str, list[tuple[str, RunLogs]]]) -> tuple[str, str]:
 
 # --- loss terms ---------------------------------------------------------------------------
 LOG_BOOKKEEPING = ("t", "lr", "time")  # engine/trainer.py: iteration, learning rate, when its step returned
-# logged numbers that are not losses: the ramped consistency weight (Method.semi_supervised, UGPCL),
-# UA-MT's entropy threshold and certain fraction, UGPCL's contrast.certainty_pseudo_labels info
-NOT_LOSSES = ("weight", "threshold", "certain", "certain_fraction", "uncertainty_rate")
 WEIGHTED = ("unsup", "con")  # what the ramped weight multiplies: Method.semi_supervised's term, UGPCL's consistency
 
 
@@ -204,11 +202,17 @@ def with_weighted(rows: list[dict]) -> list[dict]:
     return out
 
 
+def not_losses() -> set[str]:
+    """Every registered method's `diagnostics`: logged numbers that are not losses."""
+    return {name for cls in methods.registry().values() for name in cls.diagnostics}
+
+
 def loss_term_names(rows: list[dict]) -> list[str]:
-    """The loss terms in log rows: every numeric key but the trainer's bookkeeping and NOT_LOSSES, the
-    total `loss` first, the others in the order they first appear (a registered method's own terms
-    included, with no change here)."""
-    skip = {*LOG_BOOKKEEPING, *NOT_LOSSES}
+    """The loss terms in log rows: every numeric key but the trainer's bookkeeping and what a
+    registered method declares not to be a loss (`Method.diagnostics`), the total `loss` first, the
+    others in the order they first appear (a registered method's own terms included, with no change
+    here)."""
+    skip = {*LOG_BOOKKEEPING, *not_losses()}
     names = dict.fromkeys(k for row in rows for k, v in row.items()
                           if k not in skip and isinstance(v, (int, float)) and not isinstance(v, bool))
     return sorted(names, key=lambda k: k != "loss")
