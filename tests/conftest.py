@@ -48,7 +48,7 @@ def make_tiny_acdc(acdc_dir: Path, out: Path, size: int = 64, n_slices: int = 8,
         with h5py.File(acdc_dir / "data" / "slices" / f"{name}.h5", "r") as f:
             img, lab = f["image"][()], f["label"][()]
         images.append(cv2.resize(img, (size, size), interpolation=cv2.INTER_LINEAR))
-        labels.append(cv2.resize(lab, (size, size), interpolation=cv2.INTER_NEAREST))
+        labels.append(cv2.resize(lab, (size, size), interpolation=cv2.INTER_NEAREST_EXACT))
         originals[name] = lab
     images = np.stack(images)[:, None].astype(np.float32)
     labels = np.stack(labels).astype(np.uint8)

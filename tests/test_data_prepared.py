@@ -46,7 +46,7 @@ def test_written_compressed_and_read_back(acdc_dir, tmp_path):
     p = load_prepared(path)
     assert p.train.images.dtype == np.uint8 and p.train.images.shape == (6, 1, 32, 32)
     with h5py.File(path) as f:
-        assert f.attrs["format_version"] == FORMAT_VERSION == 2
+        assert f.attrs["format_version"] == FORMAT_VERSION == 3
         for split in ("train", "val"):
             images, labels = f[f"{split}/images"], f[f"{split}/labels"]
             assert images.attrs["encoding"] == IMAGE_ENCODING and images.dtype == np.uint8
@@ -58,13 +58,15 @@ def test_written_compressed_and_read_back(acdc_dir, tmp_path):
         image, label = read_h5(acdc_dir / "data" / "slices" / f"{name}.h5")
         resized = cv2.resize(image, (32, 32), interpolation=cv2.INTER_LINEAR)
         assert np.abs(p.train.images[i, 0] / 255 - resized).max() <= 0.5 / 255 + 1e-6
-        assert np.array_equal(p.train.labels[i], cv2.resize(label, (32, 32), interpolation=cv2.INTER_NEAREST))
+        assert np.array_equal(p.train.labels[i], cv2.resize(label, (32, 32), interpolation=cv2.INTER_NEAREST_EXACT))
     for name, original in p.val_original.items():
         assert np.array_equal(original, read_h5(acdc_dir / "data" / "slices" / f"{name}.h5")[1])
 
 
 @pytest.mark.parametrize("version, says", [(1, "prepared by an older ugpcl (format_version 1"),
-                                           (3, "format_version 3: not written by this version")])
+                                           (2, "format_version 2; this one reads 3: nearest resizing on the "
+                                               "pixel-centre grid"),
+                                           (4, "format_version 4: not written by this version")])
 def test_other_format_versions_refused_with_the_fix(acdc_dir, tmp_path, version, says):
     path = make_tiny_acdc(acdc_dir, tmp_path / "acdc.h5", size=16, n_slices=2, n_unlabeled=0)
     with h5py.File(path, "a") as f:

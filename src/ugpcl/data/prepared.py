@@ -1,6 +1,6 @@
 """The prepared-data HDF5 file: one per dataset, the only data input of training and evaluation.
 
-Layout (format_version 2):
+Layout (format_version 3):
 
     attrs: format_version, dataset (its name under data:), num_classes, class_names (JSON list),
            in_channels, image_size, source, provenance (JSON: where the raw data came from)
@@ -30,7 +30,9 @@ about 18% tighter than the plain bytes: ACDC at 224 px is 51 MB instead of 62 MB
 as format 1 (float32, uncompressed). load_prepared returns the decoded uint8 images; every
 consumer maps them to float as x / 255 (the trainer on the device).
 
-Format 1 files are refused with the fix (prepare again); Snakemake's prepare rule carries
+Format 3 resizes by nearest neighbour on the pixel-centre grid (data/resize.py); format 2 took
+the corner pixel, format 1 stored float32. Older files are refused with the fix (prepare again);
+Snakemake's prepare rule carries
 FORMAT_VERSION in its params and DVC's data stage depends on this file, so both rebuild them.
 """
 
@@ -46,7 +48,11 @@ import numpy as np
 from ..errors import UserError
 from ..fileio import staged_bytes
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+CHANGES = {  # what a file of each older format lacks
+    1: "8-bit images, compressed; nearest resizing on the pixel-centre grid",
+    2: "nearest resizing on the pixel-centre grid, which evaluation's resizing back assumes",
+}
 IMAGE_ENCODING = "diff2d-mod256"
 FLOAT_SLACK = 1e-5  # float images may overshoot [0, 1] by interpolation round-off, no more
 
@@ -153,7 +159,7 @@ def _check_version(f: h5py.File, path: Path) -> None:
         problem = f"format_version {version}: not written by this version of ugpcl (it reads {FORMAT_VERSION})"
     else:
         problem = (f"prepared by an older ugpcl (format_version {version}; this one reads {FORMAT_VERSION}: "
-                   "8-bit images, compressed)")
+                   f"{CHANGES.get(version, 'a different layout')})")
     raise UserError(problem, path=path,
                     fix=f"prepare it again: `ugpcl prepare {dataset}` (snakemake and `dvc repro` rebuild it too)")
 
