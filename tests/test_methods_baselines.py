@@ -53,6 +53,27 @@ class FixedLogits(nn.Module):
         return self.logits * 1.0
 
 
+# --- supervised ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bn_unlabeled", [True, False])
+def test_supervised_loss_is_on_labeled_images_and_bn_sees_what_the_authors_baseline_sees(acdc_batch, bn_unlabeled):
+    """The authors' unet_r50 forwards the whole two-stream batch (BN over labeled and unlabeled
+    images) and takes the loss on the labeled ones; `false` forwards the labeled ones only."""
+    method = build("supervised", f"methods.supervised.batch_norm_unlabeled={str(bn_unlabeled).lower()}")
+    assert method.uses_unlabeled is bn_unlabeled  # what the engine's sampler hands it
+    seen = []
+    method.model.register_forward_hook(lambda module, args, out: seen.append(args[0].shape[0]))
+    batch = acdc_batch if bn_unlabeled else Batch(acdc_batch.labeled, acdc_batch.label, acdc_batch.labeled_bs)
+    loss, _ = method.compute_loss(batch, 0)
+    assert seen == [len(batch.image)]
+    logits = method.model(batch.image)  # the same batch statistics: the loss is the labeled part's
+    torch.testing.assert_close(loss, method.supervised_loss(logits[: batch.labeled_bs], batch.label))
+    if bn_unlabeled:  # other unlabeled images change the normalisation, hence the labeled outputs
+        other = Batch(torch.cat([batch.labeled, batch.unlabeled.flip(-1) * 0.5]), batch.label, batch.labeled_bs)
+        assert not torch.allclose(method.compute_loss(other, 0)[0], loss)
+
+
 # --- EMA teacher (MT, UA-MT) -----------------------------------------------------------------
 
 

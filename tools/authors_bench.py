@@ -20,7 +20,8 @@ code: loading data. What differs in the work a step does, and is recorded in the
 - their batches are 3-channel (their `ToRGB`), ours 1-channel; their augmentation runs in the
   CPU data loader (not timed) while ours runs on the device inside the step (timed);
 - their supervised step forwards the whole batch of 16 and uses the 8 labeled images' outputs;
-  ours forwards the 8 labeled images only;
+  so does ours (`methods.supervised.batch_norm_unlabeled: true`; before 2026-11-23 it forwarded
+  the 8 labeled images only);
 - UGPCL is timed past their contrast warm-up (`step > 1000`), as `ugpcl bench` times ours.
 
 This file imports none of `ugpcl`: it runs with the authors' requirements on the path, which

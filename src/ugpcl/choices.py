@@ -37,6 +37,9 @@ CHOICES: tuple[Choice, ...] = (
     Choice("train.augment.crop_scale", "random crop", "RandomCrop 224 on 224 images (a no-op)", "METHODS §3.2"),
     Choice("train.augment.rot90_flip_p", "rotation", "UGPCL config 0; SSL4MIS 0.5", "METHODS §1, §3.2"),
     Choice("train.augment.rotate_p", "rotation", "UGPCL config 0; SSL4MIS when no rot90/flip", "METHODS §1, §3.2"),
+    Choice("methods.supervised.batch_norm_unlabeled", "trained with the labeled images only",
+           "the two-stream batch of 16 is forwarded whole and the loss takes the labeled 8, so batch "
+           "normalisation (and its running statistics) sees the unlabeled 8 too (true)", "METHODS §3.7; §5 pitfall 4"),
     Choice("methods.ugpcl.rotation_interpolation", "not stated",
            "nearest (torchvision rotate's default) for images and labels", f"METHODS §3.3 step 1; {TRAINER}"),
     Choice("methods.ugpcl.rotate_without_equivariance", "rotation is the transformation of l_e (eqs. 10-12)",
