@@ -288,3 +288,13 @@ def test_paper_size_forward_width64():
     assert out["rot"].shape == (1, 4)
     assert out["embed"].shape == (1, 256, 28, 28)
     assert [f.shape[1] for f in out["features"]] == [3, 64, 256, 512, 1024, 2048]
+
+
+def test_swin_drop_path_rates_are_the_authors_slots():
+    """METHODS §3.1: linspace(0, 0.1, 8) over the authors' four stages of depth 2; the decoder's
+    blocks at 56, 28 and 14 px take slots 0-1, 2-3 and 4-5 (the 7 px stage has none)."""
+    from ugpcl.models.swin import SwinDecoder
+
+    decoder = SwinDecoder([1, 64, 256, 512, 1024, 2048], NUM_CLASSES, 224)
+    rates = [getattr(block.drop_path, "drop_prob", 0.0) for stage in decoder.stages for block in stage.blocks]
+    assert rates == pytest.approx(torch.linspace(0, 0.1, 8)[:6].tolist())

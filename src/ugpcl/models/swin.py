@@ -106,7 +106,10 @@ class SwinDecoder(nn.Module):
             else:
                 self.register_buffer(f"pos_embed{i}", pos)
 
-        rates = torch.linspace(0, drop_path, sum(depths)).tolist()
+        # The authors' rates span the depths of four stages, [2, 2, 2, 2]: their decoder builds no
+        # blocks for the fourth (7 px), so its slots go unused and the last block used gets 5/7 of
+        # drop_path (METHODS §3.1: linspace(0, 0.1, 8), slots 0-5). A fourth stage as deep as the last.
+        rates = torch.linspace(0, drop_path, sum(depths) + depths[-1]).tolist()
         starts = [sum(depths[:i]) for i in range(3)]
         # Decoder stages run from stride 16 (index 2) up to stride 4 (index 0).
         self.expands = nn.ModuleList(PatchExpand(dims[i + 1], 2, dims[i]) for i in range(3))
