@@ -104,7 +104,9 @@ class UNetDecoder(nn.Module):
         self.blocks = nn.ModuleList(
             DecoderBlock(i, s, o) for i, s, o in zip(in_channels, skip_channels, decoder_channels)
         )
-        self.dropout = nn.Dropout2d(head_dropout) if head_dropout > 0 else nn.Identity()
+        # element-wise, as SSL4MIS's nn.Dropout in its UNet (whole channels of this 16-channel map,
+        # Dropout2d, would make UA-MT's MC passes far more different from one another)
+        self.dropout = nn.Dropout(head_dropout) if head_dropout > 0 else nn.Identity()
         self.head = nn.Conv2d(decoder_channels[-1], num_classes, 3, padding=1)
         kaiming_init(self)
 
