@@ -1,6 +1,9 @@
 """Cross Pseudo Supervision (Chen et al. 2021) as in SSL4MIS train_cross_pseudo_supervision_2D.py.
 
-Two independently initialised UNets see the same batch; on the unlabeled part each is trained
+Two UNets see the same batch: their decoders are initialised independently; their encoders, with
+ImageNet weights (`model.pretrained`), start from the same weights, as in the CPS paper's
+ImageNet-initialised backbones (SSL4MIS's UNets have no pretrained part and start wholly
+apart; with `pretrained: false` so do these). On the unlabeled part each is trained
 with cross-entropy against the other's argmax (no gradient, no confidence threshold). One
 backward on L1 + L2; the single SGD optimiser over both equals SSL4MIS's two equal optimisers.
 """
@@ -18,7 +21,7 @@ class CrossPseudoSupervision(Method):
 
     def __init__(self, setup, hp, model=None):
         super().__init__(setup, hp, model)
-        self.model2 = self.unet()  # initialised independently of self.model
+        self.model2 = self.unet()  # its own random draw (the encoder's ImageNet weights, if any, are shared)
 
     def compute_loss(self, batch: Batch, t: int):
         n_l = batch.labeled_bs
