@@ -30,6 +30,53 @@ def warnings_in(err: str) -> list[str]:
     return [line for line in err.splitlines() if line.startswith("warning:")]
 
 
+# --- a finished run trained with other settings -------------------------------------------------
+def test_train_names_the_settings_a_finished_run_differs_in(tmp_path):
+    base = ["--profile", "demo", "--set", f"paths.results={tmp_path / 'res'}"]
+    cfg = load_config(profile="demo", overrides=[f"paths.results={tmp_path / 'res'}"])
+    run, seed = Run("acdc", "136", "ugpcl"), cfg["train"]["seed"]
+    run_dir = run.run_dir(cfg, seed)
+    run_dir.mkdir(parents=True)
+    (run_dir / "run.json").write_text(json.dumps({"status": "finished"}))
+    trained = load_config(profile="demo", overrides=[f"paths.results={tmp_path / 'res'}", "train.iterations=40",
+                                                     "methods.ugpcl.temperature=0.5"])
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(run.config(trained, seed), sort_keys=False))
+    with pytest.raises(UserError, match="already holds a finished run, trained with other settings") as err:
+        run_cli(train_command, ["train", *base, "--run", "acdc136_ugpcl", "--no-progress"])
+    message = str(err.value)
+    assert str(run_dir) in message and "--force" in message
+    assert f"train.iterations: 40 in the finished run, {cfg['train']['iterations']} now" in message
+    assert f"methods.ugpcl.temperature: 0.5 in the finished run, {cfg['methods']['ugpcl']['temperature']!r} now" \
+        in message
+    # the settings it was trained with: nothing to retrain, as before
+    assert run_cli(train_command, ["train", *base, "--set", "train.iterations=40", "--set",
+                                   "methods.ugpcl.temperature=0.5", "--run", "acdc136_ugpcl"]) == 0
+
+
+def test_settings_changes_name_params_keys_and_stop_at_five_in_the_message(tmp_path):
+    from ugpcl.study import settings_changes
+
+    cfg = load_config(profile="demo")
+    run = Run("acdc", "136", "ugpcl")
+    other = load_config(profile="demo", overrides=["data.acdc.interpolation=bilinear", "data.image_size=96",
+                                                   "methods.cps.consistency=0.2", "paths.results=/elsewhere"])
+    changes = settings_changes(cfg, other, run, 1)
+    assert [key for key, _, _ in changes] == ["data.acdc.interpolation", "data.image_size"]  # not cps, not paths
+    older = run.config(cfg, 1)
+    del older["methods"]["ugpcl"]["temperature"]   # a key an older version did not write
+    assert [(k, repr(a), b) for k, a, b in settings_changes(older, cfg, run, 1)] == [
+        ("methods.ugpcl.temperature", "(not set)", cfg["methods"]["ugpcl"]["temperature"])]
+    many = load_config(profile="demo", overrides=[f"train.{k}={v}" for k, v in
+                                                  (("iterations", 7), ("lr", 0.5), ("min_lr", 0.1), ("val_every", 3),
+                                                   ("log_every", 3), ("checkpoint_every", 3))])
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(run.config(many, 1)))
+    with pytest.raises(UserError) as err:
+        train_command.refuse_other_settings(run_dir, run.config(cfg, 1), run, 1)
+    assert str(err.value).count(" in the finished run, ") == 5 and "; ...)" in str(err.value)
+
+
 # --- a key set to no effect ---------------------------------------------------------------------
 def test_weights_without_pretrained_is_a_warning(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(config_checks, "_warned", set())
