@@ -77,6 +77,37 @@ def test_settings_changes_name_params_keys_and_stop_at_five_in_the_message(tmp_p
     assert str(err.value).count(" in the finished run, ") == 5 and "; ...)" in str(err.value)
 
 
+# --- no empty output folder after a failure -----------------------------------------------------
+def test_failed_predict_and_evaluate_leave_no_output_folder_they_made(tmp_path):
+    run_dir = tmp_path / "run"
+    save_run(run_dir, 2, 1, SIZE)   # a 2-class network: the 4-class ACDC file does not fit it
+    image = tmp_path / "scan.png"
+    cv2.imwrite(str(image), np.zeros((16, 16), np.uint8))
+    acdc = make_acdc(tmp_path, shapes=((2, 64, 96),), size=SIZE).path
+    old = tmp_path / "old.h5"
+    shutil.copy(acdc, old)
+    with h5py.File(old, "r+") as f:
+        f.attrs["format_version"] = 1
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    evaluate = ["evaluate", "--run-dir", str(run_dir), "--device", "cpu"]
+    for data, match in ((acdc, "trained on 2 classes, this data has 4"), (old, "prepare it again")):
+        for out in (tmp_path / "ev" / "x", existing):
+            with pytest.raises(UserError, match=match):
+                run_cli(evaluate_command, [*evaluate, "--data", str(data), "--out", str(out)])
+    with pytest.raises(UserError, match="trained on 2 classes"):
+        run_cli(evaluate_command, [*evaluate, "--data", str(acdc)])   # the default folder, in the run dir
+    best = run_dir / "checkpoints" / "best.pt"
+    best.write_bytes(best.read_bytes()[: best.stat().st_size // 2])
+    for out in (tmp_path / "p8", existing):
+        with pytest.raises(UserError, match="cannot read checkpoint"):
+            run_cli(predict_command, ["predict", "--run-dir", str(run_dir), str(image), "--out", str(out),
+                                      "--device", "cpu"])
+    assert not (tmp_path / "ev").exists() and not (tmp_path / "p8").exists()
+    assert not (run_dir / "evaluations").exists()
+    assert existing.is_dir() and not any(existing.iterdir())   # an existing folder stays
+
+
 # --- a key set to no effect ---------------------------------------------------------------------
 def test_weights_without_pretrained_is_a_warning(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(config_checks, "_warned", set())
