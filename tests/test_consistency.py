@@ -30,6 +30,67 @@ def warnings_in(err: str) -> list[str]:
     return [line for line in err.splitlines() if line.startswith("warning:")]
 
 
+# --- evaluation and training on the run's own data ----------------------------------------------
+def trained_run(tmp_path):
+    """A run directory of the demo profile whose run.json records the data it was trained on, that
+    file being the profile's prepared ACDC file (results/demo/data/acdc.h5, the default of --data)."""
+    results = tmp_path / "results"
+    run_dir = tmp_path / "run"
+    save_run(run_dir, 4, 1, SIZE, overrides=[f"paths.results={results}"])
+    default = results / "demo" / "data" / "acdc.h5"
+    default.parent.mkdir(parents=True)
+    (tmp_path / "first").mkdir()
+    shutil.copy(make_acdc(tmp_path / "first", shapes=((2, 64, 96),), size=SIZE).path, default)
+    record = json.loads((run_dir / "run.json").read_text())
+    record["data"] = {"path": str(default), "sha256": file_sha256(default)}
+    (run_dir / "run.json").write_text(json.dumps(record))
+    return run_dir, default
+
+
+def test_evaluation_refuses_a_default_file_prepared_again_and_warns_for_an_explicit_one(tmp_path, capsys):
+    run_dir, default = trained_run(tmp_path)
+    trained = file_sha256(default)
+    evaluate = ["evaluate", "--run-dir", str(run_dir), "--device", "cpu"]
+    assert run_cli(evaluate_command, evaluate) == 0
+    first = run_dir / "evaluations" / "best-volume" / "summary.json"
+    summary = json.loads(first.read_text())
+    assert (summary["data"], summary["data_sha256"], summary["n_cases"]) == (str(default.resolve()), trained, 1)
+    assert warnings_in(capsys.readouterr().err) == []
+
+    (tmp_path / "second").mkdir()   # `ugpcl prepare` again, from another source: more cases
+    shutil.copy(make_acdc(tmp_path / "second", shapes=((2, 64, 96), (3, 64, 96)), size=SIZE).path, default)
+    now = file_sha256(default)
+    with pytest.raises(UserError, match="the prepared file changed since the run was trained on it") as err:
+        run_cli(evaluate_command, evaluate)
+    message = str(err.value)
+    assert str(default) in message and trained[:12] in message and now[:12] in message
+    assert "--force" in message and f"--data {default}" in message
+    assert json.loads(first.read_text()) == summary   # the earlier evaluation is not overwritten
+
+    assert run_cli(evaluate_command, [*evaluate, "--data", str(default), "--out", str(tmp_path / "ev")]) == 0
+    lines = warnings_in(capsys.readouterr().err)
+    assert len(lines) == 1 and str(default) in lines[0] and trained[:12] in lines[0] and now[:12] in lines[0]
+    again = json.loads((tmp_path / "ev" / "summary.json").read_text())
+    assert (again["data_sha256"], again["n_cases"]) == (now, 2)
+
+
+def test_evaluation_and_training_refuse_a_file_of_another_dataset(tmp_path, tiny_acdc):
+    save_run(tmp_path / "run", 4, 1, SIZE, dataset="isic")   # classes and channels happen to agree
+    prepared = make_acdc(tmp_path, shapes=((2, 64, 96),), size=SIZE)
+    out = tmp_path / "ev"
+    with pytest.raises(UserError, match="the run was trained on the dataset 'isic', but this file holds the "
+                                        "prepared 'acdc' dataset") as err:
+        run_cli(evaluate_command, ["evaluate", "--run-dir", str(tmp_path / "run"), "--data", str(prepared.path),
+                                   "--device", "cpu", "--out", str(out)])
+    assert str(prepared.path) in str(err.value) and "ugpcl prepare isic" in str(err.value)
+    assert not out.exists()
+    with pytest.raises(UserError, match="the run trains the dataset 'isic', but this file holds the prepared "
+                                        "'acdc' dataset") as err:
+        Trainer(tiny_cfg(), {**INFO, "dataset": "isic"}, tmp_path / "train", data=tiny_acdc)
+    assert str(tiny_acdc) in str(err.value) and "--dataset acdc" in str(err.value)
+    assert not (tmp_path / "train").exists()
+
+
 # --- a finished run trained with other settings -------------------------------------------------
 def test_train_names_the_settings_a_finished_run_differs_in(tmp_path):
     base = ["--profile", "demo", "--set", f"paths.results={tmp_path / 'res'}"]
