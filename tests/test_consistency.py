@@ -138,6 +138,25 @@ def test_settings_changes_name_params_keys_and_stop_at_five_in_the_message(tmp_p
     assert str(err.value).count(" in the finished run, ") == 5 and "; ...)" in str(err.value)
 
 
+# --- predict says what it converted -------------------------------------------------------------
+def test_predict_warns_once_per_kind_of_channel_conversion(tmp_path, capsys):
+    from test_predict import blocky, threshold_net
+
+    from ugpcl.predict import predict_files
+
+    for name in ("a", "b"):
+        cv2.imwrite(str(tmp_path / f"{name}.jpg"), np.repeat(blocky((SIZE, SIZE))[..., None] * 200, 3, 2).astype(np.uint8))
+    cv2.imwrite(str(tmp_path / "grey.png"), (blocky((SIZE, SIZE)) * 200).astype(np.uint8))
+    with h5py.File(tmp_path / "v.h5", "w") as f:
+        f["image"] = blocky((2, SIZE, SIZE)).astype(np.float32)
+    predict_files(threshold_net(1), [tmp_path / "a.jpg", tmp_path / "b.jpg", tmp_path / "grey.png"], tmp_path / "o1", SIZE)
+    assert warnings_in(capsys.readouterr().err) == ["warning: RGB images converted to grey for a 1-channel network"]
+    predict_files(threshold_net(3), [tmp_path / "grey.png", tmp_path / "v.h5", tmp_path / "a.jpg"], tmp_path / "o2", SIZE)
+    assert warnings_in(capsys.readouterr().err) == [
+        "warning: grey images replicated to 3 channels for a 3-channel network",
+        "warning: grey HDF5 volumes replicated to 3 channels for a 3-channel network"]
+
+
 # --- no empty output folder after a failure -----------------------------------------------------
 def test_failed_predict_and_evaluate_leave_no_output_folder_they_made(tmp_path):
     run_dir = tmp_path / "run"
