@@ -1,12 +1,15 @@
 """Every constraint between keys of params.yaml, in one place, checked when the configuration is
 loaded (`config.validate`, after the schema): a configuration that would fail later (mid-training,
 or after the data stage has run) is refused before anything runs, with a message naming the keys.
+A key that is set but would have no effect (`WARNINGS`) is a warning on stderr, once per process.
 
 The schema checks each key alone; method hyper-parameters are checked against their dataclasses
 (`methods.check_config`) and the experiment matrix against data regimes by `study.check_study`.
 """
 
 from __future__ import annotations
+
+import sys
 
 from .errors import UserError
 
@@ -99,7 +102,18 @@ def _regime_sizes(cfg: dict) -> list[str]:
     return out
 
 
+def _unused(cfg: dict) -> list[str]:
+    """Keys that are set but have no effect (warnings: the run is still valid)."""
+    m = cfg["model"]
+    if m["weights"] and not m["pretrained"]:
+        return [f"model.weights is set ({m['weights']}) but model.pretrained is false, so it is not used "
+                "(set model.pretrained=true to start from those weights, or drop model.weights)"]
+    return []
+
+
 CHECKS = (_batches, _schedule, _model, _sources, _regime_sizes)
+WARNINGS = (_unused,)
+_warned: set[str] = set()  # each warning once per process (the configuration is loaded more than once)
 
 
 def problems(cfg: dict) -> list[str]:
@@ -107,8 +121,17 @@ def problems(cfg: dict) -> list[str]:
     return [p for check in CHECKS for p in check(cfg)]
 
 
+def warnings_in(cfg: dict) -> list[str]:
+    """What in `cfg` is allowed but very likely not what was meant (printed, not refused)."""
+    return [w for check in WARNINGS for w in check(cfg)]
+
+
 def check(cfg: dict, source="params.yaml") -> None:
     found = problems(cfg)
     if found:
         raise UserError("inconsistent configuration:\n" + "\n".join(f"  {p}" for p in found), path=source,
                         fix="change these keys so that they agree (in params.yaml, its profile, or --set)")
+    for warning in warnings_in(cfg):
+        if warning not in _warned:
+            _warned.add(warning)
+            print(f"warning: {source}: {warning}", file=sys.stderr, flush=True)

@@ -9,12 +9,19 @@ Every network a method evaluates (`Method.evaluated`: CPS's two) is scored: `sum
 holds the first network's scores at the top and every network's under `networks`;
 `per_case.csv` has a `network` column. The best checkpoint is the first network's best, so the
 second is scored at that iteration (SSL4MIS keeps a best checkpoint per CPS network).
+
+The data scored must be the run's dataset (the prepared file's `dataset` attribute), and
+`summary.json` records which file was scored (`data`, `data_sha256`). A file other than the one
+the run was trained on (run.json's `data.sha256`) is refused where it is the run's default
+prepared file (it was prepared again since training), and scored with a warning where `--data`
+names it.
 """
 
 from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -24,10 +31,11 @@ import torch
 from . import choices
 from .config import REPO_ROOT, eval_dir, prepared_path, results_dir
 from .data.prepared import Prepared, load_prepared
+from .data.provenance import file_sha256
 from .engine.checkpoint import LoadedRun, load_run
 from .engine.runfiles import RunFiles
 from .errors import UserError
-from .fileio import write_json
+from .fileio import read_json, write_json
 from .metrics import METRICS, evaluate_network, write_evaluation
 
 CHECKPOINTS = ("best", "last")
@@ -47,14 +55,25 @@ def git_commit() -> str:
 
 def evaluate_run(run_dir: str | Path, *, checkpoint: str = "best", data: Prepared | str | Path | None = None,
                  device="cpu", batch_size: int | None = None, protocol: str | None = None, out: Path | None = None,
-                 progress: bool = False, loaded: LoadedRun | None = None) -> dict:
+                 progress: bool = False, loaded: LoadedRun | None = None, data_sha256: str | None = None) -> dict:
     """Score every evaluated network of `run_dir/checkpoints/<checkpoint>.pt` (or of `loaded`, that
     checkpoint already loaded); write per_case.csv and summary.json to `out` (default:
-    `eval_dir(run_dir, checkpoint)`, the training's own evaluation) and return the summary."""
+    `eval_dir(run_dir, checkpoint)`, the training's own evaluation) and return the summary.
+
+    `data`: default the run's prepared file. `data_sha256`: the SHA-256 of `data` where the caller
+    knows it to be the file the run was trained on (the training's own evaluation); otherwise it
+    is computed here and compared with the run's record (`check_same_data`)."""
     loaded = loaded or load_run(run_dir, checkpoint, device=device)
     cfg, info = loaded.cfg, loaded.info
-    prepared = data if isinstance(data, Prepared) else load_prepared(data or prepared_path(cfg, info["dataset"]))
+    default = prepared_path(cfg, info["dataset"])
+    prepared = data if isinstance(data, Prepared) else load_prepared(data or default)
+    prepared.check_dataset(info["dataset"], role="the run was trained on",
+                           fix=f"pass a prepared {info['dataset']} file with --data (`ugpcl prepare {info['dataset']}` "
+                               f"writes {default})")
     check_data_fits(prepared, cfg, info, loaded.path)
+    if data_sha256 is None:
+        data_sha256 = file_sha256(prepared.path)
+        check_same_data(run_dir, prepared.path, data_sha256, explicit=data is not None)
     protocol = protocol or cfg["evaluation"]["protocol"]
     amp = cfg["train"]["amp"] == "bf16"
     frames, networks = [], {}
@@ -66,7 +85,8 @@ def evaluate_run(run_dir: str | Path, *, checkpoint: str = "best", data: Prepare
     summary = dict(networks[loaded.method.evaluated[0]])
     summary["networks"] = {name: {k: s[k] for k in (*METRICS, "per_class")} for name, s in networks.items()}
     summary.update({k: info.get(k) for k in ("method", "dataset", "regime", "seed")},
-                   checkpoint=checkpoint, iteration=loaded.iteration, protocol=protocol)
+                   checkpoint=checkpoint, iteration=loaded.iteration, protocol=protocol,
+                   data=str(Path(prepared.path).resolve()), data_sha256=data_sha256)
     write_evaluation(out or eval_dir(run_dir, checkpoint), pd.concat(frames, ignore_index=True), summary)
     return summary
 
@@ -113,12 +133,40 @@ def check_data_fits(prepared: Prepared, cfg: dict, info: dict, checkpoint_path: 
                                 f"with data.image_size {cfg.get('data', {}).get('image_size')})")
 
 
+def trained_data_sha256(run_dir: str | Path) -> str | None:
+    """The SHA-256 of the prepared file the run was trained on (run.json's `data` record, written
+    when training finished), or None where the run records none."""
+    record = Path(run_dir) / "run.json"
+    if not record.is_file():
+        return None
+    data = read_json(record, fix="restore the file, or retrain the run (`ugpcl train ... --force`)").get("data")
+    return data.get("sha256") if isinstance(data, dict) else None
+
+
+def check_same_data(run_dir: str | Path, path: str | Path, sha256: str, *, explicit: bool) -> None:
+    """Whether the file `path` (SHA-256 `sha256`) is the one the run was trained on. If not: a
+    UserError where it is the run's default prepared file (`explicit` False: it was prepared again
+    since training, so scores would silently describe other data), a warning on stderr where the
+    user named it (--data)."""
+    trained = trained_data_sha256(run_dir)
+    if trained is None or trained == sha256:
+        return
+    hashes = f"SHA-256 {sha256[:12]} now, {trained[:12]} when the run was trained"
+    if not explicit:
+        raise UserError(f"the prepared file changed since the run was trained on it ({hashes})", path=path,
+                        fix="retrain the run on it (`ugpcl train ... --force`), or pass --data "
+                            f"{path} explicitly to score on it anyway")
+    print(f"warning: {path} is not the file the run was trained on ({hashes}); scoring on it as --data asks",
+          file=sys.stderr, flush=True)
+
+
 def finish_run(run_dir: Path, cfg: dict, info: dict, facts: dict, data: Prepared, device: torch.device) -> dict:
     """After training: evaluate the best and the last checkpoint, write run.json (its `dice` is
     the one `evaluation.checkpoint` names), drop the progress folder.
 
     `facts` (Trainer.facts) hold the wall time of every attempt and the record of the data used."""
-    summaries = {which: evaluate_run(run_dir, checkpoint=which, data=data, device=device) for which in CHECKPOINTS}
+    summaries = {which: evaluate_run(run_dir, checkpoint=which, data=data, device=device,
+                                     data_sha256=facts["data"]["sha256"]) for which in CHECKPOINTS}
     run = {
         **info,
         **facts,

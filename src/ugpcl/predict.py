@@ -3,7 +3,8 @@
 Inputs, by file name (a folder stands for the supported files directly in it, in name order):
 - PNG / JPEG / TIFF / BMP: one 2D image, grey or colour, scaled to [0, 1] by its integer range;
   grey is replicated to 3 channels for an RGB network, colour is converted to grey for a
-  1-channel one. Outputs: `<stem>_mask.png` and `<stem>_overlay.png`.
+  1-channel one (a warning line on stderr, once per kind of input, says so: a network trained on
+  the other kind of image may segment them poorly). Outputs: `<stem>_mask.png` and `<stem>_overlay.png`.
 - NIfTI `.nii` / `.nii.gz`: a 2D or 3D image, min-max normalised per volume to [0, 1] and
   segmented per axial slice; the X x Y x Z array is transposed to Z x Y x X as in the data
   stage. Outputs: `<stem>_pred.nii[.gz]` (uint8 class indices, the input's affine and header)
@@ -24,6 +25,8 @@ back to the slice's own size (nearest), so outputs have the inputs' shapes.
 from __future__ import annotations
 
 import contextlib
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -92,18 +95,36 @@ def network_in_channels(net: nn.Module) -> int:
     return conv.in_channels
 
 
-def match_channels(slices: np.ndarray, in_channels: int, path: Path) -> np.ndarray:
-    """N x C x H x W -> N x in_channels x H x W: replicate grey, or convert RGB to grey (ITU-R 601)."""
+KIND_NAMES = {"image": "images", "nifti": "NIfTI volumes", "hdf5": "HDF5 volumes"}
+
+
+def match_channels(slices: np.ndarray, in_channels: int, path: Path) -> tuple[np.ndarray, str | None]:
+    """N x C x H x W -> N x in_channels x H x W: replicate grey, or convert RGB to grey (ITU-R 601).
+    Returns the slices and, where they were converted, what was done (for a warning)."""
     c = slices.shape[1]
     if c == in_channels:
-        return slices
+        return slices, None
+    kind = KIND_NAMES[input_kind(path)]
     if c == 1:
-        return np.repeat(slices, in_channels, axis=1)
+        what = f"grey {kind} replicated to {in_channels} channels for a {in_channels}-channel network"
+        return np.repeat(slices, in_channels, axis=1), what
     if c == 3 and in_channels == 1:
         weights = np.array([0.299, 0.587, 0.114], dtype=np.float32).reshape(1, 3, 1, 1)
-        return (slices * weights).sum(1, keepdims=True)
+        return (slices * weights).sum(1, keepdims=True), f"RGB {kind} converted to grey for a 1-channel network"
     raise UserError(f"image has {c} channels, the network expects {in_channels}", path=path,
                     fix="give a grey or RGB image")
+
+
+def warn_once() -> Callable[[str], None]:
+    """A function printing each distinct warning once to stderr ("warning: ...")."""
+    shown: set[str] = set()
+
+    def warn(text: str) -> None:
+        if text not in shown:
+            shown.add(text)
+            print(f"warning: {text}", file=sys.stderr, flush=True)
+
+    return warn
 
 
 def segment(net: nn.Module, slices: np.ndarray, image_size: int, batch_size: int = 16, device="cpu",
@@ -252,18 +273,23 @@ def output_paths(path: Path, out_dir: Path) -> list[Path]:
 
 
 def predict_file(net: nn.Module, path: Path, out_dir: Path, image_size: int, batch_size: int = 16, device="cpu",
-                 amp: bool = False, resizing: Resizing = Resizing(), classes: int | None = None) -> list[Path]:
+                 amp: bool = False, resizing: Resizing = Resizing(), classes: int | None = None,
+                 warn: Callable[[str], None] | None = None) -> list[Path]:
     """Segment one input file and write its outputs into out_dir; returns their paths.
 
     The outputs are computed first and written together, each under a temporary name that is
-    renamed only when all of them are complete: an input's outputs are all there or none is."""
+    renamed only when all of them are complete: an input's outputs are all there or none is.
+    `warn` receives what was converted to fit the network's channels (default: printed)."""
+    warn = warn or warn_once()
     kind = input_kind(path)
     outputs = output_paths(path, out_dir)
     in_channels = network_in_channels(net)
     classes = classes or output_classes(net, in_channels, image_size, device)
 
     def run(slices: np.ndarray, interpolation: str) -> tuple[np.ndarray, np.ndarray]:
-        slices = match_channels(slices, in_channels, path)
+        slices, converted = match_channels(slices, in_channels, path)
+        if converted:
+            warn(converted)
         return slices, segment(net, slices, image_size, batch_size, device, amp, interpolation)
 
     with contextlib.ExitStack() as stack:
@@ -304,10 +330,10 @@ def predict_files(net: nn.Module, inputs, out_dir: str | Path, image_size: int, 
                                 fix="rename one of them or predict them into different --out folders")
             writers[out] = path
     classes = output_classes(net, network_in_channels(net), image_size, device)
-    written, failed = [], []
+    written, failed, warn = [], [], warn_once()  # one warning per kind of conversion, not per file
     for path in inputs:
         try:
-            written += predict_file(net, path, out_dir, image_size, batch_size, device, amp, resizing, classes)
+            written += predict_file(net, path, out_dir, image_size, batch_size, device, amp, resizing, classes, warn)
         except UserError as exc:
             failed.append(str(exc))
     if failed:

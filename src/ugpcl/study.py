@@ -82,6 +82,41 @@ def settings_digest(settings: dict) -> str:
     return hashlib.sha1(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
+def flat_keys(tree: dict, prefix: str = "") -> dict:
+    """{"a.b.c": leaf} of a nested dict (lists are leaves)."""
+    out = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        out.update(flat_keys(value, f"{name}.") if isinstance(value, dict) and value else {name: value})
+    return out
+
+
+class _NotSet:
+    def __repr__(self) -> str:
+        return "(not set)"
+
+
+NOT_SET = _NotSet()  # a key one configuration lacks (written by an older version)
+
+
+def settings_changes(trained: dict, wanted: dict, run: Run, seed: int) -> list[tuple[str, object, object]]:
+    """Where the configuration `trained` (a finished run's config.yaml) and `wanted` differ in
+    what run `run` at `seed` trains with (`run_settings`, the workflows' rerun trigger): (key as
+    params.yaml names it, value in `trained`, value in `wanted`), sorted by key."""
+    names = {"hparams": f"methods.{run.method}", "data.entry": f"data.{run.dataset}"}
+
+    def key_name(key: str) -> str:
+        for inner, outer in names.items():
+            if key == inner or key.startswith(inner + "."):
+                return outer + key[len(inner):]
+        return key
+
+    old, new = flat_keys(run_settings(trained, run, seed)), flat_keys(run_settings(wanted, run, seed))
+    changes = [(key_name(k), old.get(k, NOT_SET), new.get(k, NOT_SET)) for k in old.keys() | new.keys()
+               if old.get(k, NOT_SET) != new.get(k, NOT_SET)]
+    return sorted(changes, key=lambda change: change[0])
+
+
 def load_study(path: str | Path | None = None, profile: str | None = None, overrides: list[str] = ()) -> dict:
     """params.yaml with the profile and overrides merged in, fully checked before anything runs:
     the schema, every method's hyper-parameters (against its HParams) and the experiment matrix."""

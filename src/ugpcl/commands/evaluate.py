@@ -29,7 +29,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from ..device import pick_device
     from ..engine.checkpoint import load_run
     from ..evaluation import evaluate_run, evaluation_dir, inside, workflow_runs
-    from ..fileio import writable_dir
+    from ..fileio import removed_if_failed, writable_dir
     from ..lock import hold_folder
 
     run_dir = Path(args.run_dir)
@@ -46,7 +46,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
                         fix="leave --out out: the evaluation then goes to "
                             f"{evaluation_dir(loaded.cfg, run_dir, args.checkpoint, protocol)}")
     writing_in_run = inside(out, run_dir) is not None  # then one writer: not while the run trains
-    with hold_folder(run_dir, "ugpcl evaluate") if writing_in_run else contextlib.nullcontext():
+    # a folder made here is removed again if the data is refused (nothing written in it)
+    with hold_folder(run_dir, "ugpcl evaluate") if writing_in_run else contextlib.nullcontext(), removed_if_failed(out):
         writable_dir(out)
         summary = evaluate_run(run_dir, checkpoint=args.checkpoint, data=args.data, device=device,
                                batch_size=args.batch_size, protocol=protocol, out=out, progress=True, loaded=loaded)

@@ -31,32 +31,38 @@ def default_out(cfg: dict, info: dict, checkpoint: str) -> Path:
 
 
 def run_predict(args: argparse.Namespace) -> int:
+    import contextlib
     import sys
 
     from ..data.resize import resizing
     from ..device import pick_device
     from ..engine.checkpoint import load_checkpoint_file, load_run
-    from ..fileio import writable_dir
+    from ..fileio import removed_if_failed, writable_dir
     from ..predict import PredictionFailed, expand_inputs, input_kind, predict_files
 
     inputs = expand_inputs(args.inputs)
     for path in inputs:  # fail on bad inputs and an unwritable --out before loading the model
         input_kind(path)
-    if args.out:
-        writable_dir(args.out)
-    device = pick_device(args.device)
-    loaded = load_run(args.run_dir, args.which, device) if args.run_dir else load_checkpoint_file(args.checkpoint, device)
-    out = args.out or default_out(loaded.cfg, loaded.info, args.which if args.run_dir else args.checkpoint.stem)
-    writable_dir(out)
-    amp = loaded.cfg["train"]["amp"] == "bf16"
-    rule = resizing(loaded.cfg, loaded.info.get("dataset"))
-    try:
-        outputs = predict_files(loaded.net, inputs, out, loaded.cfg["data"]["image_size"], args.batch_size,
-                                device, amp, rule)
-    except PredictionFailed as exc:
-        for path in exc.written:
-            print(path)
-        raise
+    # an output folder made here is removed again if the command fails before writing into it (a
+    # checkpoint that cannot be read, every input failing); folders that existed are left alone
+    with contextlib.ExitStack() as cleanup:
+        if args.out:
+            cleanup.enter_context(removed_if_failed(args.out))
+            writable_dir(args.out)
+        device = pick_device(args.device)
+        loaded = load_run(args.run_dir, args.which, device) if args.run_dir else load_checkpoint_file(args.checkpoint, device)
+        out = args.out or default_out(loaded.cfg, loaded.info, args.which if args.run_dir else args.checkpoint.stem)
+        cleanup.enter_context(removed_if_failed(out))
+        writable_dir(out)
+        amp = loaded.cfg["train"]["amp"] == "bf16"
+        rule = resizing(loaded.cfg, loaded.info.get("dataset"))
+        try:
+            outputs = predict_files(loaded.net, inputs, out, loaded.cfg["data"]["image_size"], args.batch_size,
+                                    device, amp, rule)
+        except PredictionFailed as exc:
+            for path in exc.written:
+                print(path)
+            raise
     for path in outputs:
         print(path)
     print(f"{len(inputs)} input(s) predicted into {out}", file=sys.stderr)  # stdout: the files, one a line

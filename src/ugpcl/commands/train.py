@@ -66,6 +66,27 @@ def adhoc_dir(cfg: dict, run: Run, seed: int) -> Path:
     return results_dir(cfg) / "adhoc" / run.id / f"seed{seed}"
 
 
+def refuse_other_settings(run_dir: Path, cfg: dict, run: Run, seed: int, shown: int = 5) -> None:
+    """UserError where the finished run in `run_dir` was trained with other settings than `cfg`
+    (its config.yaml against this command's configuration), naming up to `shown` differing keys."""
+    from ..config import read_yaml
+    from ..study import settings_changes
+
+    recorded = run_dir / "config.yaml"
+    if not recorded.is_file():
+        return
+    try:
+        changes = settings_changes(read_yaml(recorded), cfg, run, seed)
+    except (KeyError, TypeError, AttributeError, UserError):  # written by another version: nothing to compare
+        return
+    if changes:
+        listed = "; ".join(f"{key}: {old!r} in the finished run, {new!r} now" for key, old, new in changes[:shown])
+        raise UserError(f"already holds a finished run, trained with other settings than this command's "
+                        f"({listed}{'; ...' if len(changes) > shown else ''})", path=run_dir,
+                        fix="retrain it with --force (this command's settings then replace the finished run), "
+                            "or give another --out to keep it")
+
+
 def train_command(args) -> int:
     from ..engine.runfiles import RunFiles
     from ..engine.trainer import Trainer
@@ -81,6 +102,7 @@ def train_command(args) -> int:
     if record.exists() and not args.force:
         status = read_json(record, fix=f"restore the file, or delete it and retrain with --force").get("status")
         if status == "finished":
+            refuse_other_settings(run_dir, cfg, run, seed)
             print(f"{run_dir} already holds a finished run; --force retrains it")
             return 0
     info = {"run_id": run.id, "method": run.method, "dataset": run.dataset, "regime": run.regime, "seed": seed,

@@ -98,6 +98,14 @@ class Prepared:
         mask[self.labeled_indices(regime)] = False
         return np.flatnonzero(mask)
 
+    def check_dataset(self, dataset: str, *, role: str, fix: str) -> None:
+        """UserError unless this file holds `dataset` (its name under data:, the `dataset` attribute
+        the data stage wrote): `role` says what wants it ("the run was trained on"), `fix` what to do."""
+        if self.dataset != dataset:
+            raise UserError(f"{role} the dataset {dataset!r}, but this file holds the prepared {self.dataset!r} "
+                            f"dataset ({self.num_classes} classes, {self.in_channels} channel(s))",
+                            path=self.path, fix=fix)
+
     def case_slices(self) -> dict[str, np.ndarray]:
         """case -> indices of its validation slices, in order."""
         out: dict[str, list[int]] = {}

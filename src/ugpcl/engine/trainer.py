@@ -93,7 +93,12 @@ class Trainer:
         self.cfg, self.tr = cfg, cfg["train"]
         self.run_dir = Path(run_dir)
         self.device = training_device(self.tr, device)
-        self.data = data if isinstance(data, Prepared) else load_prepared(data or prepared_path(cfg, info["dataset"]))
+        dataset = info["dataset"]
+        self.data = data if isinstance(data, Prepared) else load_prepared(data or prepared_path(cfg, dataset))
+        self.data.check_dataset(dataset, role="the run trains",
+                                fix=f"pass a prepared {dataset} file with --data (`ugpcl prepare {dataset}` writes "
+                                    f"{prepared_path(cfg, dataset)}), or train on this file's dataset "
+                                    f"(--dataset {self.data.dataset})")
         if self.data.image_size != cfg["data"]["image_size"]:
             raise UserError(
                 f"prepared at {self.data.image_size} px but data.image_size is {cfg['data']['image_size']}",
