@@ -393,3 +393,22 @@ def test_truncated_jpeg_or_png_is_an_error_naming_the_file(isic_dir, tmp_path):
         with pytest.raises(UserError, match="truncated") as err:
             read_image(cut)
         assert str(cut) in str(err.value)
+
+
+@pytest.mark.parametrize("error", [UserError("case 3: bad"), KeyboardInterrupt()])
+def test_an_error_while_decoding_closes_the_progress_bar_before_it_propagates(capsys, error):
+    from tqdm import tqdm
+
+    from ugpcl.data.parallel import progress_map
+
+    def decode(x):
+        if x == 3:
+            raise error
+        return x
+
+    open_before = set(tqdm._instances)
+    with pytest.raises(type(error)):
+        progress_map(decode, list(range(6)), 2, "cases")
+    assert set(tqdm._instances) <= open_before   # closed, not left to be redrawn after the message
+    assert capsys.readouterr().err.endswith("\n")
+    assert progress_map(decode, [0, 1], 2, "cases") == [0, 1]
