@@ -293,6 +293,34 @@ def test_wall_time_counts_an_interrupted_attempt(tiny_acdc, tmp_path, monkeypatc
     assert facts["wall_time_s"] >= 100.0 > facts["train_time_s"]
 
 
+def test_an_attempt_killed_soon_after_a_resume_point_is_counted_up_to_it(tiny_acdc, tmp_path, monkeypatch, capsys):
+    """SIGKILL in iteration 5, well within the heartbeat's 30 s: attempts.json stays as the kill left
+    it (no `finally` runs), and must already record the resume point at 4 and its seconds."""
+    cfg = tiny_cfg(iterations=8, checkpoint_every=4)
+    record = tmp_path / "progress" / "attempts.json"
+    left, original = {}, Trainer.next_batch
+
+    def killed_in_iteration_5(self):
+        if not left and self.attempts.current["reached"] == 4:
+            left["attempts"] = record.read_text()
+            raise Killed()
+        return original(self)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Trainer, "next_batch", killed_in_iteration_5)
+        with pytest.raises(Killed):
+            Trainer(cfg, INFO, tmp_path, data=tiny_acdc).fit(progress=False)
+    record.write_text(left["attempts"])
+    killed = json.loads(left["attempts"])["attempts"][0]
+    assert killed["ended"] == "running" and killed["reached"] == 4 and killed["seconds"] > 0
+    trainer = Trainer(cfg, INFO, tmp_path, data=tiny_acdc)
+    assert trainer.fit(progress=False)
+    assert "interrupted near iteration 4" in capsys.readouterr().err
+    facts = trainer.facts()
+    assert [a["ended"] for a in facts["attempts"]] == ["interrupted", "finished"]
+    assert facts["wall_time_s"] >= facts["train_time_s"]
+
+
 def test_a_failure_before_the_first_resume_point_leaves_no_run_directory(tiny_acdc, tmp_path, monkeypatch):
     run_dir = tmp_path / "runs" / "new" / "seed1"
     with monkeypatch.context() as patch:

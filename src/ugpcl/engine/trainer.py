@@ -278,7 +278,7 @@ class Trainer:
                     self.elapsed += time.perf_counter() - tick
                     tick = time.perf_counter()
                     self._save_resume(done)
-                attempts.beat(done, now=stopping)
+                attempts.beat(done, now=stopping or checkpointing)  # a killed attempt counts to its last resume point
                 if stopping:
                     how = "stopped"
                     return False
