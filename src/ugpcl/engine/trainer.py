@@ -93,7 +93,11 @@ class Trainer:
         self.cfg, self.tr = cfg, cfg["train"]
         self.run_dir = Path(run_dir)
         self.device = training_device(self.tr, device)
-        self.data = data if isinstance(data, Prepared) else load_prepared(data or prepared_path(cfg, info["dataset"]))
+        if isinstance(data, Prepared):
+            self.data = data
+        else:  # the configured file, unless --data names another; a missing one names the command that writes it
+            self.data = load_prepared(data or prepared_path(cfg, info["dataset"]),
+                                      **({} if data else {"dataset": info["dataset"], "profile": cfg["profile"]}))
         if self.data.image_size != cfg["data"]["image_size"]:
             raise UserError(
                 f"prepared at {self.data.image_size} px but data.image_size is {cfg['data']['image_size']}",
