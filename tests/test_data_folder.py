@@ -216,6 +216,17 @@ def test_matrix_names_configured_datasets_only(tmp_path):
         stage.prepare(load_config(), "nosuch")
 
 
+def test_a_regime_the_dataset_lacks_names_both_places_to_fix_it(tmp_path):
+    mine = entry(images=str(tmp_path), image_pattern="{id}.png", mask_pattern="{id}_m.png", regimes={"23": 1})
+    cfg = load_config(overrides=[f"data.mydata={json.dumps(mine)}", 'experiments.table1.datasets={mydata: ["136"]}',
+                                 "experiments.table2.dataset=mydata", 'experiments.table2.regime="136"'])
+    with pytest.raises(UserError, match=r"regime '136' of mydata, which data.mydata.regimes lacks \(it has '23'\)") \
+            as err:
+        distinct_runs(cfg)
+    assert "add '136' under data.mydata.regimes" in err.value.fix
+    assert "experiments.table1.datasets.mydata and experiments.table2.regime" in err.value.fix
+
+
 # ---------------------------------------------------------------- the README's example
 
 
