@@ -116,9 +116,14 @@ def case_problems(case: Case, raw: Raw, stats: CaseStats, spec: FolderSpec) -> l
                                   path=case.mask, fix="the mask must have the pixel grid of its image"))
     unexpected = [v for v in stats.values if v not in spec.classes]
     if unexpected:
-        problems.append(UserError(
-            f"mask values other than {_values_text(spec.classes)}: {unexpected[:5]}", path=case.mask,
-            fix=spec.mask_fix or f"correct the mask, or name these values' classes in {spec.key('classes')}"))
+        shown = ", ".join(map(str, unexpected[:5])) + (f", ... ({len(unexpected)} in all)" if len(unexpected) > 5 else "")
+        message = f"mask values other than {_values_text(spec.classes)}: [{shown}]"
+        fix = spec.mask_fix or f"correct the mask, or name these values' classes in {spec.key('classes')}"
+        if suffix(case.mask) in (".jpg", ".jpeg"):
+            message += "; JPEG's lossy compression changes a mask's values (around the edges between classes)"
+            fix = "save the masks as PNG (lossless)" + ("" if spec.mask_fix else
+                                                        f" and set {spec.key('mask_pattern')} to match")
+        problems.append(UserError(message, path=case.mask, fix=fix))
     if not stats.finite:
         problems.append(UserError("image contains NaN or infinite values", path=case.image,
                                   fix="replace the file with an intact copy"))
