@@ -213,6 +213,17 @@ def test_out_under_a_file_is_a_clear_error_for_every_command(tmp_path, tiny_acdc
     assert blocker.read_text() == "mine"
 
 
+def test_an_error_listing_others_keeps_each_fix_apart():
+    from ugpcl.errors import as_item
+
+    inner = UserError("truncated PNG", path="a.png", fix="replace the file")
+    assert str(inner) == "a.png: truncated PNG Fix: replace the file"
+    assert as_item(inner) == "a.png: truncated PNG (fix: replace the file)" and inner.problem == "a.png: truncated PNG"
+    outer = UserError("1 input failed:\n  " + str(inner), fix="correct it")
+    assert str(outer).splitlines() == ["1 input failed:", "  a.png: truncated PNG Fix: replace the file",
+                                       "Fix: correct it"]
+
+
 # --- configuration ----------------------------------------------------------------------------------
 def test_a_bad_yaml_value_in_set_is_a_clear_error():
     result = subprocess.run([*PY, "choices", "--set", "train.augment.crop_scale=[0.8, 1.0"], capture_output=True,
@@ -314,6 +325,7 @@ def test_a_checkpoint_whose_configuration_does_not_match_its_weights(checkpoint_
     with pytest.raises(UserError, match=message) as err:
         load_checkpoint_file(checkpoint_file)
     assert str(checkpoint_file) in str(err.value) and "retrain" in str(err.value)
+    assert str(err.value).count("Fix:") == 1   # an error quoted inside it keeps its own fix out
 
 
 def test_a_corrupt_run_json_is_an_error_naming_it(tmp_path, tiny_acdc):
@@ -388,6 +400,9 @@ def test_predict_writes_every_good_input_and_summarises_the_failed_ones(tmp_path
     with pytest.raises(PredictionFailed, match="1 of 3 inputs failed") as err:
         predict_files(threshold_net(), [good, cut, volume], out, 32)
     assert str(cut) in str(err.value) and "truncated PNG" in str(err.value)
+    lines = str(err.value).splitlines()   # the summary's own fix on a line of its own, not after the last input's
+    assert lines[-1] == "Fix: correct or remove the failed inputs and predict them again"
+    assert all(line.count("Fix:") <= 1 for line in lines)
     written = ["good_mask.png", "good_overlay.png", "vol_overlay.png", "vol_pred.h5", "vol_pred.nii.gz"]
     assert sorted(p.name for p in err.value.written) == written
     assert sorted(p.name for p in out.iterdir()) == sorted([*written, "notes.txt"])

@@ -140,7 +140,7 @@ def restore_method(ckpt: dict, path: Path) -> Method:
         method = build_method(deep_merge(cfg, {"model": {"pretrained": False}}), info["method"], info["num_classes"],
                               info["in_channels"])
     except UserError as exc:
-        raise UserError(f"its configuration names no network this version can build ({exc})", path=path,
+        raise UserError(f"its configuration names no network this version can build ({exc.problem})", path=path,
                         fix=f"the file was altered or comes from another ugpcl version: {RETRAIN}") from exc
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise UserError(f"its configuration is incomplete or malformed ({type(exc).__name__}: {exc})", path=path,
