@@ -17,10 +17,11 @@ named `<id>_slice_<k>`) and validation scores it as one volume.
 Classes: `classes` maps mask values to names; class i is the i-th smallest value, so the
 smallest (usually 0) is the background. Any other value in a mask is an error naming the file.
 
-Intensities: 8-bit 2D images are stored as uint8 0..255 (as ISIC); anything else (16-bit,
-integer or float scans) is min-max normalised per file to float32 [0, 1] (as SSL4MIS's ACDC). A
-dataset mixing both is stored as float32, 8-bit images divided by 255. Grey images in a
-dataset with colour ones are replicated to 3 channels.
+Intensities: 8-bit 2D images are kept as 0..255 (as ISIC); anything else (volumes, 16-bit,
+integer or float scans) is min-max normalised per file to float32 [0, 1] (as SSL4MIS's ACDC),
+which the prepared file stores as 8 bits, rounded to k/255 (prepared.py). In a dataset mixing
+both, 8-bit images pass through x / 255 and back unchanged. Grey images in a dataset with colour
+ones are replicated to 3 channels.
 
 Resizing to image_size x image_size: 2D image files with area interpolation (the ISIC path:
 photographs are shrunk several-fold), NIfTI/HDF5 slices bilinearly (the ACDC path, SSL4MIS's
