@@ -19,10 +19,5 @@ class UserError(Exception):
         self.fix = fix
 
 
-def as_item(exc: UserError) -> str:
-    """`exc` as one line of a list under another error's own `Fix:`: its fix in parentheses."""
-    return f"{exc.problem} (fix: {exc.fix})" if exc.fix else exc.problem
-
-
 class Interrupted(KeyboardInterrupt):
     """Ctrl-C, saying where it stopped and how to go on; the CLI prints the message alone."""
