@@ -23,7 +23,7 @@ from test_recovery import assert_same_run, straight_run  # noqa: F401 (a fixture
 from ugpcl import fileio
 from ugpcl.commands import data as data_command, evaluate as evaluate_command, predict as predict_command
 from ugpcl.commands import train as train_command
-from ugpcl.config import load_config
+from ugpcl.config import DEFAULT_CONFIG, load_config, parse_override
 from ugpcl.data import stage
 from ugpcl.data.download import download
 from ugpcl.data.prepared import load_prepared
@@ -213,12 +213,65 @@ def test_out_under_a_file_is_a_clear_error_for_every_command(tmp_path, tiny_acdc
     assert blocker.read_text() == "mine"
 
 
+def test_an_error_listing_others_keeps_each_fix_apart():
+    inner = UserError("truncated PNG", path="a.png", fix="replace the file")
+    assert str(inner) == "a.png: truncated PNG Fix: replace the file" and inner.problem == "a.png: truncated PNG"
+    outer = UserError("1 input failed:\n  " + str(inner), fix="correct it")
+    assert str(outer).splitlines() == ["1 input failed:", "  a.png: truncated PNG Fix: replace the file",
+                                       "Fix: correct it"]
+
+
 # --- configuration ----------------------------------------------------------------------------------
 def test_a_bad_yaml_value_in_set_is_a_clear_error():
     result = subprocess.run([*PY, "choices", "--set", "train.augment.crop_scale=[0.8, 1.0"], capture_output=True,
                             text=True)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "--set train.augment.crop_scale=[0.8, 1.0: the value" in result.stderr and "not valid YAML" in result.stderr
+
+
+def test_a_mistyped_key_in_set_names_the_override_and_the_closest_key_not_params_yaml():
+    with pytest.raises(UserError, match="invalid configuration") as err:
+        load_config(profile="demo", overrides=["train.iterations=8", "data.acdc.sourse=local"])
+    text = str(err.value)
+    assert "--set data.acdc.sourse=local: data.acdc:" in text and "did you mean data.acdc.source?" in text
+    assert "Fix: write --set data.acdc.source=local" in text
+    assert err.value.path is None and "params.yaml" not in text.split("Fix:")[0]
+
+
+def test_a_mistake_in_params_yaml_still_names_the_file_beside_one_in_set(tmp_path):
+    bad = tmp_path / "params.yaml"
+    bad.write_text(DEFAULT_CONFIG.read_text().replace("\n  poly_power:", "\n  poly_pwer:", 1))
+    with pytest.raises(UserError) as err:
+        load_config(bad, profile="demo", overrides=["trian.lr=0.1"])
+    assert err.value.path == bad
+    assert "--set trian.lr=0.1: (top level)" in str(err.value) and "write --set train.lr=0.1" in str(err.value)
+    assert "rename train.poly_pwer to train.poly_power" in str(err.value)
+
+
+@pytest.mark.parametrize("text, value", [("1e-3", 0.001), ("5E-4", 0.0005), ("-2e+1", -20.0), ("1.5e2", 150.0),
+                                         ("[1e-1, 2]", [0.1, 2]), ("'1e-3'", "1e-3"), ("1e", "1e"), ("e5", "e5")])
+def test_set_reads_scientific_notation_as_a_number(text, value):
+    assert parse_override(f"train.lr={text}") == (["train", "lr"], value)
+
+
+def test_set_lr_in_scientific_notation_is_accepted():
+    assert load_config(profile="demo", overrides=["train.lr=1e-3"])["train"]["lr"] == 0.001
+
+
+def test_scientific_notation_in_params_yaml_is_refused_with_the_spelling_yaml_1_1_reads(tmp_path):
+    bad = tmp_path / "params.yaml"
+    bad.write_text(DEFAULT_CONFIG.read_text().replace("\n  momentum: 0.9", "\n  momentum: 9e-1", 1))
+    with pytest.raises(UserError, match="train.momentum: '9e-1' is not of type 'number'") as err:
+        load_config(bad, profile="demo")
+    assert err.value.path == bad and "write train.momentum as 9.0e-1" in err.value.fix
+
+
+def test_a_number_in_set_where_text_is_expected_says_to_quote_it():
+    with pytest.raises(UserError, match="4 is not of type 'string'") as err:
+        load_config(profile="demo", overrides=["experiments.table2.regime=4"])
+    assert "--set 'experiments.table2.regime=\"4\"'" in err.value.fix
+    assert load_config(profile="demo", overrides=['experiments.table2.regime="4"'])["experiments"]["table2"][
+        "regime"] == "4"
 
 
 @pytest.mark.parametrize("overrides, keys", [
@@ -269,6 +322,7 @@ def test_a_checkpoint_whose_configuration_does_not_match_its_weights(checkpoint_
     with pytest.raises(UserError, match=message) as err:
         load_checkpoint_file(checkpoint_file)
     assert str(checkpoint_file) in str(err.value) and "retrain" in str(err.value)
+    assert str(err.value).count("Fix:") == 1   # an error quoted inside it keeps its own fix out
 
 
 def test_a_corrupt_run_json_is_an_error_naming_it(tmp_path, tiny_acdc):
@@ -343,6 +397,9 @@ def test_predict_writes_every_good_input_and_summarises_the_failed_ones(tmp_path
     with pytest.raises(PredictionFailed, match="1 of 3 inputs failed") as err:
         predict_files(threshold_net(), [good, cut, volume], out, 32)
     assert str(cut) in str(err.value) and "truncated PNG" in str(err.value)
+    lines = str(err.value).splitlines()   # the summary's own fix on a line of its own, not after the last input's
+    assert lines[-1] == "Fix: correct or remove the failed inputs and predict them again"
+    assert all(line.count("Fix:") <= 1 for line in lines)
     written = ["good_mask.png", "good_overlay.png", "vol_overlay.png", "vol_pred.h5", "vol_pred.nii.gz"]
     assert sorted(p.name for p in err.value.written) == written
     assert sorted(p.name for p in out.iterdir()) == sorted([*written, "notes.txt"])

@@ -3,6 +3,7 @@ file at fault, and leaves the output folder exactly as it was (earlier output by
 no partial or temporary files)."""
 
 import hashlib
+import re
 import shutil
 import zipfile
 
@@ -279,6 +280,20 @@ def test_folder_bad_mask(png_folder, corruption, message):
     assert message in fails_cleanly(out, prepare_folder(entry, out), path)
 
 
+def test_masks_saved_as_jpeg_are_refused_with_png_as_the_fix(png_folder):
+    root, ids, entry, out = png_folder
+    for i in ids:
+        png = root / "masks" / f"{i}_mask.png"
+        mask = cv2.imread(str(png), cv2.IMREAD_GRAYSCALE)
+        mask[::7, ::5] = 255 - mask[::7, ::5]   # speckle: JPEG spreads it over many values
+        cv2.imwrite(str(root / "masks" / f"{i}_mask.jpg"), mask, [cv2.IMWRITE_JPEG_QUALITY, 75])
+        png.unlink()
+    text = fails_cleanly(out, prepare_folder({**entry, "mask_pattern": "{id}_mask.jpg"}, out), "_mask.jpg")
+    assert re.search(r"mask values other than 0 and 255: \[(\d+, ){5}\.\.\. \(\d+ in all\)\]", text)
+    assert "JPEG's lossy compression changes a mask's values" in text
+    assert "Fix: save the masks as PNG (lossless) and set data.mine.mask_pattern to match" in text
+
+
 def test_folder_without_images(png_folder):
     root, _, entry, out = png_folder
     for image in (root / "images").iterdir():
@@ -393,3 +408,22 @@ def test_truncated_jpeg_or_png_is_an_error_naming_the_file(isic_dir, tmp_path):
         with pytest.raises(UserError, match="truncated") as err:
             read_image(cut)
         assert str(cut) in str(err.value)
+
+
+@pytest.mark.parametrize("error", [UserError("case 3: bad"), KeyboardInterrupt()])
+def test_an_error_while_decoding_closes_the_progress_bar_before_it_propagates(capsys, error):
+    from tqdm import tqdm
+
+    from ugpcl.data.parallel import progress_map
+
+    def decode(x):
+        if x == 3:
+            raise error
+        return x
+
+    open_before = set(tqdm._instances)
+    with pytest.raises(type(error)):
+        progress_map(decode, list(range(6)), 2, "cases")
+    assert set(tqdm._instances) <= open_before   # closed, not left to be redrawn after the message
+    assert capsys.readouterr().err.endswith("\n")
+    assert progress_map(decode, [0, 1], 2, "cases") == [0, 1]

@@ -35,6 +35,32 @@ def entry(**kw) -> dict:
 # ---------------------------------------------------------------- ISIC, laid out differently
 
 
+def test_mixed_8_and_16_bit_images_are_stored_as_the_warning_says(tmp_path):
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        image = rng.integers(20, 200, (32, 32), dtype=np.uint8)
+        if i % 2:
+            image = image.astype(np.uint16) * 100   # 2000..19900: min-max scaled to 0..255
+        cv2.imwrite(str(tmp_path / f"c{i}.png"), image)
+        cv2.imwrite(str(tmp_path / f"c{i}_m.png"), np.where(np.arange(32)[:, None] < 16, 255, 0).astype(np.uint8)
+                    * np.ones((1, 32), np.uint8))
+    mine = entry(images=str(tmp_path), image_pattern="{id}.png", mask_pattern="{id}_m.png", split=[1, 1])
+    out = tmp_path / "out" / "mine.h5"
+    summary = stage.prepare(folder_config("mine", mine, "data.image_size=32"), "mine", out)
+    warning = next(w for w in summary["warnings"] if w.startswith("mixed pixel types"))
+    assert "8-bit images are kept as they are (0..255)" in warning and "min-max normalised per file" in warning
+    assert "float32" not in warning
+    prepared = load_prepared(out)
+    for split in (prepared.train, prepared.val):
+        for name, stored in zip(split.names, split.images):
+            read = cv2.imread(str(tmp_path / f"{name}.png"), cv2.IMREAD_UNCHANGED)
+            if read.dtype == np.uint8:
+                assert np.array_equal(stored[0], read)
+            else:
+                assert stored.min() == 0 and stored.max() == 255
+                assert np.abs(stored[0] - (read - read.min()) / (read.max() - read.min()) * 255).max() <= 0.5
+
+
 def test_isic_laid_out_as_a_folder_prepares_to_the_isic_arrays(isic_dir, tmp_path):
     regimes = {"5": 5, "10": 10}
     isic_cfg = config(f"data.image_size={SIZE}", "data.isic.source=local", f"data.isic.local_dir={isic_dir}",
@@ -214,6 +240,17 @@ def test_matrix_names_configured_datasets_only(tmp_path):
         distinct_runs(cfg)
     with pytest.raises(UserError, match=r"no dataset 'nosuch' under data: \(configured: acdc, isic\)"):
         stage.prepare(load_config(), "nosuch")
+
+
+def test_a_regime_the_dataset_lacks_names_both_places_to_fix_it(tmp_path):
+    mine = entry(images=str(tmp_path), image_pattern="{id}.png", mask_pattern="{id}_m.png", regimes={"23": 1})
+    cfg = load_config(overrides=[f"data.mydata={json.dumps(mine)}", 'experiments.table1.datasets={mydata: ["136"]}',
+                                 "experiments.table2.dataset=mydata", 'experiments.table2.regime="136"'])
+    with pytest.raises(UserError, match=r"regime '136' of mydata, which data.mydata.regimes lacks \(it has '23'\)") \
+            as err:
+        distinct_runs(cfg)
+    assert "add '136' under data.mydata.regimes" in err.value.fix
+    assert "experiments.table1.datasets.mydata and experiments.table2.regime" in err.value.fix
 
 
 # ---------------------------------------------------------------- the README's example

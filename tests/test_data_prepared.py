@@ -92,3 +92,26 @@ def test_real_acdc_at_224_is_under_60_mb(acdc_dir, tmp_path):
     assert out.stat().st_size < 60e6
     p = load_prepared(out)
     assert p.train.images.shape == (1312, 1, 224, 224) and p.val.images.shape == (590, 1, 224, 224)
+
+
+def test_a_regime_the_file_lacks_names_the_dataset_key_and_preparing_again(tiny_acdc):
+    with pytest.raises(UserError, match=r"labeled regime '5' not in this file \(has tiny\)") as err:
+        load_prepared(tiny_acdc).labeled_indices("5")
+    assert "data.acdc.regimes" in err.value.fix and "`ugpcl prepare acdc`" in err.value.fix
+    assert "<dataset>" not in err.value.fix
+
+
+def test_a_missing_prepared_file_names_the_command_that_writes_it(tmp_path):
+    from test_engine import INFO, tiny_cfg
+
+    from ugpcl.engine.trainer import Trainer
+
+    cfg = tiny_cfg()
+    cfg["paths"]["results"] = str(tmp_path)
+    with pytest.raises(UserError, match="prepared data file not found") as err:
+        Trainer(cfg, INFO, tmp_path / "run")
+    assert str(tmp_path / "demo" / "data" / "acdc.h5") in str(err.value)
+    assert "`ugpcl prepare acdc --profile demo`" in err.value.fix
+    with pytest.raises(UserError, match="prepared data file not found") as err:
+        load_prepared(tmp_path / "elsewhere.h5")
+    assert "ugpcl prepare <dataset> --profile <profile>" in err.value.fix

@@ -156,6 +156,19 @@ def test_a_checkpoint_that_would_run_code_is_refused_and_runs_nothing(tmp_path):
     assert not marker.exists() and str(path) in str(err.value)
 
 
+@pytest.mark.parametrize("content, kind", [(b"\x89PNG\r\n\x1a\n" + bytes(64), "it is a PNG image"), (b"", "empty"),
+                                           (b"hello world", "begins with the bytes b'hell'")])
+def test_a_file_that_is_no_pytorch_file_is_not_called_unsafe(tmp_path, content, kind):
+    from ugpcl.engine.checkpoint import read
+
+    path = tmp_path / "case00.png"
+    path.write_bytes(content)
+    with pytest.raises(UserError, match="not a checkpoint file") as err:
+        read(path)
+    assert kind in str(err.value) and "refused" not in str(err.value) and str(path) in str(err.value)
+    assert "--checkpoint" in err.value.fix
+
+
 def test_checkpoints_of_the_old_format_ask_for_a_retrain(tmp_path):
     from ugpcl.engine.checkpoint import read
 

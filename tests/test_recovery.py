@@ -293,6 +293,80 @@ def test_wall_time_counts_an_interrupted_attempt(tiny_acdc, tmp_path, monkeypatc
     assert facts["wall_time_s"] >= 100.0 > facts["train_time_s"]
 
 
+def test_an_attempt_killed_soon_after_a_resume_point_is_counted_up_to_it(tiny_acdc, tmp_path, monkeypatch, capsys):
+    """SIGKILL in iteration 5, well within the heartbeat's 30 s: attempts.json stays as the kill left
+    it (no `finally` runs), and must already record the resume point at 4 and its seconds."""
+    cfg = tiny_cfg(iterations=8, checkpoint_every=4)
+    record = tmp_path / "progress" / "attempts.json"
+    left, original = {}, Trainer.next_batch
+
+    def killed_in_iteration_5(self):
+        if not left and self.attempts.current["reached"] == 4:
+            left["attempts"] = record.read_text()
+            raise Killed()
+        return original(self)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Trainer, "next_batch", killed_in_iteration_5)
+        with pytest.raises(Killed):
+            Trainer(cfg, INFO, tmp_path, data=tiny_acdc).fit(progress=False)
+    record.write_text(left["attempts"])
+    killed = json.loads(left["attempts"])["attempts"][0]
+    assert killed["ended"] == "running" and killed["reached"] == 4 and killed["seconds"] > 0
+    trainer = Trainer(cfg, INFO, tmp_path, data=tiny_acdc)
+    assert trainer.fit(progress=False)
+    assert "interrupted near iteration 4" in capsys.readouterr().err
+    facts = trainer.facts()
+    assert [a["ended"] for a in facts["attempts"]] == ["interrupted", "finished"]
+    assert facts["wall_time_s"] >= facts["train_time_s"]
+
+
+def test_ctrl_c_says_where_training_stopped_and_the_rerun_where_it_resumes(tiny_acdc, tmp_path, monkeypatch, capsys):
+    from ugpcl import cli
+    from ugpcl.errors import Interrupted
+
+    cfg = tiny_cfg(iterations=8, checkpoint_every=4)
+    for at, says in [(2, "interrupted at iteration 2, before the first resume point (every train.checkpoint_every "
+                         "= 4 iterations); run the same command again to start over"),
+                     (6, "interrupted at iteration 6; run the same command again to resume (from iteration 4, "
+                         "the latest resume point)")]:
+        calls, original = [], Trainer.next_batch
+
+        def ctrl_c(self):
+            calls.append(1)
+            if len(calls) == at + 1:
+                raise KeyboardInterrupt
+            return original(self)
+
+        with monkeypatch.context() as patch:
+            patch.setattr(Trainer, "next_batch", ctrl_c)
+            with pytest.raises(Interrupted) as err:
+                Trainer(cfg, INFO, tmp_path, data=tiny_acdc).fit(progress=False)
+        assert str(err.value) == says
+    capsys.readouterr()
+    assert Trainer(cfg, INFO, tmp_path, data=tiny_acdc).fit(progress=False)
+    assert [line for line in capsys.readouterr().err.splitlines() if "resum" in line] == [
+        "resuming from iteration 4 of 8"]
+
+
+
+def test_ctrl_c_in_ugpcl_train_prints_that_one_line(tiny_acdc, tmp_path):
+    run_dir = tmp_path / "run"
+    train = [sys.executable, "-m", "ugpcl.cli", "train", "--profile", "demo", "--method", "supervised", "--dataset",
+             "acdc", "--regime", "tiny", "--data", str(tiny_acdc), "--out", str(run_dir), "--no-progress",
+             "--set", "train.iterations=100000", "--set", "train.checkpoint_every=5", "--set", "train.val_every=5"]
+    proc = subprocess.Popen(train, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        wait_for(lambda: (run_dir / "progress" / "resume.pt").exists(), 120, "the first resume point")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in err
+    assert re.fullmatch(r"interrupted at iteration \d+; run the same command again to resume \(from iteration "
+                        r"\d+, the latest resume point\)", err.splitlines()[-1])
+
+
 def test_a_failure_before_the_first_resume_point_leaves_no_run_directory(tiny_acdc, tmp_path, monkeypatch):
     run_dir = tmp_path / "runs" / "new" / "seed1"
     with monkeypatch.context() as patch:

@@ -77,3 +77,7 @@ def test_the_readme_says_why_a_target_after_resources_fails_and_what_works():
     assert "before it reads a profile or the Snakefile" in workflow and "`--resources=gpu=1 all` works" in workflow
     works = run([snakemake, "--cores", "1", "--resources=gpu=1", "all", "-n"])
     assert works.returncode == 0 and "Traceback" not in works.stderr, works.stdout + works.stderr
+
+
+def test_what_dvc_plots_show_writes_is_ignored_by_git():
+    assert "/dvc_plots/" in (ROOT / ".gitignore").read_text().splitlines()   # in the repository root

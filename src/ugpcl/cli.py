@@ -14,7 +14,7 @@ import os
 import sys
 
 from . import __version__, forkserver, lifetime
-from .errors import UserError
+from .errors import Interrupted, UserError
 from .fileio import FULL, write_error
 
 WRITE_ONLY = FULL | {errno.EROFS}  # errors that only a write can cause (EACCES could be a read)
@@ -56,8 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:  # Interrupted says where and how to go on
+        print(str(exc) if isinstance(exc, Interrupted) else "interrupted", file=sys.stderr)
         return 130
     except lifetime.Terminated as exc:
         print(f"stopped: {exc}", file=sys.stderr)

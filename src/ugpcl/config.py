@@ -10,6 +10,7 @@ import yaml
 
 from . import config_checks
 from .errors import UserError
+from .schema_errors import SCIENTIFIC, Override, describe
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "params.schema.yaml"
@@ -40,13 +41,22 @@ def read_yaml(path: str | Path) -> dict:
     return data
 
 
+class OverrideLoader(yaml.SafeLoader):
+    """PyYAML's safe YAML 1.1, which also reads scientific notation without a dot (1e-3, 5E-4,
+    -2e+1) as a float, as YAML 1.2 and Python do. Only for --set values: Snakemake reads params.yaml
+    with its own YAML 1.1 loader, so params.yaml keeps PyYAML's rule (the schema error says so)."""
+
+
+OverrideLoader.add_implicit_resolver("tag:yaml.org,2002:float", SCIENTIFIC, list("-+0123456789."))
+
+
 def parse_override(text: str) -> tuple[list[str], object]:
     """Parse `a.b.c=value` (value in YAML syntax) into (['a','b','c'], value)."""
     if "=" not in text:
         raise UserError(f"override {text!r} is not KEY=VALUE", fix="write e.g. train.iterations=100")
     key, raw = text.split("=", 1)
     try:
-        value = yaml.safe_load(raw)
+        value = yaml.load(raw, Loader=OverrideLoader)
     except yaml.YAMLError as exc:
         problem = str(exc).splitlines()[0]
         raise UserError(f"--set {text}: the value {raw!r} is not valid YAML ({problem})",
@@ -55,29 +65,41 @@ def parse_override(text: str) -> tuple[list[str], object]:
     return key.strip().split("."), value
 
 
-def set_dotted(cfg: dict, keys: list[str], value) -> None:
-    node = cfg
-    for k in keys[:-1]:
+def set_dotted(cfg: dict, keys: list[str], value) -> list[str]:
+    """Set cfg[k0][k1]... = value; returns the key path written: the first key created on the way,
+    else the replaced leaf (everything under it now comes from this value)."""
+    node, owns = cfg, None
+    for i, k in enumerate(keys[:-1]):
+        if k not in node and owns is None:
+            owns = keys[:i + 1]
         node = node.setdefault(k, {})
         if not isinstance(node, dict):
-            raise UserError(f"cannot set {'.'.join(keys)}: {k} is not a mapping")
+            raise UserError(f"cannot set {'.'.join(keys)}: {'.'.join(keys[:i + 1])} is not a mapping",
+                            fix=f"set {'.'.join(keys[:i + 1])} itself, or correct the key")
     node[keys[-1]] = value
+    return owns or list(keys)
 
 
-def validate(cfg: dict, source: str | Path = "params.yaml") -> None:
-    """The schema (each key alone), then the constraints between keys (`config_checks`)."""
+def validate(cfg: dict, source: str | Path = "params.yaml", overrides: list[Override] = ()) -> None:
+    """The schema (each key alone), then the constraints between keys (`config_checks`).
+
+    A schema error names the --set override its value came from (`overrides`, as applied), else `source`.
+    """
     schema = yaml.safe_load(SCHEMA_PATH.read_text())
     validator = jsonschema.Draft202012Validator(schema)
-    errors = sorted(validator.iter_errors(cfg), key=lambda e: list(e.absolute_path))
+    errors = sorted(validator.iter_errors(cfg), key=lambda e: list(map(str, e.absolute_path)))
     if errors:
-        lines = []
+        lines, fixes, from_file = [], [], False
         for err in errors[:10]:
-            where = ".".join(str(p) for p in err.absolute_path) or "(top level)"
-            lines.append(f"  {where}: {err.message}")
+            line, origin, specific = describe(err, list(overrides))
+            lines.append(f"  --set {origin.text}: {line}" if origin else f"  {line}")
+            from_file |= origin is None
+            fixes += [f for f in specific if f not in fixes]
+        what = "the keys above" if from_file else "the --set overrides above"
         raise UserError(
             "invalid configuration:\n" + "\n".join(lines),
-            path=source,
-            fix=f"correct these keys; the schema is {SCHEMA_PATH.relative_to(REPO_ROOT)}",
+            path=source if from_file else None,
+            fix="; ".join(fixes + [f"correct {what} (the schema is {SCHEMA_PATH.relative_to(REPO_ROOT)})"]),
         )
     config_checks.check(cfg, source)
 
@@ -105,10 +127,11 @@ def resolve(raw: dict, profile: str | None = None, overrides: list[str] = (), so
     base = {k: v for k, v in raw.items() if k != "profiles"}
     cfg = deep_merge(base, profiles[name] or {})
     cfg["profile"] = name
+    applied = []
     for text in overrides:
         keys, value = parse_override(text)
-        set_dotted(cfg, keys, value)
-    validate(cfg, source)
+        applied.append(Override(text, keys, set_dotted(cfg, keys, value)))
+    validate(cfg, source, applied)
     return cfg
 
 

@@ -2,14 +2,22 @@
 
 
 class UserError(Exception):
-    """Bad input or configuration. The CLI prints the message without a traceback."""
+    """Bad input or configuration. The CLI prints the message without a traceback.
+
+    Rendered as `<path>: <message> Fix: <fix>`; a message of several lines (a list of problems)
+    gets its fix on a line of its own, so that it is not read as the last item's. `problem` is
+    the rendering without the fix, for an error quoted inside another (which has its own fix).
+    """
 
     def __init__(self, message: str, *, path=None, fix: str | None = None):
-        parts = [message]
-        if path is not None:
-            parts.insert(0, f"{path}:")
+        self.problem = f"{path}: {message}" if path is not None else message
+        text = self.problem
         if fix:
-            parts.append(f"Fix: {fix}")
-        super().__init__(" ".join(parts))
+            text += ("\nFix: " if "\n" in message else " Fix: ") + fix
+        super().__init__(text)
         self.path = path
         self.fix = fix
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, saying where it stopped and how to go on; the CLI prints the message alone."""

@@ -187,10 +187,16 @@ def distinct_runs(cfg: dict, source="params.yaml") -> list[Run]:
                 f"(configured: {', '.join(dataset_names(cfg))})",
                 path=source, fix=f"add data.{run.dataset} (README, 'Your own data') or correct the experiment matrix",
             )
-        if run.regime not in cfg["data"][run.dataset]["regimes"]:
+        regimes = cfg["data"][run.dataset]["regimes"]
+        if run.regime not in regimes:
+            keys = dict.fromkeys(f"experiments.table1.datasets.{run.dataset}" if tag == "table1"
+                                 else f"experiments.{tag.split(':')[0]}.regime" for tag in run.tables)
             raise UserError(
-                f"experiments use regime {run.regime!r} of {run.dataset}, which data.{run.dataset}.regimes lacks",
+                f"experiments use regime {run.regime!r} of {run.dataset}, which data.{run.dataset}.regimes lacks "
+                f"(it has {', '.join(map(repr, regimes))})",
                 path=source,
+                fix=f"add {run.regime!r} under data.{run.dataset}.regimes (and prepare {run.dataset} again), or use "
+                    f"one of its regimes in {' and '.join(keys)}",
             )
     return list(by_id.values())
 

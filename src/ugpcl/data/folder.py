@@ -17,10 +17,11 @@ named `<id>_slice_<k>`) and validation scores it as one volume.
 Classes: `classes` maps mask values to names; class i is the i-th smallest value, so the
 smallest (usually 0) is the background. Any other value in a mask is an error naming the file.
 
-Intensities: 8-bit 2D images are stored as uint8 0..255 (as ISIC); anything else (16-bit,
-integer or float scans) is min-max normalised per file to float32 [0, 1] (as SSL4MIS's ACDC). A
-dataset mixing both is stored as float32, 8-bit images divided by 255. Grey images in a
-dataset with colour ones are replicated to 3 channels.
+Intensities: 8-bit 2D images are kept as 0..255 (as ISIC); anything else (volumes, 16-bit,
+integer or float scans) is min-max normalised per file to float32 [0, 1] (as SSL4MIS's ACDC),
+which the prepared file stores as 8 bits, rounded to k/255 (prepared.py). In a dataset mixing
+both, 8-bit images pass through x / 255 and back unchanged. Grey images in a dataset with colour
+ones are replicated to 3 channels.
 
 Resizing to image_size x image_size: 2D image files with area interpolation (the ISIC path:
 photographs are shrunk several-fold), NIfTI/HDF5 slices bilinearly (the ACDC path, SSL4MIS's
@@ -116,9 +117,14 @@ def case_problems(case: Case, raw: Raw, stats: CaseStats, spec: FolderSpec) -> l
                                   path=case.mask, fix="the mask must have the pixel grid of its image"))
     unexpected = [v for v in stats.values if v not in spec.classes]
     if unexpected:
-        problems.append(UserError(
-            f"mask values other than {_values_text(spec.classes)}: {unexpected[:5]}", path=case.mask,
-            fix=spec.mask_fix or f"correct the mask, or name these values' classes in {spec.key('classes')}"))
+        shown = ", ".join(map(str, unexpected[:5])) + (f", ... ({len(unexpected)} in all)" if len(unexpected) > 5 else "")
+        message = f"mask values other than {_values_text(spec.classes)}: [{shown}]"
+        fix = spec.mask_fix or f"correct the mask, or name these values' classes in {spec.key('classes')}"
+        if suffix(case.mask) in (".jpg", ".jpeg"):
+            message += "; JPEG's lossy compression changes a mask's values (around the edges between classes)"
+            fix = "save the masks as PNG (lossless)" + ("" if spec.mask_fix else
+                                                        f" and set {spec.key('mask_pattern')} to match")
+        problems.append(UserError(message, path=case.mask, fix=fix))
     if not stats.finite:
         problems.append(UserError("image contains NaN or infinite values", path=case.image,
                                   fix="replace the file with an intact copy"))

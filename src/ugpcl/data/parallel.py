@@ -8,11 +8,17 @@ from tqdm import tqdm
 
 
 def progress_map(fn, items: list, workers: int, desc: str) -> list:
-    """[fn(x) for x in items] on a thread pool with a progress bar; the first error cancels the rest."""
+    """[fn(x) for x in items] on a thread pool with a progress bar; the first error (Ctrl-C included)
+    closes the bar, so that the message is printed below it, and cancels the rest."""
     with ThreadPoolExecutor(workers) as pool:
         futures = [pool.submit(fn, x) for x in items]
         try:
-            return [f.result() for f in tqdm(futures, desc=desc)]
+            with tqdm(total=len(futures), desc=desc) as bar:
+                results = []
+                for f in futures:
+                    results.append(f.result())
+                    bar.update()
+                return results
         except BaseException:
             for f in futures:
                 f.cancel()

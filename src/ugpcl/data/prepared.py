@@ -89,7 +89,8 @@ class Prepared:
             raise UserError(
                 f"labeled regime {regime!r} not in this file (has {', '.join(sorted(self.labeled))})",
                 path=self.path,
-                fix="prepare the data again with this regime listed under data.<dataset>.regimes",
+                fix=f"configure it under data.{self.dataset}.regimes in params.yaml (regime -> number labeled), "
+                    f"then prepare the file again (`ugpcl prepare {self.dataset}`); or use one of the regimes it has",
             )
         return self.labeled[regime]
 
@@ -240,11 +241,20 @@ def write_prepared(
     return path
 
 
-def load_prepared(path: str | Path) -> Prepared:
-    """Read a prepared file fully into memory, with clear errors for missing or corrupt files."""
+def load_prepared(path: str | Path, *, dataset: str | None = None, profile: str | None = None) -> Prepared:
+    """Read a prepared file fully into memory, with clear errors for missing or corrupt files.
+
+    `dataset` and `profile`, where the caller knows them (the file is the configured one), name
+    the command that writes a missing file.
+    """
     path = Path(path)
     if not path.is_file():
-        raise UserError("prepared data file not found", path=path, fix="run the data stage first (`ugpcl prepare ...`)")
+        if dataset:
+            command = f"ugpcl prepare {dataset}" + (f" --profile {profile}" if profile else "")
+            fix = f"prepare it first: `{command}` (with this command's --config and --set options, if any)"
+        else:
+            fix = "prepare it first (`ugpcl prepare <dataset> --profile <profile>`), or name an existing prepared file"
+        raise UserError("prepared data file not found", path=path, fix=fix)
     try:
         with h5py.File(path, "r") as f:
             _check_version(f, path)

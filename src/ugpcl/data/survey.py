@@ -93,7 +93,9 @@ def dataset_warnings(stats: list[CaseStats], spec, size: int, side: dict[str, st
     if grey and rgb:
         out.append(f"{grey} grey and {rgb} RGB cases: the grey ones are replicated to 3 channels")
     if len(report["dtypes"]) > 1:
-        out.append(f"mixed pixel types {report['dtypes']}: everything is stored as float32 in [0, 1]")
+        out.append(f"mixed pixel types {report['dtypes']}: 8-bit images are kept as they are (0..255), the "
+                   "others are min-max normalised per file to 0..255, so the two are scaled differently (all "
+                   "are stored as 8 bits)")
     flat = [s.id for s in stats if s.finite and s.vmin == s.vmax]
     if flat:
         out.append(f"{len(flat)} images are constant: {', '.join(flat[:5])}")

@@ -36,7 +36,7 @@ class Attempts:
                 attempt["ended"] = "interrupted"
                 print(f"note: an earlier attempt (PID {attempt.get('pid')} on {attempt.get('host')}, started "
                       f"{attempt.get('started')}) was interrupted near iteration {attempt.get('reached')} after "
-                      f"{attempt.get('seconds', 0):.0f} s; resuming from iteration {start}", file=sys.stderr)
+                      f"{attempt.get('seconds', 0):.0f} s", file=sys.stderr)
         self.current = {"pid": os.getpid(), "host": host(),
                         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                         "seconds": 0.0, "from": start, "reached": start, "ended": "running"}

@@ -71,11 +71,35 @@ def save_method(path: Path, method: Method, cfg: dict, info: dict, iteration: in
     save(path, {"iteration": iteration, "cfg": cfg, "info": info, "state": method.state_dict(), **training})
 
 
+# how files that are often passed by mistake begin
+_SIGNATURES = {b"\x89PNG": "a PNG image", b"\xff\xd8\xff": "a JPEG image", b"\x89HDF": "an HDF5 file",
+               b"\x1f\x8b": "gzip data (e.g. a .nii.gz volume)", b"II*\x00": "a TIFF image",
+               b"MM\x00*": "a TIFF image", b"BM": "a BMP image"}
+
+
+def _not_a_torch_file(path: Path) -> str | None:
+    """What `path` is when it is certainly no torch.save file (which is a zip archive, or a pickle
+    in the format before PyTorch 1.6), else None."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if head.startswith(b"PK") or head.startswith(b"\x80"):
+        return None
+    if not head:
+        return "the file is empty"
+    kind = next((name for magic, name in _SIGNATURES.items() if head.startswith(magic)), None)
+    return f"it is {kind}" if kind else f"it begins with the bytes {head[:4]!r}"
+
+
 def read(path: str | Path, map_location="cpu") -> dict:
     """A checkpoint's dict, loaded without running code; UserError for anything else."""
     path = Path(path)
     if not path.is_file():
         raise UserError("checkpoint not found", path=path, fix="train the run first, or name an existing .pt file")
+    not_torch = _not_a_torch_file(path)
+    if not_torch:
+        raise UserError(f"not a checkpoint file: {not_torch}, not a PyTorch file (a zip archive or a pickle)",
+                        path=path, fix="give --checkpoint the .pt file `ugpcl train` wrote (<run dir>/checkpoints/"
+                                       "best.pt), or --run-dir; images to segment go last, as inputs")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -116,7 +140,7 @@ def restore_method(ckpt: dict, path: Path) -> Method:
         method = build_method(deep_merge(cfg, {"model": {"pretrained": False}}), info["method"], info["num_classes"],
                               info["in_channels"])
     except UserError as exc:
-        raise UserError(f"its configuration names no network this version can build ({exc})", path=path,
+        raise UserError(f"its configuration names no network this version can build ({exc.problem})", path=path,
                         fix=f"the file was altered or comes from another ugpcl version: {RETRAIN}") from exc
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise UserError(f"its configuration is incomplete or malformed ({type(exc).__name__}: {exc})", path=path,

@@ -41,7 +41,7 @@ from ..config import prepared_path
 from ..data.prepared import Prepared, load_prepared
 from ..data.provenance import data_record
 from ..device import claim_least_busy_gpu, pick_device
-from ..errors import UserError
+from ..errors import Interrupted, UserError
 from ..fileio import write_text
 from ..lifetime import Terminated
 from ..methods import build_method
@@ -94,7 +94,11 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.device = training_device(self.tr, device)
         dataset = info["dataset"]
-        self.data = data if isinstance(data, Prepared) else load_prepared(data or prepared_path(cfg, dataset))
+        if isinstance(data, Prepared):
+            self.data = data
+        else:  # the configured file, unless --data names another; a missing one names the command that writes it
+            self.data = load_prepared(data or prepared_path(cfg, dataset),
+                                      **({} if data else {"dataset": dataset, "profile": cfg["profile"]}))
         self.data.check_dataset(dataset, role="the run trains",
                                 fix=f"pass a prepared {dataset} file with --data (`ugpcl prepare {dataset}` writes "
                                     f"{prepared_path(cfg, dataset)}), or train on this file's dataset "
@@ -132,6 +136,7 @@ class Trainer:
         self.committed: Path | None = None    # the best file the last resume point names
         self.elapsed = 0.0
         self.attempts: Attempts | None = None
+        self.resume_point: int | None = None  # the iteration of the latest resume point
 
     # --- data -----------------------------------------------------------------------------
     def next_batch(self) -> Batch:
@@ -162,6 +167,7 @@ class Trainer:
 
     def _save_resume(self, iteration: int) -> None:
         self._save(self.files.resume, iteration, training=True)
+        self.resume_point = iteration
         self.committed = self.best_path
         self.files.keep_best([self.best_path])
 
@@ -244,6 +250,9 @@ class Trainer:
         self.files.keep_best([self.committed])  # a better best found after the resume point is redone
         write_text(self.run_dir / "config.yaml", yaml.safe_dump(self.cfg, sort_keys=False))
         total = self.tr["iterations"]
+        if 0 < start < total:
+            print(f"resuming from iteration {start} of {total}", file=sys.stderr, flush=True)
+        self.resume_point, t = (start or None), start
         self.attempts = attempts = Attempts(self.files.attempts, start)
         log, val_log = JsonLog(self.files.live_log("log.jsonl"), start), JsonLog(self.files.live_log("val.jsonl"), start)
         tracker = Tracker(self.files.live_log(DVCLIVE), start)
@@ -283,7 +292,7 @@ class Trainer:
                     self.elapsed += time.perf_counter() - tick
                     tick = time.perf_counter()
                     self._save_resume(done)
-                attempts.beat(done, now=stopping)
+                attempts.beat(done, now=stopping or checkpointing)  # a killed attempt counts to its last resume point
                 if stopping:
                     how = "stopped"
                     return False
@@ -295,7 +304,10 @@ class Trainer:
             self.files.publish(self.best_path)
             how = "finished"
             return True
-        except (KeyboardInterrupt, Terminated):
+        except KeyboardInterrupt as exc:
+            how = "interrupted"
+            raise Interrupted(self._interrupted_at(t)) from exc
+        except Terminated:
             how = "interrupted"
             raise
         finally:
@@ -304,6 +316,15 @@ class Trainer:
             val_log.close()
             tracker.close()
             attempts.end(how)
+
+    def _interrupted_at(self, iteration: int) -> str:
+        """What Ctrl-C in `iteration` leaves: where a rerun of the command goes on."""
+        if self.resume_point is None:
+            return (f"interrupted at iteration {iteration}, before the first resume point (every "
+                    f"train.checkpoint_every = {self.tr['checkpoint_every']} iterations); run the same command "
+                    "again to start over")
+        return (f"interrupted at iteration {iteration}; run the same command again to resume (from iteration "
+                f"{self.resume_point}, the latest resume point)")
 
     def facts(self) -> dict:
         """What run.json records about the training itself and the data it used."""

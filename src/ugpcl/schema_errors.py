@@ -1,0 +1,93 @@
+"""Schema violations of the configuration as messages that name where the value came from
+(params.yaml or a `--set` override) and the fix: the closest valid key for a mistyped one, quotes
+for a number where text is expected, a dot for YAML 1.1's scientific notation."""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+
+# A number in scientific notation without a dot (1e-3, 5E-4, -2e+1), which YAML 1.1 (PyYAML) reads
+# as text; `config` reads --set values with it as floats.
+SCIENTIFIC = re.compile(r"[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+")
+
+
+@dataclass
+class Override:
+    """One applied `--set KEY=VALUE`: `owns` is the key path it wrote (the first key it created, or
+    the key it replaced), so that everything at or under `owns` came from it."""
+
+    text: str
+    keys: list[str]
+    owns: list[str]
+
+    @property
+    def raw(self) -> str:
+        return self.text.split("=", 1)[1].strip()
+
+    def with_key(self, keys: list[str]) -> str:
+        return f"--set {'.'.join(keys)}={self.raw}"
+
+
+def yaml11_float(text: str) -> str:
+    """`text` (matching SCIENTIFIC) as YAML 1.1 reads a float: 1e-3 -> 1.0e-3, 5E4 -> 5.0E+4."""
+    mantissa, sep, exponent = re.split("([eE])", text)
+    if "." not in mantissa:
+        mantissa += ".0"
+    if exponent[0] not in "+-":
+        exponent = "+" + exponent
+    return mantissa + sep + exponent
+
+
+def unexpected_keys(err) -> list[str]:
+    """The keys an `additionalProperties: false` error is about (jsonschema names them only in prose)."""
+    if err.validator != "additionalProperties" or err.validator_value is not False:
+        return []
+    props, patterns = err.schema.get("properties", {}), err.schema.get("patternProperties", {})
+    return [k for k in err.instance if k not in props and not any(re.search(p, str(k)) for p in patterns)]
+
+
+def _origin(location: list[str], overrides: list[Override]) -> Override | None:
+    """The last override that wrote `location` or a key above it."""
+    for override in reversed(overrides):
+        if location[:len(override.owns)] == override.owns:
+            return override
+    return None
+
+
+def _wants(err, kind: str) -> bool:
+    if err.validator != "type":
+        return False
+    types = err.validator_value if isinstance(err.validator_value, list) else [err.validator_value]
+    return kind in types
+
+
+def describe(err, overrides: list[Override]) -> tuple[str, Override | None, list[str]]:
+    """(the message line, the override the offending value came from or None, specific fixes)."""
+    location = [str(p) for p in err.absolute_path]
+    where = ".".join(location) or "(top level)"
+    extra = unexpected_keys(err)
+    origin = _origin(location + [str(extra[0])] if extra else location, overrides)
+    line, fixes = f"{where}: {err.message}", []
+    for key in extra:
+        close = difflib.get_close_matches(str(key), list(err.schema.get("properties", {})), n=1)
+        if not close:
+            continue
+        line += f" (did you mean {'.'.join(location + [close[0]])}?)"
+        if origin is None:
+            fixes.append(f"rename {'.'.join(location + [str(key)])} to {'.'.join(location + [close[0]])}")
+        elif origin.keys[:len(location) + 1] == location + [str(key)]:
+            fixes.append(f"write {origin.with_key(location + [close[0]] + origin.keys[len(location) + 1:])}")
+        else:
+            fixes.append(f"rename {key} to {close[0]} in --set {origin.text}")
+    value = err.instance
+    if _wants(err, "string") and isinstance(value, (int, float, bool)):
+        if origin is not None and origin.owns == location:
+            fixes.append(f"quote the value so that it stays text: --set '{'.'.join(location)}=\"{origin.raw}\"'")
+        else:
+            fixes.append(f'quote the value so that it stays text: {location[-1]}: "{value}"')
+    if origin is None and _wants(err, "number") and isinstance(value, str) and SCIENTIFIC.fullmatch(value):
+        fixes.append(f"write {where} as {yaml11_float(value)} (YAML 1.1 reads {value} as text: it wants a dot in the "
+                     f"number and a sign in the exponent)")
+    return line, origin, fixes
