@@ -399,7 +399,7 @@ def test_predict_writes_every_good_input_and_summarises_the_failed_ones(tmp_path
     assert str(cut) in str(err.value) and "truncated PNG" in str(err.value)
     lines = str(err.value).splitlines()   # the summary's own fix on a line of its own, not after the last input's
     assert lines[-1] == "Fix: correct or remove the failed inputs and predict them again"
-    assert all(line.count("Fix:") <= 1 for line in lines)
+    assert str(err.value).count("Fix:") == 1 and "(fix: " in str(err.value)  # each input's fix in parentheses
     written = ["good_mask.png", "good_overlay.png", "vol_overlay.png", "vol_pred.h5", "vol_pred.nii.gz"]
     assert sorted(p.name for p in err.value.written) == written
     assert sorted(p.name for p in out.iterdir()) == sorted([*written, "notes.txt"])

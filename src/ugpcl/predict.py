@@ -335,7 +335,7 @@ def predict_files(net: nn.Module, inputs, out_dir: str | Path, image_size: int, 
         try:
             written += predict_file(net, path, out_dir, image_size, batch_size, device, amp, resizing, classes, warn)
         except UserError as exc:
-            failed.append(str(exc))
+            failed.append(f"{exc.problem} (fix: {exc.fix})" if exc.fix else exc.problem)  # one "Fix:": the list's
     if failed:
         done = len(inputs) - len(failed)
         raise PredictionFailed(
