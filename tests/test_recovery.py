@@ -166,6 +166,8 @@ def test_snakemake_job_killed_after_its_best_checkpoint_and_snakemake_killed_rer
     # the total is the attempts' sum rounded to 0.1 s (a float sum of 0.1-s figures is not exact)
     assert record["wall_time_s"] >= round(sum(a["seconds"] for a in record["attempts"][1:]), 1) > 0
     assert 0 < record["attempts"][1]["from"] <= record["attempts"][2]["from"] < ITERATIONS  # each rerun resumed
+    assert all({"commit", "modified"} <= set(a) for a in record["attempts"])  # the code each attempt ran
+    assert record["git_commit"] == record["attempts"][-1]["commit"]
 
 
 # --- Snakemake's deletions, simulated on the trainer ------------------------------------------------
@@ -355,8 +357,11 @@ def test_ctrl_c_in_ugpcl_train_prints_that_one_line(tiny_acdc, tmp_path):
     train = [sys.executable, "-m", "ugpcl.cli", "train", "--profile", "demo", "--method", "supervised", "--dataset",
              "acdc", "--regime", "tiny", "--data", str(tiny_acdc), "--out", str(run_dir), "--no-progress",
              "--set", "train.iterations=100000", "--set", "train.checkpoint_every=5", "--set", "train.val_every=5"]
+    # SIGINT as a terminal delivers it: a shell starts background jobs (`make test &`) with SIGINT
+    # ignored, which children inherit and Python then leaves ignored; a terminal's job has the default
     proc = subprocess.Popen(train, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+                            env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         wait_for(lambda: (run_dir / "progress" / "resume.pt").exists(), 120, "the first resume point")
     finally:
