@@ -126,14 +126,27 @@ def test_runs_come_back_without_checkpoints(tmp_path):
 
 
 def test_a_run_made_from_a_copy_without_git_records_the_commit_it_is_given(tmp_path, monkeypatch):
-    from ugpcl import evaluation
+    from ugpcl import lifetime
 
-    monkeypatch.setattr(evaluation, "REPO_ROOT", tmp_path)  # a copy of the tree, no .git (a GPU machine's)
+    monkeypatch.setattr(lifetime, "REPO_ROOT", tmp_path)  # a copy of the tree, no .git (a GPU machine's)
     monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
     monkeypatch.delenv("UGPCL_COMMIT", raising=False)
-    assert evaluation.git_commit() == "unknown"
+    assert lifetime.git_commit() == "unknown"
+    assert lifetime.code_state() == {"commit": "unknown", "modified": None}
     monkeypatch.setenv("UGPCL_COMMIT", "0123abcd-dirty")
-    assert evaluation.git_commit() == "0123abcd-dirty"
-    monkeypatch.setattr(evaluation, "REPO_ROOT", ROOT)  # git wins where there is one
+    assert lifetime.git_commit() == "0123abcd-dirty"
+    monkeypatch.setattr(lifetime, "REPO_ROOT", ROOT)  # git wins where there is one
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    assert evaluation.git_commit() == head
+    assert lifetime.git_commit() == head
+    assert lifetime.code_state()["modified"] in (True, False)
+
+
+def test_run_json_records_the_code_each_attempt_ran():
+    from ugpcl.evaluation import code_record
+
+    one = {"commit": "a" * 40, "modified": False}
+    assert code_record([one]) == {"git_commit": "a" * 40, "code_modified": False}
+    resumed = [one, {"commit": "b" * 40, "modified": True}]
+    assert code_record(resumed) == {"git_commit": "b" * 40, "git_commits": ["a" * 40, "b" * 40], "code_modified": True}
+    assert code_record([{"commit": "c", "modified": None}])["code_modified"] is None  # no git checkout
+    assert set(code_record([{"started": "2026-01-01"}])) == {"git_commit"}  # attempts of an older version

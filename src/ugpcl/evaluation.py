@@ -19,8 +19,6 @@ names it.
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,28 +27,17 @@ import pandas as pd
 import torch
 
 from . import choices
-from .config import REPO_ROOT, eval_dir, prepared_path, results_dir
+from .config import eval_dir, prepared_path, results_dir
 from .data.prepared import Prepared, load_prepared
 from .data.provenance import file_sha256
 from .engine.checkpoint import LoadedRun, load_run
 from .engine.runfiles import RunFiles
 from .errors import UserError
 from .fileio import read_json, write_json
+from .lifetime import git_commit
 from .metrics import METRICS, evaluate_network, write_evaluation
 
 CHECKPOINTS = ("best", "last")
-
-
-def git_commit() -> str:
-    """HEAD of this checkout; where the tree is a copy without git metadata (a GPU machine's, see
-    tools/gpu_session.py), the commit named by $UGPCL_COMMIT, else "unknown"."""
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=5)
-        if out.returncode == 0 and out.stdout.strip():
-            return out.stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return os.environ.get("UGPCL_COMMIT") or "unknown"
 
 
 def evaluate_run(run_dir: str | Path, *, checkpoint: str = "best", data: Prepared | str | Path | None = None,
@@ -160,6 +147,20 @@ def check_same_data(run_dir: str | Path, path: str | Path, sha256: str, *, expli
           file=sys.stderr, flush=True)
 
 
+def code_record(attempts: list[dict]) -> dict:
+    """run.json's record of the code: `git_commit`, the commit the last attempt ran (the one that
+    finished training; with no resume, the commit training started from, whatever was committed
+    while it ran), `git_commits` every attempt's commit in order when they differ, and
+    `code_modified`, whether any attempt ran with modified tracked files (None: unknown)."""
+    ran = [a for a in attempts if "commit" in a]
+    if not ran:  # attempts recorded before their code was
+        return {"git_commit": git_commit()}
+    commits = list(dict.fromkeys(a["commit"] for a in ran))
+    modified = [a.get("modified") for a in ran]
+    return {"git_commit": ran[-1]["commit"], **({"git_commits": commits} if len(commits) > 1 else {}),
+            "code_modified": True if any(modified) else (None if None in modified else False)}
+
+
 def finish_run(run_dir: Path, cfg: dict, info: dict, facts: dict, data: Prepared, device: torch.device) -> dict:
     """After training: evaluate the best and the last checkpoint, write run.json (its `dice` is
     the one `evaluation.checkpoint` names), drop the progress folder.
@@ -171,7 +172,7 @@ def finish_run(run_dir: Path, cfg: dict, info: dict, facts: dict, data: Prepared
         **info,
         **facts,
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "git_commit": git_commit(),
+        **code_record(facts.get("attempts", [])),
         "protocol": cfg["evaluation"]["protocol"],
         "choices": choices.in_force(cfg),
         "dice": summaries[cfg["evaluation"]["checkpoint"]]["dice"],

@@ -17,8 +17,11 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import subprocess
 import threading
 from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]  # config.REPO_ROOT
 
 ENV = "UGPCL_EXIT_WITH"
 POLL_S = 1.0
@@ -34,6 +37,28 @@ class Terminated(BaseException):
 
 def host() -> str:
     return socket.gethostname()
+
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout if out.returncode == 0 else None
+
+
+def git_commit() -> str:
+    """HEAD of this checkout; where the tree is a copy without git metadata (a GPU machine's, see
+    tools/gpu_session.py), the commit named by $UGPCL_COMMIT, else "unknown"."""
+    head = (_git("rev-parse", "HEAD") or "").strip()
+    return head or os.environ.get("UGPCL_COMMIT") or "unknown"
+
+
+def code_state() -> dict:
+    """The code a command runs: {"commit": git_commit(), "modified": whether tracked files differ
+    from that commit (None where there is no git checkout)}."""
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": git_commit(), "modified": None if status is None else bool(status.strip())}
 
 
 def boot_id() -> str | None:

@@ -1,8 +1,8 @@
 """Wall time across every attempt at training a run, interrupted ones included.
 
-`progress/attempts.json` lists each attempt: who ran it, when it started, the seconds it ran,
-the iterations it went from and reached, and how it ended (finished, stopped, failed,
-interrupted). A running attempt rewrites it every HEARTBEAT_S seconds and at each checkpoint;
+`progress/attempts.json` lists each attempt: who ran it, when it started, the code it ran (the
+commit, and whether tracked files were modified), the seconds it ran, the iterations it went from
+and reached, and how it ended (finished, stopped, failed, interrupted). A running attempt rewrites it every HEARTBEAT_S seconds and at each checkpoint;
 an attempt killed outright stays "running" and the next one marks it "interrupted", so at most
 HEARTBEAT_S seconds of a killed attempt go uncounted.
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..fileio import read_json, write_json
-from ..lifetime import host
+from ..lifetime import code_state, host
 
 HEARTBEAT_S = 30.0
 
@@ -38,7 +38,7 @@ class Attempts:
                       f"{attempt.get('started')}) was interrupted near iteration {attempt.get('reached')} after "
                       f"{attempt.get('seconds', 0):.0f} s", file=sys.stderr)
         self.current = {"pid": os.getpid(), "host": host(),
-                        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"), **code_state(),
                         "seconds": 0.0, "from": start, "reached": start, "ended": "running"}
         self.t0 = self.written = time.monotonic()
         self._write()

@@ -136,7 +136,9 @@ def settings_rows(cfg: dict, results: dict[str, dict[int, dict]], base: Path) ->
                 "wall time": f"{int(wall // 3600)}:{int(wall % 3600 // 60):02d}:{int(wall % 60):02d}",
                 "data source": str(info.get("data_source", "")),
                 "finished": str(info.get("finished", ""))[:16].replace("T", " "),
-                "commit": str(info.get("git_commit", ""))[:10],
+                # "+modified": trained with uncommitted changes to tracked files; "(2 commits)": resumed on other code
+                "commit": str(info.get("git_commit", ""))[:10] + (" +modified" if info.get("code_modified") else "")
+                          + (f" ({len(info['git_commits'])} commits)" if len(info.get("git_commits", [])) > 1 else ""),
             })
     return rows, ids
 
