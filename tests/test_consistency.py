@@ -199,3 +199,18 @@ def test_weights_without_pretrained_is_a_warning(tmp_path, capsys, monkeypatch):
     assert "model.pretrained is false, so it is not used" in lines[0] and "model.pretrained=true" in lines[0]
     load_config(profile="demo", overrides=["model.pretrained=false"])
     assert warnings_in(capsys.readouterr().err) == []
+
+
+def test_evaluation_of_a_run_whose_prepared_file_is_gone_names_the_command_that_writes_it(tmp_path, capsys):
+    run_dir, default = trained_run(tmp_path)
+    default.unlink()
+    with pytest.raises(UserError, match="prepared data file not found") as err:
+        run_cli(evaluate_command, ["evaluate", "--run-dir", str(run_dir), "--device", "cpu"])
+    assert "`ugpcl prepare acdc --profile demo`" in str(err.value) and str(default) in str(err.value)
+
+
+def test_evaluation_by_slices_says_it_scored_batches(tmp_path, capsys):
+    run_dir, _ = trained_run(tmp_path)
+    assert run_cli(evaluate_command, ["evaluate", "--run-dir", str(run_dir), "--device", "cpu",
+                                      "--protocol", "slices"]) == 0
+    assert "batches of slices, mean Dice" in capsys.readouterr().out

@@ -53,7 +53,8 @@ def evaluate_run(run_dir: str | Path, *, checkpoint: str = "best", data: Prepare
     loaded = loaded or load_run(run_dir, checkpoint, device=device)
     cfg, info = loaded.cfg, loaded.info
     default = prepared_path(cfg, info["dataset"])
-    prepared = data if isinstance(data, Prepared) else load_prepared(data or default)
+    prepared = data if isinstance(data, Prepared) else load_prepared(  # a missing default file: the command that writes it
+        data or default, **({} if data else {"dataset": info["dataset"], "profile": cfg.get("profile")}))
     prepared.check_dataset(info["dataset"], role="the run was trained on",
                            fix=f"pass a prepared {info['dataset']} file with --data (`ugpcl prepare {info['dataset']}` "
                                f"writes {default})")

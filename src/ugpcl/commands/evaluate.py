@@ -52,6 +52,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         summary = evaluate_run(run_dir, checkpoint=args.checkpoint, data=args.data, device=device,
                                batch_size=args.batch_size, protocol=protocol, out=out, progress=True, loaded=loaded)
     dice = summary["dice"]
-    print(f"{out}: {summary['n_cases']} cases, mean Dice {'n/a' if dice is None else f'{100 * dice:.2f}%'}, "
+    unit = "batches of slices" if summary.get("protocol") == "slices" else "cases"  # what that protocol scores
+    print(f"{out}: {summary['n_cases']} {unit}, mean Dice {'n/a' if dice is None else f'{100 * dice:.2f}%'}, "
           f"{summary['empty_predictions']} empty predictions")
     return 0
