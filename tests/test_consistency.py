@@ -20,7 +20,7 @@ from ugpcl.commands import evaluate as evaluate_command, predict as predict_comm
 from ugpcl.config import load_config
 from ugpcl.data.provenance import file_sha256
 from ugpcl.engine.trainer import Trainer
-from ugpcl.errors import UserError
+from ugpcl.errors import UserError, warn_once
 from ugpcl.study import Run
 
 SIZE = 32
@@ -190,7 +190,7 @@ def test_failed_predict_and_evaluate_leave_no_output_folder_they_made(tmp_path):
 
 # --- a key set to no effect ---------------------------------------------------------------------
 def test_weights_without_pretrained_is_a_warning(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(config_checks, "_warned", set())
+    monkeypatch.setattr(config_checks, "_warn", warn_once())
     load_config(profile="demo", overrides=[f"model.weights={tmp_path / 'x.pth'}", "model.pretrained=false"])
     load_config(profile="demo", overrides=[f"model.weights={tmp_path / 'x.pth'}", "model.pretrained=false"])
     lines = warnings_in(capsys.readouterr().err)

@@ -9,9 +9,7 @@ The schema checks each key alone; method hyper-parameters are checked against th
 
 from __future__ import annotations
 
-import sys
-
-from .errors import UserError
+from .errors import UserError, warn_once
 
 RESNET50_WIDTH = 64  # the only width with ImageNet weights (models.resnet.STANDARD_WIDTH)
 RESNET50_BLOCKS = [3, 4, 6, 3]  # and the only depth
@@ -113,7 +111,7 @@ def _unused(cfg: dict) -> list[str]:
 
 CHECKS = (_batches, _schedule, _model, _sources, _regime_sizes)
 WARNINGS = (_unused,)
-_warned: set[str] = set()  # each warning once per process (the configuration is loaded more than once)
+_warn = warn_once()  # each warning once per process (the configuration is loaded more than once)
 
 
 def problems(cfg: dict) -> list[str]:
@@ -132,6 +130,4 @@ def check(cfg: dict, source="params.yaml") -> None:
         raise UserError("inconsistent configuration:\n" + "\n".join(f"  {p}" for p in found), path=source,
                         fix="change these keys so that they agree (in params.yaml, its profile, or --set)")
     for warning in warnings_in(cfg):
-        if warning not in _warned:
-            _warned.add(warning)
-            print(f"warning: {source}: {warning}", file=sys.stderr, flush=True)
+        _warn(f"{source}: {warning}")

@@ -1,4 +1,6 @@
-"""Errors a user can act on: each names the file at fault and the fix."""
+"""Errors a user can act on: each names the file at fault and the fix; warnings, once each."""
+
+import sys
 
 
 class UserError(Exception):
@@ -17,6 +19,18 @@ class UserError(Exception):
         super().__init__(text)
         self.path = path
         self.fix = fix
+
+
+def warn_once():
+    """A function printing each distinct warning once to stderr ("warning: ...")."""
+    shown: set[str] = set()
+
+    def warn(text: str) -> None:
+        if text not in shown:
+            shown.add(text)
+            print(f"warning: {text}", file=sys.stderr, flush=True)
+
+    return warn
 
 
 class Interrupted(KeyboardInterrupt):

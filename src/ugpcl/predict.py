@@ -25,7 +25,6 @@ back to the slice's own size (nearest), so outputs have the inputs' shapes.
 from __future__ import annotations
 
 import contextlib
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -39,7 +38,7 @@ from torch import nn
 from .data.imageio import read_image as decode_image
 from .data.resize import Resizing, resize_slices
 from .data.volumeio import nifti_zyx, volume_zyx
-from .errors import UserError
+from .errors import UserError, warn_once
 from .fileio import atomic_path
 from .metrics import predict_slices, resize_labels
 
@@ -113,18 +112,6 @@ def match_channels(slices: np.ndarray, in_channels: int, path: Path) -> tuple[np
         return (slices * weights).sum(1, keepdims=True), f"RGB {kind} converted to grey for a 1-channel network"
     raise UserError(f"image has {c} channels, the network expects {in_channels}", path=path,
                     fix="give a grey or RGB image")
-
-
-def warn_once() -> Callable[[str], None]:
-    """A function printing each distinct warning once to stderr ("warning: ...")."""
-    shown: set[str] = set()
-
-    def warn(text: str) -> None:
-        if text not in shown:
-            shown.add(text)
-            print(f"warning: {text}", file=sys.stderr, flush=True)
-
-    return warn
 
 
 def segment(net: nn.Module, slices: np.ndarray, image_size: int, batch_size: int = 16, device="cpu",
