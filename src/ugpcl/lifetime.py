@@ -21,7 +21,9 @@ import subprocess
 import threading
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]  # config.REPO_ROOT
+# config.REPO_ROOT, not imported: config pulls in yaml and jsonschema, and every command (the fork
+# server's light client included) imports this module first
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 ENV = "UGPCL_EXIT_WITH"
 POLL_S = 1.0

@@ -2,8 +2,8 @@
 
 `progress/attempts.json` lists each attempt: who ran it, when it started, the code it ran (the
 commit, and whether tracked files were modified), the seconds it ran, the iterations it went from
-and reached, and how it ended (finished, stopped, failed, interrupted). A running attempt rewrites it every HEARTBEAT_S seconds and at each checkpoint;
-an attempt killed outright stays "running" and the next one marks it "interrupted", so at most
+and reached, and how it ended (finished, stopped, failed, interrupted). A running attempt
+rewrites it every HEARTBEAT_S seconds and at each checkpoint; an attempt killed outright stays "running" and the next one marks it "interrupted", so at most
 HEARTBEAT_S seconds of a killed attempt go uncounted.
 """
 

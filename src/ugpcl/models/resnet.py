@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import struct
 from pathlib import Path
 
@@ -149,10 +150,7 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
             begin, end = (int(n) for n in entry["data_offsets"])
         except (KeyError, TypeError, ValueError) as exc:
             raise corrupt(f"tensor {name!r} has an unsupported or malformed entry {entry!r}") from exc
-        count = 1
-        for n in shape:
-            count *= n
-        nbytes = count * torch.empty((), dtype=dtype).element_size()
+        nbytes = math.prod(shape) * dtype.itemsize
         if not 0 <= begin <= end <= len(body) or end - begin != nbytes:
             raise corrupt(f"tensor {name!r}: bytes [{begin}, {end}) do not hold {entry['dtype']} {shape} "
                           f"within the {len(body)} data bytes")
