@@ -6,6 +6,7 @@ simulated with a writer that runs out of space everywhere."""
 import errno
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -32,6 +33,7 @@ from ugpcl.engine.jsonlog import JsonLog
 from ugpcl.engine.trainer import Trainer
 from ugpcl.errors import UserError
 from ugpcl.evaluation import evaluate_run
+from ugpcl.study import load_study
 
 PY = [sys.executable, "-m", "ugpcl.cli"]
 
@@ -237,6 +239,27 @@ def test_a_mistyped_key_in_set_names_the_override_and_the_closest_key_not_params
     assert "Fix: write --set data.acdc.source=local" in text
     assert err.value.path is None and "params.yaml" not in text.split("Fix:")[0]
 
+
+
+@pytest.mark.parametrize("override, says", [
+    ("methods.mt.consistensy=0.2", "unknown hyper-parameter of mt (did you mean consistency?)"),
+    ("methods.mt.consistency=-1", "-1 is less than the minimum of 0"),
+    ("methods.mt={consistency: 0.1}", "methods.mt.ramp_epoch: missing"),
+    ("methods.fo.x=1", "methods.fo: no such method"),
+])
+def test_a_wrong_method_hyper_parameter_in_set_names_the_override_not_params_yaml(override, says):
+    with pytest.raises(UserError, match=re.escape(says)) as err:
+        load_study(profile="demo", overrides=["train.iterations=8", override])
+    assert str(err.value).startswith(f"--set {override}: ") and err.value.path is None
+    assert "params.yaml" not in str(err.value)
+
+
+def test_a_wrong_method_hyper_parameter_in_params_yaml_still_names_the_file(tmp_path):
+    bad = tmp_path / "params.yaml"
+    bad.write_text(DEFAULT_CONFIG.read_text().replace("\n    ema_decay: 0.99", "\n    ema_decai: 0.99", 1))
+    with pytest.raises(UserError, match="ema_decai: unknown hyper-parameter") as err:
+        load_study(bad, profile="demo", overrides=["methods.mt.consistency=0.2"])
+    assert err.value.path == bad
 
 def test_a_mistake_in_params_yaml_still_names_the_file_beside_one_in_set(tmp_path):
     bad = tmp_path / "params.yaml"

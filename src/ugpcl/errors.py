@@ -9,16 +9,20 @@ class UserError(Exception):
     Rendered as `<path>: <message> Fix: <fix>`; a message of several lines (a list of problems)
     gets its fix on a line of its own, so that it is not read as the last item's. `problem` is
     the rendering without the fix, for an error quoted inside another (which has its own fix).
+    `key` is the configuration key at fault (e.g. ["methods", "mt", "consistency"]), for the caller
+    that knows which `--set` override wrote it (`study.load_study`).
     """
 
-    def __init__(self, message: str, *, path=None, fix: str | None = None):
+    def __init__(self, message: str, *, path=None, fix: str | None = None, key: list[str] | None = None):
         self.problem = f"{path}: {message}" if path is not None else message
         text = self.problem
         if fix:
             text += ("\nFix: " if "\n" in message else " Fix: ") + fix
         super().__init__(text)
+        self.message = message
         self.path = path
         self.fix = fix
+        self.key = key
 
 
 def warn_once():

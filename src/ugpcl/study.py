@@ -14,7 +14,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import DEFAULT_CONFIG, dataset_config, dataset_kind, dataset_names, deep_merge, load_config, results_dir
+from .config import (DEFAULT_CONFIG, dataset_config, dataset_kind, dataset_names, deep_merge, load_config,
+                     parse_override, results_dir)
 from .data.demo import demo_settings
 from .data.prepared import FORMAT_VERSION
 from .errors import UserError
@@ -122,8 +123,23 @@ def load_study(path: str | Path | None = None, profile: str | None = None, overr
     the schema, every method's hyper-parameters (against its HParams) and the experiment matrix."""
     source = Path(path) if path else DEFAULT_CONFIG
     cfg = load_config(source, profile, overrides)
-    check_study(cfg, source)
+    try:
+        check_study(cfg, source)
+    except UserError as err:
+        origin = _override_of(err.key, overrides)
+        if origin is None:
+            raise
+        raise UserError(f"--set {origin}: {err.message}", fix=f"correct this override: {err.fix}") from None
     return cfg
+
+
+def _override_of(key: list[str] | None, overrides: list[str]) -> str | None:
+    """The last `--set` override that wrote configuration key `key`, a key above it or one below it."""
+    for text in reversed(list(overrides) if key else []):
+        keys = parse_override(text)[0]
+        if keys[:len(key)] == key or key[:len(keys)] == keys:
+            return text
+    return None
 
 
 def check_study(cfg: dict, source="params.yaml") -> None:

@@ -45,7 +45,8 @@ def check_config(cfg: dict, source="params.yaml") -> dict[str, object]:
     for name in sections:
         if name not in known:
             raise UserError(f"methods.{name}: no such method (known: {', '.join(known)})", path=source,
-                            fix=f"remove methods.{name}, or add its module src/ugpcl/methods/{name}.py")
+                            fix=f"remove methods.{name}, or add its module src/ugpcl/methods/{name}.py",
+                            key=["methods", str(name)])
     missing = [name for name in known if name not in sections]
     if missing:
         name = missing[0]

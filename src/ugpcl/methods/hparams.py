@@ -79,27 +79,29 @@ def parse(cls, section, method: str, source="params.yaml"):
         section = {}
     if not isinstance(section, dict):
         raise UserError(f"{where} must be a mapping of hyper-parameters, not {type(section).__name__}", path=source,
-                        fix=f"write the keys of {method} under {where}")
+                        fix=f"write the keys of {method} under {where}", key=["methods", method])
     known = {f.name: f for f in fields(cls)}
     for key in section:
         if key not in known:
             close = difflib.get_close_matches(str(key), known, n=1)
             hint = f" (did you mean {close[0]}?)" if close else ""
             raise UserError(f"{where}.{key}: unknown hyper-parameter of {method}{hint}", path=source,
-                            fix=f"remove or rename it; {method} takes {', '.join(known) or 'none'}")
+                            fix=f"remove or rename it; {method} takes {', '.join(known) or 'none'}",
+                            key=["methods", method, str(key)])
     for name, f in known.items():
         if name not in section:
             default = defaults(cls)[name]
             raise UserError(f"{where}.{name}: missing (the method's default is {default!r}, from "
                             f"{f.metadata.get('source', 'its definition')})", path=source,
-                            fix=f"add `{name}: {default!r}` under {where}")
+                            fix=f"add `{name}: {default!r}` under {where}", key=["methods", method, name])
     schema = schema_of(cls)
     for name, value in section.items():
         error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema["properties"][name])
                                                  .iter_errors(value))
         if error is not None:
             raise UserError(f"{where}.{name}: {error.message}", path=source,
-                            fix=f"give {name} a value of the declared type and range ({_describe(schema['properties'][name])})")
+                            fix=f"give {name} a value of the declared type and range ({_describe(schema['properties'][name])})",
+                            key=["methods", method, name])
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in section.items()})
 
 
