@@ -201,6 +201,14 @@ def test_same_stem_twice_is_refused_before_any_work(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_checkpoint_best_or_last_as_in_evaluate_points_to_run_dir_and_which(tmp_path, monkeypatch):
+    """`--checkpoint` names a file in `predict` and best|last in `evaluate` (where `--which` is the
+    same option): `predict --checkpoint last` says how to write it, before reading any input."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserError, match="no file 'last'") as info:
+        run_cli(predict_command, ["predict", "--checkpoint", "last", str(tmp_path / "missing.png")])
+    assert "--run-dir RUN_DIR --which last" in info.value.fix
+
 
 def test_out_defaults_under_results_of_the_runs_profile(tmp_path, capsys):
     cv2.imwrite(str(tmp_path / "x.png"), (blocky((SIZE, SIZE), 6) * 255).astype(np.uint8))

@@ -113,7 +113,7 @@ def test_train_and_evaluate_commands_on_demo_data(tmp_path):
     assert run["dice"] == run["dice_best"] and run["choices"]["methods.*.ramp_schedule"]["ugpcl"] == "run"
     weights = [json.loads(line).get("weight") for line in (run_dir / "log.jsonl").read_text().splitlines()]
     assert weights[-1] == 0.01  # lambda on the last iteration
-    ugpcl("evaluate", "--run-dir", str(run_dir), "--checkpoint", "last", "--out", str(tmp_path / "again"))
+    ugpcl("evaluate", "--run-dir", str(run_dir), "--which", "last", "--out", str(tmp_path / "again"))
     again = json.loads((tmp_path / "again" / "summary.json").read_text())
     assert again["checkpoint"] == "last"
     assert "already holds a finished run" in ugpcl("train", *common, "--run", "acdc136_ugpcl", "--out", str(run_dir))

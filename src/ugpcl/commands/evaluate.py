@@ -11,7 +11,8 @@ from ..errors import UserError
 def register(subparsers) -> None:
     p = subparsers.add_parser("evaluate", help="score a trained run on the validation cases")
     p.add_argument("--run-dir", required=True, type=Path, help="run directory (run.json, checkpoints/)")
-    p.add_argument("--checkpoint", choices=("best", "last"), default="best", help="which checkpoint (default best)")
+    p.add_argument("--which", "--checkpoint", dest="checkpoint", choices=("best", "last"), default="best",
+                   help="checkpoint of --run-dir (default best), as in `ugpcl predict`; --checkpoint is the same option")
     p.add_argument("--data", type=Path, default=None, help="prepared HDF5 (default: the run's dataset file)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--batch-size", type=int, default=None, help="slices per forward pass (default train.val_batch)")

@@ -37,9 +37,13 @@ def run_predict(args: argparse.Namespace) -> int:
     from ..data.resize import resizing
     from ..device import pick_device
     from ..engine.checkpoint import load_checkpoint_file, load_run
+    from ..errors import UserError
     from ..fileio import removed_if_failed, writable_dir
     from ..predict import PredictionFailed, expand_inputs, input_kind, predict_files
 
+    if args.checkpoint is not None and str(args.checkpoint) in ("best", "last") and not args.checkpoint.exists():
+        raise UserError(f"--checkpoint takes a checkpoint file, and there is no file {str(args.checkpoint)!r}",
+                        fix=f"for a run's {args.checkpoint} checkpoint write --run-dir RUN_DIR --which {args.checkpoint}")
     inputs = expand_inputs(args.inputs)
     for path in inputs:  # fail on bad inputs and an unwritable --out before loading the model
         input_kind(path)
