@@ -172,3 +172,22 @@ def test_new_method_file_runs_through_the_cli_with_no_other_edit(tiny_acdc, tmp_
     assert json.loads((tmp_path / "ev" / "summary.json").read_text())["method"] == name
     bench = json.loads(ugpcl("bench", *common, "--method", name, "--steps", "1", "--warmup", "0", "--device", "cpu"))
     assert bench["method"] == name and bench["median_step_s"] > 0
+
+
+def test_a_method_file_without_register_is_named_with_the_fix(tmp_path):
+    """The usual slip: methods/<name>.py and its params.yaml section, but no @register."""
+    code, params = readme_example()
+    assert "@register\n" in code
+    shutil.copytree(REPO / "src" / "ugpcl", tmp_path / "src" / "ugpcl", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "workflow" / "schemas", tmp_path / "workflow" / "schemas")
+    name = next(iter(yaml.safe_load(params)["methods"]))
+    (tmp_path / "src" / "ugpcl" / "methods" / f"{name}.py").write_text(code.replace("@register\n", ""))
+    cfg = yaml.safe_load((REPO / "params.yaml").read_text())
+    cfg["methods"].update(yaml.safe_load(params)["methods"])
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    out = subprocess.run([sys.executable, "-m", "ugpcl.cli", "runs", "--config", str(tmp_path / "params.yaml"),
+                          "--profile", "demo"], capture_output=True, text=True, cwd=tmp_path, timeout=300,
+                         env={**os.environ, "PYTHONPATH": str(tmp_path / "src")})
+    assert out.returncode != 0 and "Traceback" not in out.stderr
+    assert f"methods.{name}: no such method" in out.stderr
+    assert f"methods/{name}.py registers no method called '{name}'" in out.stderr and "@register" in out.stderr

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from pathlib import Path
 
 from ..config import resolve_path
 from ..errors import UserError
@@ -45,8 +46,7 @@ def check_config(cfg: dict, source="params.yaml") -> dict[str, object]:
     for name in sections:
         if name not in known:
             raise UserError(f"methods.{name}: no such method (known: {', '.join(known)})", path=source,
-                            fix=f"remove methods.{name}, or add its module src/ugpcl/methods/{name}.py",
-                            key=["methods", str(name)])
+                            fix=_unknown_fix(str(name)), key=["methods", str(name)])
     missing = [name for name in known if name not in sections]
     if missing:
         name = missing[0]
@@ -54,6 +54,16 @@ def check_config(cfg: dict, source="params.yaml") -> dict[str, object]:
                         fix=f"add `{name}:` under methods: with its hyper-parameters "
                             f"{hparams.defaults(known[name].HParams)}")
     return {name: hparams.parse(known[name].HParams, sections[name], name, source) for name in known}
+
+
+def _unknown_fix(name: str) -> str:
+    """What to do about a params.yaml section of a method nobody registered: a module of that name
+    that registers nothing (or another name) is the usual slip."""
+    module = Path(__file__).with_name(f"{name}.py")
+    if module.is_file():
+        return (f"{module} registers no method called {name!r}: decorate its Method class with @register "
+                f"and give it `name = \"{name}\"` (README, 'Adding your own method')")
+    return f"remove methods.{name}, or add its module src/ugpcl/methods/{name}.py"
 
 
 def setup_from_config(cfg: dict, num_classes: int, in_channels: int) -> Setup:
