@@ -179,3 +179,21 @@ def test_checkpoints_of_the_old_format_ask_for_a_retrain(tmp_path):
     torch.save({"format": "ugpcl-checkpoint-1", "rng": {"numpy": np.random.get_state()}}, path)
     with pytest.raises(UserError, match="refused.*format 1"):
         read(path)
+
+
+def test_a_compute_loss_that_returns_a_bare_tensor_is_named_with_the_fix():
+    """A method author's slip (README, 'Adding your own method'): not `(loss, terms)`."""
+    from ugpcl.engine.step import make_optimizer, train_step
+    from ugpcl.methods import build_method
+    from ugpcl.methods.base import Batch
+
+    cfg = load_config(profile="demo")
+    method = build_method(cfg, "supervised", 4, 1)
+    image = torch.rand(4, 1, 64, 64)
+    batch = Batch(image, torch.zeros(2, 64, 64, dtype=torch.long), 2)
+    optimizer = make_optimizer(method, cfg["train"])
+    loss, terms = train_step(method, optimizer, batch, 0)       # the method as written: fine
+    assert loss.ndim == 0 and "sup" in terms
+    method.compute_loss = lambda batch, t, inner=method.compute_loss: inner(batch, t)[0]
+    with pytest.raises(TypeError, match=r"Supervised.*compute_loss returned Tensor, not \(loss tensor, dict"):
+        train_step(method, optimizer, batch, 1)

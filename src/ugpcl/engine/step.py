@@ -29,7 +29,12 @@ def train_step(method: Method, optimizer: torch.optim.Optimizer, batch: Batch, t
         for group in optimizer.param_groups:
             group["lr"] = lr
     with torch.autocast(batch.image.device.type, dtype=torch.bfloat16, enabled=amp):
-        loss, terms = method.compute_loss(batch, t)
+        out = method.compute_loss(batch, t)
+    if not (isinstance(out, tuple) and len(out) == 2 and isinstance(out[0], torch.Tensor) and isinstance(out[1], dict)):
+        raise TypeError(f"{type(method).__name__}.compute_loss returned {type(out).__name__}, not (loss tensor, dict "
+                        "of terms to log): end it with `return self.semi_supervised(sup, unsup, weight)` or "
+                        "`return loss, {\"sup\": sup.detach(), ...}` (see methods/base.py)")
+    loss, terms = out
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
