@@ -172,6 +172,16 @@ def test_new_method_file_runs_through_the_cli_with_no_other_edit(tiny_acdc, tmp_
     assert json.loads((tmp_path / "ev" / "summary.json").read_text())["method"] == name
     bench = json.loads(ugpcl("bench", *common, "--method", name, "--steps", "1", "--warmup", "0", "--device", "cpu"))
     assert bench["method"] == name and bench["median_step_s"] > 0
+    # In Table 1 (README): one more run per setting of the matrix, nothing else to edit
+    table1 = cfg["experiments"]["table1"]["methods"]
+    runs = ugpcl("runs", *common, "--set", f"experiments.table1.methods=[{', '.join([*table1, name])}]")
+    assert f"acdc136_{name} " in runs and f"isic91_{name} " in runs
+    settings = sum(len(regimes) for regimes in cfg["experiments"]["table1"]["datasets"].values())
+
+    def count(out):
+        return int(re.search(r"(\d+) distinct runs", out)[1])
+
+    assert count(runs) == count(ugpcl("runs", *common)) + settings
 
 
 def test_a_method_file_without_register_is_named_with_the_fix(tmp_path):
