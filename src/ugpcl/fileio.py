@@ -67,6 +67,19 @@ def write_error(exc: OSError, target: str | os.PathLike, *, creating: bool = Fal
     return None
 
 
+@contextlib.contextmanager
+def writing(target: str | os.PathLike):
+    """An OSError in the block that is a write problem (`write_error`) becomes its UserError for
+    `target`; any other OSError passes unchanged."""
+    try:
+        yield
+    except OSError as exc:
+        error = write_error(exc, target)
+        if error is None:
+            raise
+        raise error from exc
+
+
 def make_dirs(folder: str | os.PathLike) -> Path:
     """`folder` and its parents, or a UserError saying why they cannot exist."""
     folder = Path(folder)
@@ -101,15 +114,11 @@ def atomic_path(target: str | os.PathLike, *, suffix: str | None = None):
     os.close(fd)
     tmp = Path(tmp)
     try:
-        yield tmp
-        if tmp.exists():  # mkstemp makes files 0600; give outputs the usual permissions
-            os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, target)
-    except OSError as exc:
-        error = write_error(exc, target)
-        if error is None:
-            raise
-        raise error from exc
+        with writing(target):
+            yield tmp
+            if tmp.exists():  # mkstemp makes files 0600; give outputs the usual permissions
+                os.chmod(tmp, 0o666 & ~_umask())
+            os.replace(tmp, target)
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -125,20 +134,16 @@ def atomic_dir(target: str | os.PathLike):
     except OSError as exc:
         raise (write_error(exc, target, creating=True) or exc) from exc
     try:
-        yield tmp
-        os.chmod(tmp, 0o777 & ~_umask())
-        if target.exists():
-            old = target.with_name(f".{target.name}.old")
-            os.replace(target, old)
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
-    except OSError as exc:
-        error = write_error(exc, target)
-        if error is None:
-            raise
-        raise error from exc
+        with writing(target):
+            yield tmp
+            os.chmod(tmp, 0o777 & ~_umask())
+            if target.exists():
+                old = target.with_name(f".{target.name}.old")
+                os.replace(target, old)
+                os.replace(tmp, target)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, target)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

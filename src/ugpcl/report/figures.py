@@ -411,17 +411,21 @@ def _load(run, cfg: dict, device):
     return load_run(run_dir, cfg["evaluation"]["checkpoint"], device=device) if ckpt.is_file() else None
 
 
+def _figure_inputs(cfg: dict, prepared, runs: dict, slices: int, device):
+    """The validation slices a figure shows (`pick_slices`) and its runs loaded (None: not finished)."""
+    index = pick_slices(prepared.val.labels, slices)
+    loaded = {name: _load(run, cfg, device) if run else None for name, run in runs.items()}
+    return prepared.val.images[index], prepared.val.labels[index], loaded
+
+
 def make_figure3(cfg: dict, prepared, path: Path, device) -> Path:
     runs = figure3_runs(cfg)
     if prepared is None or all(r is None for r in runs.values()):
         return placeholder(path, "Figure 3 needs the prepared ACDC data and the ACDC-136 runs of MT, CPS and UGPCL",
                            synthetic(cfg))
-    index = pick_slices(prepared.val.labels, FIGURE3_SLICES)
-    images, labels = prepared.val.images[index], prepared.val.labels[index]
-    predictions = {}
-    for method, run in runs.items():
-        loaded = _load(run, cfg, device) if run else None
-        predictions[method] = None if loaded is None else predict_slices(loaded.net, images, device=device)
+    images, labels, loaded = _figure_inputs(cfg, prepared, runs, FIGURE3_SLICES, device)
+    predictions = {method: None if run is None else predict_slices(run.net, images, device=device)
+                   for method, run in loaded.items()}
     return figure3(images, labels, predictions, prepared.class_names, path, synthetic(cfg))
 
 
@@ -430,16 +434,14 @@ def make_figure4(cfg: dict, prepared, path: Path, device) -> Path:
     if prepared is None or all(r is None for r in runs.values()):
         return placeholder(path, "Figure 4 needs the prepared ACDC data and the Table 2 runs of rows 4, 6 and 7",
                            synthetic(cfg))
-    index = pick_slices(prepared.val.labels, FIGURE4_SLICES)
-    images, labels = prepared.val.images[index], prepared.val.labels[index]
+    images, labels, loaded = _figure_inputs(cfg, prepared, runs, FIGURE4_SLICES, device)
     panels = {}
-    for name, run in runs.items():
-        loaded = _load(run, cfg, device) if run else None
-        if loaded is None:
+    for name, run in loaded.items():
+        if run is None:
             panels[name] = None
             continue
-        stage = loaded.cfg["methods"]["ugpcl"]["embed_stage"]
-        feats, grid = stage_features(loaded.method.model, images, labels, EMBED_STAGES[stage], device)
+        stage = run.cfg["methods"]["ugpcl"]["embed_stage"]
+        feats, grid = stage_features(run.method.model, images, labels, EMBED_STAGES[stage], device)
         pick = sample_pixels(grid, FIGURE4_PIXELS_PER_CLASS)
         panels[f"{name}, {stage}"] = (tsne(feats[pick]), grid[pick])
     return figure4(panels, prepared.class_names, path, synthetic(cfg))
