@@ -2,6 +2,7 @@
 
 import csv
 import json
+from dataclasses import dataclass
 from html.parser import HTMLParser
 
 import h5py
@@ -479,3 +480,29 @@ def test_demo_figures_are_marked_synthetic_on_the_png(tmp_path):
         rgb = matplotlib.image.imread(path)[..., :3]
         red.append(int(((rgb[..., 0] > 0.6) & (rgb[..., 1] < 0.15) & (rgb[..., 2] < 0.2)).sum()))
     assert red[0] == 0 and red[1] > 100
+
+
+def test_a_method_of_our_own_sits_at_the_end_of_each_table1_setting(tmp_path):
+    """README, 'Adding your own method': beside the paper's methods of its setting, no paper value."""
+    from ugpcl.methods import base
+
+    @base.register
+    class Mine(base.Method):
+        name = "mine"
+
+        @dataclass(frozen=True)
+        class HParams:
+            pass
+
+    try:
+        cfg = make_cfg(tmp_path, "paper", "experiments.table1.methods=[supervised, ugpcl, mine]", "methods.mine={}")
+        rows = tables.build_tables(cfg, tables.collect_results(cfg))["table1"]
+    finally:
+        del base._REGISTRY["mine"]
+    keys = [(c.labels["dataset"], c.labels["labeled"], c.labels["method"]) for c in rows]
+    for i, key in enumerate(keys):
+        if key[2] == "mine":
+            assert keys[i - 1][:2] == key[:2] and (i + 1 == len(keys) or keys[i + 1][:2] != key[:2]), key
+    assert [k[:2] for k in keys if k[2] == "mine"] == [("acdc", "68"), ("acdc", "136"), ("isic", "91"), ("isic", "181")]
+    mine = cell(rows, dataset="acdc", labeled="136", method="mine")
+    assert mine.paper_dice is None and mine.verdict == "missing"
