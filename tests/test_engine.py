@@ -119,6 +119,34 @@ def test_resume_gives_the_same_parameters_as_training_straight_through(tiny_acdc
     assert logged == list(range(8))
 
 
+def test_a_resume_point_is_read_onto_the_cpu(tiny_acdc, tmp_path, monkeypatch):
+    """torch.set_rng_state takes CPU byte tensors only: read onto a GPU, the saved RNG states would
+    make every resume on CUDA fail. Parameters and optimiser state move to the device on loading."""
+    from ugpcl.engine import checkpoint
+
+    Trainer(tiny_cfg(iterations=8), INFO, tmp_path, data=tiny_acdc).fit(stop_after=4, progress=False)
+    read, where = checkpoint.read, []
+    monkeypatch.setattr(checkpoint, "read", lambda path, **kw: where.append(kw.get("map_location")) or read(path, **kw))
+    assert Trainer(tiny_cfg(iterations=8), INFO, tmp_path, data=tiny_acdc).resume() == 4
+    assert where == ["cpu"]
+
+
+def test_the_gpu_generator_is_restored_onto_the_gpu_the_resumed_run_has(monkeypatch):
+    """A resumed run may be given another GPU (the least busy one): its own generator's state goes
+    with it, whatever the index."""
+    from ugpcl.engine import checkpoint
+
+    saved, restored = torch.tensor([7], dtype=torch.uint8), []
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device: saved if str(device) == "cuda:1" else None)
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device: restored.append((state, str(device))))
+    state = checkpoint.rng_state(torch.device("cuda:1"))
+    assert state["cuda"] is saved and "cuda" not in checkpoint.rng_state("cpu")
+    checkpoint.set_rng_state(state, torch.device("cuda:0"))
+    assert restored == [(saved, "cuda:0")]
+    checkpoint.set_rng_state(state, "cpu")  # a CPU run ignores it
+    assert len(restored) == 1
+
+
 def test_resume_refuses_a_run_dir_with_another_configuration(tiny_acdc, tmp_path):
     Trainer(tiny_cfg(iterations=8), INFO, tmp_path, data=tiny_acdc).fit(stop_after=2, progress=False)
     with pytest.raises(UserError, match="different configuration"):

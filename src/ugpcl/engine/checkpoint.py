@@ -37,27 +37,32 @@ FORMAT = "ugpcl-checkpoint-2"
 RETRAIN = "retrain the run (`ugpcl train ... --force`, or delete its run directory and rerun the workflow)"
 
 
-def rng_state() -> dict:
-    """Every RNG's state as tensors and plain data (loadable with weights_only=True)."""
+def rng_state(device: torch.device | str = "cpu") -> dict:
+    """Every RNG's state as tensors and plain data (loadable with weights_only=True): the CPU
+    generators and, when training on a GPU, that GPU's generator (the one the run uses, whatever
+    its index: a resumed run may be given another GPU)."""
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     version, internal, gauss_next = random.getstate()
     state = {"torch": torch.get_rng_state(),
              "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
                        "has_gauss": int(has_gauss), "cached": float(cached)},
              "python": [version, list(internal), gauss_next]}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if torch.device(device).type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
+def set_rng_state(state: dict, device: torch.device | str = "cpu") -> None:
+    """Restore `rng_state`'s generators; the GPU one (if saved) onto `device`'s generator. The
+    states may have been loaded onto any device: torch takes them as CPU byte tensors only."""
+    torch.set_rng_state(state["torch"].cpu())
     n = state["numpy"]
-    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    np.random.set_state((n["kind"], n["keys"].cpu().numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached"]))
     version, internal, gauss_next = state["python"]
     random.setstate((version, tuple(internal), gauss_next))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if "cuda" in state and torch.device(device).type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"].cpu(), device)
 
 
 def save(path: Path, payload: dict) -> None:

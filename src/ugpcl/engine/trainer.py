@@ -155,7 +155,7 @@ class Trainer:
         state = {}
         if training:
             state = dict(optimizer=self.optimizer.state_dict(), sampler=self.sampler.state_dict(),
-                         rng=checkpoint.rng_state(), best=self.best, elapsed=self.elapsed,
+                         rng=checkpoint.rng_state(self.device), best=self.best, elapsed=self.elapsed,
                          best_file=self.best_path.name if self.best_path else None, data=self.data_record["sha256"])
         checkpoint.save_method(path, self.method, self.cfg, self.info, iteration, **state)
 
@@ -184,7 +184,7 @@ class Trainer:
                                 "progress/): it cannot be continued", path=legacy,
                                 fix="retrain it with --fresh (or delete the run directory)")
             return 0
-        ckpt = checkpoint.read(path, map_location=self.device)
+        ckpt = checkpoint.read(path, map_location="cpu")  # RNG states must stay CPU tensors
         fresh = f"use --fresh to discard it (or delete {self.files.progress}), or choose another --out"
         if ckpt["cfg"] != self.cfg or ckpt["info"] != self.info:
             raise UserError("this run directory holds an unfinished run with a different configuration",
@@ -200,7 +200,7 @@ class Trainer:
         self.method.load_state_dict(ckpt["state"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.sampler.load_state_dict(ckpt["sampler"])
-        checkpoint.set_rng_state(ckpt["rng"])
+        checkpoint.set_rng_state(ckpt["rng"], self.device)
         self.best, self.elapsed = ckpt["best"], ckpt["elapsed"]
         self.best_path = self.committed = best
         return int(ckpt["iteration"])
