@@ -60,6 +60,14 @@ def test_switch_gives_the_same_losses(name, switch, acdc_batch):
     assert_same(losses(name, speed.Speed(**switch), acdc_batch), losses(name, speed.Speed(), acdc_batch))
 
 
+def test_fused_sgd_takes_a_parameter_whose_gradients_start_late(acdc_batch):
+    """UGPCL's projection head gets its first gradient after contrast_start (0 here: at the second
+    step), when the other parameters' momentum buffers exist: fused SGD (all buffers or none)
+    failed there, and must update as SGD does."""
+    fused = losses("ugpcl", speed.Speed(fused_optimizer=True), acdc_batch, steps=2)
+    assert_same(fused, losses("ugpcl", speed.Speed(), acdc_batch, steps=2))
+
+
 def test_compiled_blocks_keep_checkpoint_keys_and_losses(acdc_batch):
     """torch.compile traced through dynamo and autograd (aot_eager: no code generation on the CPU)."""
     assert_same(losses("ugpcl", speed.Speed(compile="default"), acdc_batch, backend="aot_eager"),

@@ -9,9 +9,19 @@ from ..methods.base import Batch, Method
 
 def make_optimizer(method: Method, train_cfg: dict, fused: bool = False) -> torch.optim.Optimizer:
     """SGD with momentum and weight decay over the method's trainable parameters (teachers excluded);
-    `fused`: one fused kernel for the whole update (same arithmetic)."""
-    return torch.optim.SGD(method.trainable_parameters(), lr=train_cfg["lr"], momentum=train_cfg["momentum"],
-                           weight_decay=train_cfg["weight_decay"], fused=fused or None)
+    `fused`: one fused kernel for the whole update (same arithmetic).
+
+    Fused SGD cannot start a momentum buffer for a parameter whose first gradient comes after the
+    others' (UGPCL's projection head at `contrast_start`): it takes the buffers of all or none. So
+    with `fused` every buffer starts at zero, which gives the same first update (buffer = gradient,
+    dampening 0) as SGD's own start."""
+    params = list(method.trainable_parameters())
+    optimizer = torch.optim.SGD(params, lr=train_cfg["lr"], momentum=train_cfg["momentum"],
+                                weight_decay=train_cfg["weight_decay"], fused=fused or None)
+    if fused and train_cfg["momentum"]:
+        for p in params:
+            optimizer.state[p]["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+    return optimizer
 
 
 def poly_lr(t: int, train_cfg: dict) -> float:
