@@ -6,9 +6,13 @@ import json
 
 import pytest
 import torch
+from torch.utils import _pytree as pytree
+from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from ugpcl.config import load_config
 from ugpcl.engine import speed
+from ugpcl.engine.augment import augment_batch
 from ugpcl.engine.step import make_optimizer, train_step
 from ugpcl.engine.trainer import Trainer
 from ugpcl.errors import UserError
@@ -130,6 +134,91 @@ def test_training_step_reads_nothing_back_from_the_device(name, acdc_batch):
     for t in (5, 6):  # twice: the second step has a filled queue / an updated teacher
         with reads_recorded(found):
             train_step(method, optimizer, batch, t)
+    assert found == set()
+
+
+class HostToDevice(TorchDispatchMode):
+    """Records every operation that takes a tensor of the host (CPU) and gives one on the `meta`
+    device, which stands in for a GPU: on a GPU each is a copy from host memory, which waits for the
+    device (.to(device) of a CPU tensor, a CPU scalar tensor in a GPU op)."""
+
+    def __init__(self, found: set):
+        super().__init__()
+        self.found = found
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        ins = [a for a in pytree.tree_leaves((args, kwargs)) if isinstance(a, torch.Tensor)]
+        outs = [o for o in pytree.tree_leaves(out) if isinstance(o, torch.Tensor)]
+        if any(a.device.type == "cpu" for a in ins) and any(o.device.type == "meta" for o in outs):
+            self.found.add(str(func))
+        return out
+
+
+# made from host data (their copy to the device bypasses the dispatcher), or documented to
+# synchronise with the host when given CUDA tensors
+FROM_HOST = {torch.tensor, torch.as_tensor, torch.asarray}
+SYNCING = {torch.linalg.inv, torch.nonzero, torch.Tensor.nonzero, torch.unique, torch.masked_select}
+
+
+class WaitsOnDevice(TorchFunctionMode):
+    def __init__(self, found: set):
+        super().__init__()
+        self.found = found
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if (func in FROM_HOST and str(kwargs.get("device", "cpu")).startswith("meta")
+                and not isinstance(args[0], torch.Tensor)):  # a tensor already there is not copied
+            self.found.add(func.__name__)
+        if func in SYNCING and any(isinstance(a, torch.Tensor) and a.device.type == "meta"
+                                   for a in pytree.tree_leaves((args, kwargs))):
+            self.found.add(func.__name__)
+        return func(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def host_waits(found: set):
+    """Both: what would make the host wait for a GPU, seen on the meta device."""
+    with WaitsOnDevice(found), HostToDevice(found):
+        yield
+
+
+@pytest.fixture
+def meta_autocast(monkeypatch):
+    """torch.autocast refuses the meta device even when disabled: a no-op there."""
+    autocast = torch.autocast
+    monkeypatch.setattr(torch, "autocast", lambda device_type, *a, **kw: contextlib.nullcontext()
+                        if device_type == "meta" else autocast(device_type, *a, **kw))
+
+
+@pytest.mark.parametrize("name", list(registry()))
+def test_training_step_copies_nothing_from_the_host(name, meta_autocast):
+    """The other direction of the test above: random draws and constants are made on the device."""
+    torch.manual_seed(0)
+    method = build_method(demo_cfg(), name, 4, 1).to("meta")
+    optimizer = make_optimizer(method, demo_cfg()["train"])
+    size = demo_cfg()["data"]["image_size"]
+    image = torch.empty(4, 1, size, size, device="meta")
+    label = torch.zeros(2, size, size, dtype=torch.long, device="meta")
+    batch = Batch(image, label, 2) if method.uses_unlabeled else Batch(image[:2], label, 2)
+    found: set = set()
+    for t in (5, 6):
+        with host_waits(found):
+            train_step(method, optimizer, batch, t)
+    assert found == set()
+
+
+def test_augmentation_copies_nothing_from_the_host_after_its_first_batch():
+    aug = {"crop_scale": [0.8, 1.0], "rot90_flip_p": 0.5, "rotate_p": 0.5, "rotate_deg": 20, "hflip_p": 0.5,
+           "color_jitter_p": 1.0, "brightness": 0.4, "contrast": 0.4, "saturation": 0.4, "hue": 0.1,
+           "interpolation": "nearest"}
+    images = torch.empty(4, 3, 32, 32, device="meta")  # RGB: saturation and hue too
+    labels = torch.zeros(4, 32, 32, dtype=torch.uint8, device="meta")
+    augment_batch(images, labels, aug)  # the colour constants are copied to the device once
+    found: set = set()
+    with host_waits(found):
+        augment_batch(images, labels, aug)
     assert found == set()
 
 

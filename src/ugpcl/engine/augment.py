@@ -9,6 +9,7 @@ Randomness comes from torch's global RNG, which the trainer checkpoints.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -44,11 +45,25 @@ def geometric_theta(batch: int, aug: dict, device) -> torch.Tensor:
     return theta
 
 
+# RGB -> grey (ITU-R 601 luma) and RGB -> YIQ, whose chroma plane the hue shift turns
+GREY = ((0.299, 0.587, 0.114),)
+TO_YIQ = ((0.299, 0.587, 0.114), (0.596, -0.274, -0.322), (0.211, -0.523, 0.312))
+
+
+@functools.lru_cache(maxsize=None)
+def _constants(device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(grey weights 1x3x1x1, TO_YIQ, its inverse) on `device`: computed on the CPU and copied once
+    per device and dtype, not at every step (a copy from the host, or `linalg.inv` on a GPU, makes
+    the host wait for the device)."""
+    to_yiq = torch.tensor(TO_YIQ, dtype=torch.float64)
+    grey = torch.tensor(GREY, dtype=torch.float64).view(1, 3, 1, 1)
+    return tuple(m.to(device=device, dtype=dtype) for m in (grey, to_yiq, torch.linalg.inv(to_yiq)))
+
+
 def _grey(x: torch.Tensor) -> torch.Tensor:
     if x.shape[1] == 1:
         return x
-    w = torch.tensor([0.299, 0.587, 0.114], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    return (x * w).sum(1, keepdim=True)
+    return (x * _constants(x.device, x.dtype)[0]).sum(1, keepdim=True)
 
 
 def color_jitter(x: torch.Tensor, aug: dict) -> torch.Tensor:
@@ -75,10 +90,7 @@ def color_jitter(x: torch.Tensor, aug: dict) -> torch.Tensor:
 
 def _hue_shift(x: torch.Tensor, turns: torch.Tensor) -> torch.Tensor:
     """Rotate the chroma plane of YIQ space by `turns` of a full circle (a fast hue shift)."""
-    to_yiq = torch.tensor(
-        [[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], device=x.device, dtype=x.dtype
-    )
-    from_yiq = torch.linalg.inv(to_yiq)
+    _, to_yiq, from_yiq = _constants(x.device, x.dtype)
     angle = 2 * math.pi * turns
     cos, sin = torch.cos(angle), torch.sin(angle)
     one, zero = torch.ones_like(cos), torch.zeros_like(cos)

@@ -33,7 +33,7 @@ def feature_dropout(x: torch.Tensor, p: float) -> torch.Tensor:
 
 def feature_drop(x: torch.Tensor, gamma_range: tuple[float, float]) -> torch.Tensor:
     """Zero the positions whose channel mean a is >= gamma max(a) of that sample, gamma ~ U(range)."""
-    gamma = torch.empty(()).uniform_(*gamma_range).to(x.device)  # drawn by the CPU RNG, never read back
+    gamma = torch.empty((), device=x.device).uniform_(*gamma_range)  # drawn on the device: no copy, no read back
     attention = x.mean(1, keepdim=True)
     peak = attention.flatten(1).amax(1).view(-1, 1, 1, 1)
     return x * (attention < gamma * peak)

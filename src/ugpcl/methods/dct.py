@@ -35,6 +35,6 @@ class DeepCoTraining(Method):
         n_l = batch.labeled_bs
         logits = self.model(batch.image)
         sup = self.supervised_loss(logits[:n_l], batch.label)
-        k = torch.randint(4, ()).to(batch.image.device)  # one k per iteration, drawn from torch's CPU RNG
+        k = torch.randint(4, (), device=batch.image.device)  # one k per iteration, drawn on the device: no copy
         unsup = rotation_consistency(self.model, batch.unlabeled, logits[n_l:], k)
         return self.semi_supervised(sup, unsup, self.ramp(t))
