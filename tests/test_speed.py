@@ -3,11 +3,12 @@ switch gives the losses of the plain step, and no training step reads a value ba
 
 import contextlib
 import json
+from pathlib import Path
 
 import pytest
 import torch
-from torch.utils import _pytree as pytree
 from torch.overrides import TorchFunctionMode
+from torch.utils import _pytree as pytree
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from ugpcl.config import load_config
@@ -21,6 +22,7 @@ from ugpcl.methods import build_method, registry
 from ugpcl.methods.base import Batch
 
 CPU = torch.device("cpu")
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def demo_cfg(*overrides):
@@ -79,6 +81,18 @@ def test_compiled_blocks_keep_checkpoint_keys_and_losses(acdc_batch):
     method = speed.apply(build_method(demo_cfg(), "ugpcl", 4, 1), speed.Speed(compile="default"), backend="aot_eager")
     assert speed.compiled_blocks(method) == 4  # encoder, CNN decoder, Swin decoder, embedding head
     assert list(method.state_dict()) == list(build_method(demo_cfg(), "ugpcl", 4, 1).state_dict())
+
+
+def test_compile_modes_are_the_schemas_and_none_uses_cuda_graphs():
+    """CUDA graph trees break block-wise compilation in passes without gradients (speed.py)."""
+    import yaml
+    from torch._inductor import list_mode_options
+
+    schema = yaml.safe_load((ROOT / "workflow" / "schemas" / "params.schema.yaml").read_text())
+    enum = schema["properties"]["train"]["properties"]["speed"]["properties"]["compile"]["enum"]
+    assert [m for m in enum if m not in ("auto", False)] == list(speed.COMPILE_MODES)
+    for mode in speed.COMPILE_MODES[2:]:
+        assert not list_mode_options(mode).get("triton.cudagraphs"), mode
 
 
 def test_auto_takes_the_measured_default_and_cudnn_is_cuda_only():

@@ -4,7 +4,7 @@
     train.speed.cudnn_benchmark    cuDNN picks the fastest convolution algorithm per shape
     train.speed.fused_optimizer    SGD's update as one fused kernel (torch's fused=True)
     train.speed.compile            torch.compile of every network block: none | default |
-                                   reduce-overhead (CUDA graphs) | max-autotune
+                                   max-autotune-no-cudagraphs
 
 Each key takes `auto`, `true`/`false` (compile: a mode name). `auto` resolves per device type
 from MEASURED below: a switch is on by default for CUDA only once a GPU measurement recorded in
@@ -24,7 +24,12 @@ from ..models.resnet import ResNetEncoder
 from ..models.swin import SwinDecoder
 from ..models.unet import EmbeddingHead, UNetDecoder
 
-COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
+# No CUDA graphs (`reduce-overhead`, `max-autotune`): the blocks are compiled one by one, and a
+# pass without gradients (validation, EMA teachers) feeds one compiled block's output to the
+# next, which CUDA graph trees start as a new run, overwriting that output ("accessing tensor
+# output of CUDAGraphs that has been overwritten by a subsequent run": pytorch#152887, #160281,
+# open for torch 2.13). CUDA graphs would need the whole step captured at once.
+COMPILE_MODES = ("none", "default", "max-autotune-no-cudagraphs")
 # What `auto` means per device type, from measurements (reports/benchmarks.md). No GPU
 # measurement exists yet, so every switch stays off until one shows a gain.
 MEASURED = {
