@@ -4,7 +4,8 @@ validation and logging. Methods supply only their `compute_loss`; one iteration 
 Recovery. A run is trained by one process at a time (the run directory's lock, `ugpcl.lock`) and
 can be killed at any moment (kill -9, a full disk, Snakemake stopping or deleting things); the
 next `fit` on the same directory continues and ends with the same result as an uninterrupted
-run. What makes that hold:
+run (bit for bit on the CPU; on a GPU as two uninterrupted runs agree: some CUDA kernels use
+atomics, and no deterministic mode is set). What makes that hold:
 - All state a rerun needs lives in `progress/` (see `runfiles`), never a Snakemake output:
   `resume.pt` (weights, optimiser, sampler, every RNG, best score, wall time, the data's SHA-256),
   the best checkpoint that score belongs to (`best-<t>.pt`: resume.pt names it, so a better one
