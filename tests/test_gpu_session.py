@@ -93,6 +93,30 @@ def test_a_step_past_the_budget_is_recorded_as_skipped(tmp_path):
     assert set(json.loads((tmp_path / "session.json").read_text())["steps"]) == {"late", "fails"}
 
 
+def test_a_step_past_its_limit_is_killed_with_the_processes_it_started(tmp_path):
+    """`bench --processes K` starts K processes: none may keep the GPU busy during the next step."""
+    import os
+    import time
+
+    pidfile = tmp_path / "grandchild.pid"
+    script = (f"import subprocess, sys, time; p = subprocess.Popen([sys.executable, '-c', 'import time; "
+              f"time.sleep(120)']); open({str(pidfile)!r}, 'w').write(str(p.pid)); time.sleep(120)")
+    session = gpu_session.Session(tmp_path, deadline=time.monotonic() + 100)
+    entry = session.step("slow", [sys.executable, "-c", script], dict(os.environ), 3)
+    assert entry["status"] == "timed out" and entry["seconds"] < 60
+    pid = int(pidfile.read_text())
+    for _ in range(50):  # killed; gone once its parent (init) has reaped it
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        if Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z":
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError(f"process {pid} outlived its step")
+
+
 def test_weights_in_the_caches_are_found_with_their_hash(tmp_path, monkeypatch):
     hub = tmp_path / "home" / ".cache" / "torch" / "hub" / "checkpoints"
     hub.mkdir(parents=True)

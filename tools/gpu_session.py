@@ -35,6 +35,7 @@ import importlib.util
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
@@ -228,11 +229,16 @@ class Session:
             log(f"{name}: {' '.join(argv[1:])}", self.logfile)
             start = time.monotonic()
             with self.logfile.open("a") as f:
+                # its own process group: a step past its limit is killed with every process it
+                # started (`bench --processes K`), so none of them keeps the GPU busy for the next step
+                proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT,
+                                        start_new_session=True)
                 try:
-                    rc = subprocess.run(argv, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT,
-                                        timeout=min(limit, left)).returncode
+                    rc = proc.wait(timeout=min(limit, left))
                     entry["status"] = "ok" if rc == 0 else f"failed (exit status {rc})"
                 except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
                     entry["status"] = "timed out"
             entry["seconds"] = round(time.monotonic() - start, 1)
             if result is not None and result.exists():
