@@ -1,0 +1,173 @@
+"""The tables and figure of the CPU ACDC-136 study (reports/cpu_acdc.md), from its records.
+
+    python tools/cpu_study.py                                   # the Markdown tables, to stdout
+    python tools/cpu_study.py --figure reports/cpu_acdc/seeds.png
+
+Each run's records sit in reports/cpu_acdc/<variant>/seed<seed>/ (run.json, config.yaml,
+summary_best.json, summary_last.json, val.jsonl); how they were made is in the report. Scores are
+the volume protocol's mean foreground Dice of the best and of the last checkpoint. Differences are
+paired by seed: both variants trained from the same seed (the same initial weights and batches).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RECORDS = ROOT / "reports" / "cpu_acdc"
+SEEDS = (1337, 1, 2)  # the study's order: the paper's seed first
+
+# folder under RECORDS -> the name the report gives it, in the report's order
+VARIANTS = {
+    "acdc136_supervised": "supervised",
+    "acdc136_supervised_rot": "supervised + rotation",
+    "acdc136_mt": "MT",
+    "acdc136_uamt": "UA-MT",
+    "acdc136_em": "EM",
+    "acdc136_dct": "DCT",
+    "acdc136_cct": "CCT",
+    "acdc136_cps": "CPS",
+    "acdc136_ugpcl": "UGPCL (row 7)",
+    "acdc136_ugpcl_norot": "UGPCL without rotation",
+    "acdc136_ugpcl_contrast-none_noeqv": "row 2: l_con",
+    "acdc136_ugpcl_nocon_contrast-none": "row 3: l_e",
+    "acdc136_ugpcl_contrast-none": "row 4: l_con + l_e",
+    "acdc136_ugpcl_contrast-sup": "row 5: + contrast, labeled pixels",
+    "acdc136_ugpcl_contrast-pseudo": "row 6: + contrast, all pseudo labels",
+}
+# (a, b, what a - b measures)
+COMPARISONS = [
+    ("acdc136_ugpcl", "acdc136_supervised", "UGPCL - supervised"),
+    ("acdc136_ugpcl_contrast-none", "acdc136_supervised", "row 4 (no contrast) - supervised"),
+    ("acdc136_ugpcl", "acdc136_ugpcl_contrast-none", "UGPCL - row 4: what the pixel contrast adds"),
+    ("acdc136_ugpcl_contrast-sup", "acdc136_ugpcl_contrast-none", "row 5 - row 4: contrast on labeled pixels"),
+    ("acdc136_ugpcl_contrast-pseudo", "acdc136_ugpcl_contrast-none", "row 6 - row 4: contrast on all pseudo labels"),
+    ("acdc136_ugpcl", "acdc136_ugpcl_contrast-sup", "UGPCL - row 5: what the uncertainty guidance adds"),
+    ("acdc136_ugpcl", "acdc136_ugpcl_norot", "UGPCL - UGPCL without rotation"),
+    ("acdc136_supervised_rot", "acdc136_supervised", "supervised + rotation - supervised"),
+    ("acdc136_cps", "acdc136_supervised", "CPS - supervised"),
+    ("acdc136_mt", "acdc136_supervised", "MT - supervised"),
+]
+
+
+def read_records(root: Path = RECORDS) -> dict[str, dict[int, dict]]:
+    """{variant folder: {seed: {"best": Dice %, "last": Dice %, "run": run.json}}} of every
+    finished run under `root`, seeds in the study's order."""
+    found: dict[str, dict[int, dict]] = {}
+    for variant in VARIANTS:
+        seeds = {}
+        for seed in SEEDS:
+            folder = root / variant / f"seed{seed}"
+            if (folder / "summary_best.json").is_file():
+                seeds[seed] = {"best": 100 * json.loads((folder / "summary_best.json").read_text())["dice"],
+                               "last": 100 * json.loads((folder / "summary_last.json").read_text())["dice"],
+                               "run": json.loads((folder / "run.json").read_text())}
+        if seeds:
+            found[variant] = seeds
+    unknown = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name not in VARIANTS)
+    if unknown:
+        raise SystemExit(f"{root}: folders {unknown} are not variants of tools/cpu_study.py; add them to VARIANTS")
+    return found
+
+
+def mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+def variant_rows(records: dict[str, dict[int, dict]]) -> list[str]:
+    """The Markdown table: per variant its seeds, best Dice mean (range) and last Dice mean."""
+    lines = ["| variant | seeds | best | last |", "|---|---|---|---|"]
+    for variant, seeds in records.items():
+        best = [r["best"] for r in seeds.values()]
+        spread = f" ({min(best):.2f}-{max(best):.2f})" if len(best) > 1 else ""
+        lines.append(f"| {VARIANTS[variant]} | {', '.join(map(str, seeds))} | {mean(best):.2f}{spread} | "
+                     f"{mean([r['last'] for r in seeds.values()]):.2f} |")
+    return lines
+
+
+def differences(records: dict[str, dict[int, dict]]) -> list[tuple[str, dict[int, float]]]:
+    """Per comparison, a - b of the best Dice on each seed both variants ran."""
+    out = []
+    for a, b, label in COMPARISONS:
+        common = [s for s in SEEDS if s in records.get(a, {}) and s in records.get(b, {})]
+        if common:
+            out.append((label, {s: records[a][s]["best"] - records[b][s]["best"] for s in common}))
+    return out
+
+
+def difference_rows(records: dict[str, dict[int, dict]]) -> list[str]:
+    lines = ["| comparison | per seed | mean |", "|---|---|---|"]
+    for label, diffs in differences(records):
+        seeds = ", ".join(f"{d:+.2f} ({s})" for s, d in diffs.items())
+        lines.append(f"| {label} | {seeds} | {mean(list(diffs.values())):+.2f} |")
+    return lines
+
+
+def provenance(records: dict[str, dict[int, dict]]) -> str:
+    """What the figure shows and where it comes from: runs, device, code, drawing date and commit."""
+    runs = [r["run"] for seeds in records.values() for r in seeds.values()]
+    commits = sorted({a.get("commit", run["git_commit"])[:7] for run in runs for a in run["attempts"]})
+    days = sorted({run["finished"][:10] for run in runs})
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                          text=True).stdout.strip() or "unknown"
+    devices = sorted({run["device_name"] for run in runs})
+    return (f"{len(runs)} runs on {', '.join(devices)}, trained {days[0]} to {days[-1]} with code "
+            f"{', '.join(commits)}; drawn {datetime.date.today()} at {head} by tools/cpu_study.py")
+
+
+def figure(records: dict[str, dict[int, dict]], path: Path) -> None:
+    """Left: every run's best Dice, a dot per seed, a bar at the mean. Right: the paired
+    differences, a dot per seed, a bar at the mean. Written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    markers = {1337: "o", 1: "s", 2: "^"}
+    diffs = differences(records)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 0.42 * max(len(records), len(diffs)) + 1.6),
+                                      gridspec_kw={"width_ratios": [1, 1]})
+    for axis, items, xlabel in ((left, [(VARIANTS[v], {s: r["best"] for s, r in seeds.items()})
+                                        for v, seeds in records.items()], "Dice (%), best checkpoint"),
+                                (right, diffs, "difference (Dice points), same seed")):
+        for y, (label, by_seed) in enumerate(items):
+            for seed, value in by_seed.items():
+                axis.plot(value, y, markers.get(seed, "x"), color="C0", ms=5, alpha=0.8)
+            axis.plot([mean(list(by_seed.values()))] * 2, [y - 0.3, y + 0.3], color="black", lw=2)
+        axis.set_yticks(range(len(items)), [label for label, _ in items], fontsize=8)
+        axis.invert_yaxis()
+        axis.set_xlabel(xlabel, fontsize=9)
+        axis.grid(axis="x", alpha=0.3)
+    right.axvline(0, color="grey", lw=1)
+    handles = [plt.Line2D([], [], ls="", marker=m, color="C0", label=f"seed {s}") for s, m in markers.items()]
+    handles.append(plt.Line2D([], [], color="black", lw=2, label="mean over seeds"))
+    fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.965), ncol=len(handles), fontsize=8,
+               frameon=False)
+    fig.suptitle("ACDC-136 on a CPU: 96 px, small encoder from scratch, 3000 iterations (not a reproduction)",
+                 fontsize=10, y=0.995)
+    fig.text(0.01, 0.005, provenance(records), fontsize=7, color="dimgrey")
+    fig.tight_layout(rect=(0, 0.03, 1, 0.93))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--records", type=Path, default=RECORDS, help="the records' folder (default: %(default)s)")
+    parser.add_argument("--figure", type=Path, help="also draw the figure to this PNG")
+    args = parser.parse_args(argv)
+    records = read_records(args.records)
+    print("\n".join(variant_rows(records)) + "\n\n" + "\n".join(difference_rows(records)))
+    if args.figure:
+        figure(records, args.figure)
+
+
+if __name__ == "__main__":
+    main()
