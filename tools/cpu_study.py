@@ -127,6 +127,8 @@ def figure(records: dict[str, dict[int, dict]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from ugpcl.fileio import atomic_path
+
     markers = {1337: "o", 1: "s", 2: "^"}
     diffs = differences(records)
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 0.42 * max(len(records), len(diffs)) + 1.6),
@@ -151,11 +153,9 @@ def figure(records: dict[str, dict[int, dict]], path: Path) -> None:
                  fontsize=10, y=0.995)
     fig.text(0.01, 0.005, provenance(records), fontsize=7, color="dimgrey")
     fig.tight_layout(rect=(0, 0.03, 1, 0.93))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, dpi=110, format="png")
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
-    tmp.replace(path)
 
 
 def main(argv: list[str] | None = None) -> None:
