@@ -37,15 +37,21 @@ def test_every_package_the_gpu_image_lacks_is_pinned():
 
 def test_bench_runs_its_steps_and_records_each_as_it_ends(tmp_path):
     code = standins.make_standin(tmp_path / "UGPCL")
-    out = tmp_path / "out"
+    out, work = tmp_path / "out", tmp_path / "work"
+    env = {"PATH": "/usr/bin:/bin", "STANDIN_LOG": "/dev/null", "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, "-m", "ugpcl.cli", "prepare", "acdc", "--profile", "demo", "--set",
+                    f"paths.results={tmp_path / 'results'}"], check=True, capture_output=True, env=env)
     proc = subprocess.run(
         [sys.executable, str(ROOT / "tools" / "gpu_session.py"), "bench", "--out", str(out), "--device", "cpu",
-         "--profile", "demo", "--steps", "2", "--authors-code", str(code), "--only", "ours,theirs,switch_fp32_ugpcl"],
-        capture_output=True, text=True, timeout=600, env={"PATH": "/usr/bin:/bin", "STANDIN_LOG": "/dev/null"})
+         "--profile", "demo", "--steps", "2", "--authors-code", str(code),
+         "--only", "ours,theirs,smoke,switch_fp32_ugpcl",
+         "--smoke-data", str(tmp_path / "results" / "demo" / "data" / "acdc.h5"), "--smoke-iterations", "4",
+         "--work", str(work)],
+        capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     record = json.loads((out / "session.json").read_text())
     steps = record["steps"]
-    assert list(steps) == ["ours", "theirs", "switch_fp32_ugpcl"]  # --only: nothing else ran
+    assert list(steps) == ["ours", "theirs", "smoke", "switch_fp32_ugpcl"]  # --only: nothing else ran
     assert all(s["status"] == "ok" for s in steps.values()), steps
     assert sorted(r["method"] for r in steps["ours"]["result"]) == ["cct", "cps", "dct", "em", "mt", "supervised",
                                                                      "uamt", "ugpcl"]
@@ -78,6 +84,40 @@ def test_bench_runs_its_steps_and_records_each_as_it_ends(tmp_path):
     assert switch == f"| fp32 | ugpcl | {base} | {with_switch:.4f} | {float(base) / with_switch:.2f} |"
     assert "| fp32 | supervised |" not in text  # not run: no row
     assert "Sync detector" not in text and "sharing the GPU" not in text
+
+    # the smoke step: trained straight through, and stopped at 2 and resumed; on the CPU bit for bit
+    smoke = steps["smoke"]["result"]
+    assert smoke["run"] == "acdc136_ugpcl" and smoke["iterations"] == 4 and smoke["device"] == "cpu"
+    assert smoke["resumed"] == {"identical": True, "max_weight_diff": 0.0, "max_loss_diff": 0.0, "logged": 4}
+    assert "repeated" not in smoke  # only where the resumed run differs
+    assert smoke["last"]["iteration"] == 4 and smoke["best"]["iteration"] in (2, 4)
+    assert 0 <= smoke["best"]["dice"] <= 1 and smoke["command_s"] >= smoke["train_time_s"] > 0
+    assert "### A short training on this device" in text
+    assert "Stopped halfway and resumed: identical, bit for bit" in text
+    assert "resuming from iteration 2 of 4" in (out / "session.log").read_text()
+
+    # runs that differ: by how much, in weights and logged losses
+    import shutil
+
+    import torch
+
+    a, other = work / "smoke" / "a", tmp_path / "other"
+    shutil.copytree(a, other)
+    state = torch.load(other / "checkpoints" / "last.pt", weights_only=False)
+    name = next(k for k, v in state["state"].items() if v.is_floating_point())
+    state["state"][name] = state["state"][name] + 0.25
+    torch.save(state, other / "checkpoints" / "last.pt")
+    rows = [json.loads(line) for line in (other / "log.jsonl").read_text().splitlines()]
+    rows[-1]["loss"] += 0.5
+    (other / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    differ = gpu_session.agreement(a, other)
+    assert not differ["identical"] and differ["logged"] == 4
+    assert abs(differ["max_weight_diff"] - 0.25) < 1e-6 and abs(differ["max_loss_diff"] - 0.5) < 1e-9
+    assert "weights differ by at most 0.25, logged losses by at most 0.5" in gpu_session.smoke_text(
+        {"result": {**smoke, "resumed": differ}})
+    first_only = {k: v for k, v in smoke.items() if k != "resumed"}  # the step ran out of time after run a
+    assert gpu_session.smoke_text({"status": "timed out", "result": first_only}).endswith(
+        "The resume check did not finish: timed out (session.log says why).")
 
 
 def test_a_step_past_the_budget_is_recorded_as_skipped(tmp_path):

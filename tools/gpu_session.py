@@ -12,7 +12,8 @@ On the GPU machine, from the repository root, carrying `.gpu`:
     python3 tools/gpu_session.py bench --out $OUT
         facts (GPU, torch), a search for ImageNet ResNet-50 weights, `ugpcl bench` of every method,
         the authors' step for the three methods they implemented and the ratio table, K jobs per
-        GPU, the sync detector, and each speed switch alone; everything in $OUT/session.json,
+        GPU, a short training at the bench profile (straight through, then stopped halfway and
+        resumed: `smoke` below), the sync detector, and each speed switch alone; everything in $OUT/session.json,
         $OUT/compare.md and $OUT/session.log, written after every step, and our figures alone in
         $OUT/bench.json (for `ugpcl runs --bench`: the study's projected wall time).
     python3 tools/gpu_session.py train --out $OUT --budget 540 RUN [RUN ...]
@@ -20,6 +21,12 @@ On the GPU machine, from the repository root, carrying `.gpu`:
         spent: the run in progress gets SIGTERM and stops at a resume point, and the same command
         on the same (still warm) machine resumes it. $OUT/runs.tgz holds every run's records
         (run.json, evaluations, logs; no checkpoints, which are too big to come back).
+
+    python3 tools/gpu_session.py smoke --work DIR --json FILE [--data FILE] [--iterations N]
+        (bench's `smoke` step) trains one run for N iterations three ways: straight through (a);
+        stopped at N/2 at a resume point and resumed by the same command (b); and, only when b's
+        weights differ from a's, straight through again (c), which says how far two uninterrupted
+        runs agree on this device. FILE gets a's wall time and both evaluations, and the agreement.
 
 The steps have their own time limits; a step that fails or runs out is recorded and the next
 one runs. Nothing here is needed to use the project: it is how its GPU figures are made.
@@ -295,6 +302,13 @@ def bench_command(args) -> int:
         session.step("theirs", [py, "tools/authors_bench.py", "run", "--code", str(args.authors_code),
                                 "--method", "all", "--device", args.device, "--steps", str(args.steps),
                                 "--json", str(tmp)], theirs_env, 180, tmp)
+        write_comparison(session.record, out / "compare.md")  # again below with ours in fp32
+    smoke_data = args.smoke_data or (PACK / "acdc.h5" if args.profile == "paper" else None)
+    session.step("smoke", [py, str(Path(__file__).resolve()), "smoke", "--profile", args.profile, "--device",
+                           args.device, "--iterations", str(args.smoke_iterations), "--work",
+                           str(args.work / "smoke"), "--json", str(tmp),
+                           *(["--data", str(smoke_data)] if smoke_data else [])], ours_env, 240, tmp)
+    if not args.no_authors:
         session.step("ours_fp32", [*ugpcl, "bench", *common, "--method", "all", "--set", "train.amp=none",
                                    "--json", str(tmp)], ours_env, 240, tmp)
         write_comparison(session.record, out / "compare.md")
@@ -324,6 +338,70 @@ def write_comparison(record: dict, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text("\n".join(text))
     os.replace(tmp, path)
+
+
+def smoke_command(args) -> int:
+    work, n = args.work.resolve(), args.iterations
+    if n < 4:
+        raise SystemExit("error: --iterations must be at least 4 (a resume point at N/4, the stop at N/2)")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    sets = {"train.iterations": n, "train.val_every": n // 2, "train.checkpoint_every": n // 4,
+            "train.log_every": max(n // 20, 1), "model.pretrained": "false"}
+    if args.run.split("_")[1:2] == ["ugpcl"]:
+        sets["methods.ugpcl.contrast_start"] = n // 4  # the pixel contrast and its queue, from the first quarter
+    argv = [sys.executable, "-m", "ugpcl.cli", "train", "--profile", args.profile, "--run", args.run, "--seed",
+            str(SEED), "--device", args.device, "--no-progress",
+            *[a for k, v in sets.items() for a in ("--set", f"{k}={v}")],
+            *(["--data", str(args.data)] if args.data else [])]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+    def train(name: str, *extra: str) -> Path:
+        subprocess.run([*argv, "--out", str(work / name), *extra], check=True, env=env)
+        return work / name
+
+    start = time.monotonic()
+    a = train("a")
+    record = json.loads((a / "run.json").read_text())
+    result = {"run": args.run, "profile": args.profile, "iterations": n, "device": record.get("device_name"),
+              "train_time_s": record.get("train_time_s"), "command_s": round(time.monotonic() - start, 1)}
+    for which, folder in (("best", "eval"), ("last", "eval-last")):
+        summary = json.loads((a / folder / "summary.json").read_text())
+        result[which] = {k: summary.get(k) for k in ("iteration", "dice", "jaccard", "hd95_medpy", "asd")}
+    write_json(args.json, result)  # after each stage: a step stopped for time keeps what it measured
+    train("b", "--stop-after", str(n // 2))
+    result["resumed"] = agreement(a, train("b"))  # the same command again resumes from the resume point at n/2
+    write_json(args.json, result)
+    if not result["resumed"]["identical"]:
+        result["repeated"] = agreement(a, train("c"))  # how far two uninterrupted runs agree here
+        write_json(args.json, result)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def agreement(a: Path, b: Path) -> dict:
+    """How far two runs of the same configuration agree: every tensor of their last checkpoints,
+    and the loss at every logged iteration."""
+    import torch
+
+    from ugpcl.engine.checkpoint import read
+
+    sa, sb = read(a / "checkpoints" / "last.pt")["state"], read(b / "checkpoints" / "last.pt")["state"]
+    if sa.keys() != sb.keys():
+        raise SystemExit(f"error: {a} and {b} hold different tensors: {sorted(sa.keys() ^ sb.keys())[:5]}")
+    identical = all(torch.equal(sa[k], sb[k]) for k in sa)
+    weight = max((float((sa[k].double() - sb[k].double()).abs().max()) for k in sa
+                  if sa[k].is_floating_point() and sa[k].numel()), default=0.0)
+
+    def losses(run: Path) -> dict[int, float]:
+        rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line.strip()]
+        return {row["t"]: row["loss"] for row in rows}
+
+    la, lb = losses(a), losses(b)
+    if la.keys() != lb.keys():
+        raise SystemExit(f"error: {a} and {b} logged other iterations: {sorted(la)[:5]} against {sorted(lb)[:5]}")
+    return {"identical": identical and la == lb, "max_weight_diff": weight,
+            "max_loss_diff": max(abs(la[t] - lb[t]) for t in la), "logged": len(la)}
 
 
 def train_command(args) -> int:
@@ -433,10 +511,42 @@ def report(record: dict, iterations: int = 6000) -> str:
     if switch_rows:
         lines += ["", "### Each speed switch alone", "", "| switch | method | median step without (s) "
                   "| with (s) | speed-up |", "|---|---|---|---|---|", *switch_rows]
+    smoke = steps.get("smoke")
+    if smoke:
+        lines += ["", "### A short training on this device", "", smoke_text(smoke)]
     sync = steps.get("sync_debug")
     if sync:
         lines += ["", f"Sync detector (`ugpcl bench --method all --sync-debug error`): {sync['status']}."]
     return "\n".join(lines) + "\n"
+
+
+def smoke_text(entry: dict) -> str:
+    """The smoke step in words: what trained, its scores, and how exactly a resumed run matched."""
+    r = entry.get("result")
+    if not r:
+        return f"`smoke`: {entry.get('status')} (session.log says why)."
+
+    def score(s: dict) -> str:
+        return f"Dice {100 * s['dice']:.2f}%, HD95 {s['hd95_medpy']:.2f}" if s.get("dice") is not None else "no score"
+
+    def agree(d: dict) -> str:
+        if d["identical"]:
+            return "identical, bit for bit (weights and every logged loss)"
+        return (f"not identical: weights differ by at most {d['max_weight_diff']:.3g}, logged losses by at most "
+                f"{d['max_loss_diff']:.3g}")
+
+    text = (f"`{r['run']}` at the {r['profile']} profile for {r['iterations']} iterations (from scratch; a "
+            f"smoke test of the whole path, not a result): {r['train_time_s']:.0f} s of training, "
+            f"{r['command_s']:.0f} s for the whole command (start-up and both evaluations included); "
+            f"best checkpoint {score(r['best'])}, last {score(r['last'])}.")
+    if "resumed" not in r:
+        return text + f" The resume check did not finish: {entry.get('status')} (session.log says why)."
+    text += f" Stopped halfway and resumed: {agree(r['resumed'])}."
+    if "repeated" in r:
+        text += f" Two uninterrupted runs: {agree(r['repeated'])}."
+    elif not r["resumed"]["identical"]:
+        text += f" Two uninterrupted runs: not compared ({entry.get('status')})."
+    return text
 
 
 def report_command(args) -> int:
@@ -462,9 +572,24 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--authors-code", type=Path, default=PACK / "authors" / "UGPCL", help="their checkout (pack's)")
     b.add_argument("--profile", default="paper", help="the configuration benchmarked (paper: the study's)")
     b.add_argument("--only", default=None, metavar="STEP,...",
-                   help="run only these steps; shell patterns (ours, theirs, ours_fp32, sync_debug, processes_*, "
-                        "switch_*)")
+                   help="run only these steps; shell patterns (ours, theirs, smoke, ours_fp32, sync_debug, "
+                        "processes_*, switch_*)")
+    b.add_argument("--smoke-data", type=Path, default=None,
+                   help="the prepared file of the smoke step (default: pack's .gpu/acdc.h5 at the paper profile, "
+                        "else the profile's own)")
+    b.add_argument("--smoke-iterations", type=int, default=60, help="the smoke step's training length")
+    b.add_argument("--work", type=Path, default=Path("/tmp/ugpcl-gpu-session"),
+                   help="where the smoke step's runs go (their checkpoints are too big to come back)")
     b.set_defaults(func=bench_command)
+    m = sub.add_parser("smoke", help="on the GPU machine: a short training straight through, and stopped and resumed")
+    m.add_argument("--work", type=Path, required=True, help="a folder for the runs (emptied first)")
+    m.add_argument("--json", type=Path, required=True, help="where the result goes")
+    m.add_argument("--run", default="acdc136_ugpcl")
+    m.add_argument("--iterations", type=int, default=60)
+    m.add_argument("--profile", default="paper")
+    m.add_argument("--device", default="cuda")
+    m.add_argument("--data", type=Path, default=None, help="prepared file (default: the profile's)")
+    m.set_defaults(func=smoke_command)
     t = sub.add_parser("train", help="on the GPU machine: train runs in order within the budget")
     t.add_argument("runs", nargs="+", help="run ids (ugpcl runs), e.g. acdc136_ugpcl")
     t.add_argument("--out", type=Path, required=True)
