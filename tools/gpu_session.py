@@ -353,6 +353,7 @@ def smoke_command(args) -> int:
     argv = [sys.executable, "-m", "ugpcl.cli", "train", "--profile", args.profile, "--run", args.run, "--seed",
             str(SEED), "--device", args.device, "--no-progress",
             *[a for k, v in sets.items() for a in ("--set", f"{k}={v}")],
+            *[a for setting in args.set for a in ("--set", setting)],
             *(["--data", str(args.data)] if args.data else [])]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
@@ -589,6 +590,8 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--profile", default="paper")
     m.add_argument("--device", default="cuda")
     m.add_argument("--data", type=Path, default=None, help="prepared file (default: the profile's)")
+    m.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="more overrides for `ugpcl train` (repeatable), e.g. model.weights=FILE")
     m.set_defaults(func=smoke_command)
     t = sub.add_parser("train", help="on the GPU machine: train runs in order within the budget")
     t.add_argument("runs", nargs="+", help="run ids (ugpcl runs), e.g. acdc136_ugpcl")
