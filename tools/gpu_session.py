@@ -347,9 +347,8 @@ def smoke_command(args) -> int:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     sets = {"train.iterations": n, "train.val_every": n // 2, "train.checkpoint_every": n // 4,
-            "train.log_every": max(n // 20, 1), "model.pretrained": "false"}
-    if args.run.split("_")[1:2] == ["ugpcl"]:
-        sets["methods.ugpcl.contrast_start"] = n // 4  # the pixel contrast and its queue, from the first quarter
+            "train.log_every": max(n // 20, 1), "model.pretrained": "false",
+            "methods.ugpcl.contrast_start": n // 4}  # UGPCL's pixel contrast and queue from the first quarter
     argv = [sys.executable, "-m", "ugpcl.cli", "train", "--profile", args.profile, "--run", args.run, "--seed",
             str(SEED), "--device", args.device, "--no-progress",
             *[a for k, v in sets.items() for a in ("--set", f"{k}={v}")],
