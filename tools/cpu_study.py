@@ -51,6 +51,11 @@ COMPARISONS = [
     ("acdc136_supervised_rot", "acdc136_supervised", "supervised + rotation - supervised"),
     ("acdc136_cps", "acdc136_supervised", "CPS - supervised"),
     ("acdc136_mt", "acdc136_supervised", "MT - supervised"),
+    ("acdc136_uamt", "acdc136_supervised", "UA-MT - supervised"),
+    ("acdc136_em", "acdc136_supervised", "EM - supervised"),
+    ("acdc136_dct", "acdc136_supervised", "DCT - supervised"),
+    ("acdc136_cct", "acdc136_supervised", "CCT - supervised"),
+    ("acdc136_ugpcl", "acdc136_cps", "UGPCL - CPS (the strongest baseline here)"),
 ]
 
 
