@@ -38,6 +38,8 @@ VARIANTS = {
     "acdc136_ugpcl_contrast-none": "row 4: l_con + l_e",
     "acdc136_ugpcl_contrast-sup": "row 5: + contrast, labeled pixels",
     "acdc136_ugpcl_contrast-pseudo": "row 6: + contrast, all pseudo labels",
+    "acdc136_mt_w1": "MT, consistency weight 1.0",
+    "acdc136_uamt_w1": "UA-MT, consistency weight 1.0",
 }
 # (a, b, what a - b measures)
 COMPARISONS = [
@@ -56,6 +58,8 @@ COMPARISONS = [
     ("acdc136_dct", "acdc136_supervised", "DCT - supervised"),
     ("acdc136_cct", "acdc136_supervised", "CCT - supervised"),
     ("acdc136_ugpcl", "acdc136_cps", "UGPCL - CPS (the strongest baseline here)"),
+    ("acdc136_mt_w1", "acdc136_mt", "MT: weight 1.0 - 0.1"),
+    ("acdc136_uamt_w1", "acdc136_uamt", "UA-MT: weight 1.0 - 0.1"),
 ]
 
 
