@@ -282,6 +282,27 @@ def test_cct_every_auxiliary_decoder_gets_gradients(acdc_batch):
     assert method.eval_network() is method.model
 
 
+@pytest.mark.parametrize("supervision", ["all", "main"])
+def test_cct_supervised_loss_is_the_mean_over_the_supervised_decoders(acdc_batch, supervision):
+    method = build("cct", f"methods.cct.supervision={supervision}")
+    method.train()
+    outputs = []
+    for decoder in [method.model.decoder, *method.aux]:
+        decoder.register_forward_hook(lambda mod, args, out: outputs.append(out))
+    torch.manual_seed(3)
+    _, logs = method.compute_loss(acdc_batch, 5)
+    n_l = acdc_batch.labeled_bs
+    each = [method.supervised_loss(out[:n_l], acdc_batch.label) for out in outputs]
+    assert len(each) == 4 and len({round(x.item(), 6) for x in each}) == 4  # the decoders' losses differ
+    expected = sum(each) / 4 if supervision == "all" else each[0]
+    assert float(logs["sup"]) == pytest.approx(expected.item(), rel=1e-6)
+    if supervision == "main":  # the auxiliary decoders still learn, from the consistency term alone
+        loss, _ = method.compute_loss(acdc_batch, 5)
+        loss.backward()
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in method.aux[0].parameters()
+                   if p.requires_grad and p.dim() > 1)
+
+
 # --- CPS -----------------------------------------------------------------------------------------
 
 

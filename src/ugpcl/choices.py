@@ -40,6 +40,9 @@ CHOICES: tuple[Choice, ...] = (
     Choice("methods.supervised.batch_norm_unlabeled", "trained with the labeled images only",
            "the two-stream batch of 16 is forwarded whole and the loss takes the labeled 8, so batch "
            "normalisation (and its running statistics) sees the unlabeled 8 too (true)", "METHODS §3.7; §5 pitfall 4"),
+    Choice("methods.cct.supervision", "not stated; CCT itself (Ouali et al. 2020) supervises the main decoder only "
+           "(`main`)", "SSL4MIS: L_sup = (4 CE + 4 Dice) / 8 over the main and the three auxiliary decoders, so the "
+           "evaluated main decoder gets a quarter of a lone decoder's supervised gradient (`all`)", "METHODS §2 CCT"),
     Choice("methods.ugpcl.rotation_interpolation", "not stated",
            "nearest (torchvision rotate's default) for images and labels", f"METHODS §3.3 step 1; {TRAINER}"),
     Choice("methods.ugpcl.rotate_without_equivariance", "rotation is the transformation of l_e (eqs. 10-12)",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -47,6 +48,10 @@ class Perturbations(RampHParams):
     dropout: float = hparam(0.3, "SSL4MIS Dropout(p=0.3)", minimum=0, maximum=1)
     drop_gamma: tuple[float, float] = hparam((0.7, 0.9), "SSL4MIS FeatureDropout: uniform(0.7, 0.9)",
                                              minimum=0, maximum=1)
+    # `all`: the main decoder gets a quarter of the supervised gradient it would get alone;
+    # `main` (off the reference code, as in Ouali et al.): the auxiliary decoders learn from L_c only
+    supervision: Literal["all", "main"] = hparam(
+        "all", "SSL4MIS: L_sup the mean over the main and the 3 auxiliary decoders (all)")
 
 
 @register
@@ -71,7 +76,8 @@ class CrossConsistency(Method):
         aux = [decoder([features[0], *(perturb(f) for f in features[1:])])
                for decoder, perturb in zip(self.aux, self.perturbations)]
         # mean of 0.5 (CE + Dice) over the 4 outputs = the (sum of 4 CE + 4 Dice) / 8 of SSL4MIS
-        sup = sum(self.supervised_loss(out[:n_l], batch.label) for out in [main, *aux]) / 4
+        supervised = [main, *aux] if self.hp.supervision == "all" else [main]
+        sup = sum(self.supervised_loss(out[:n_l], batch.label) for out in supervised) / len(supervised)
         # the main output is not detached (SSL4MIS, unlike the original CCT)
         unsup = sum(softmax_mse(main[n_l:], out[n_l:]) for out in aux) / 3
         return self.semi_supervised(sup, unsup, self.ramp(t))
