@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from ugpcl.config import load_config
+from ugpcl.device import processor_name
 from ugpcl.engine.augment import augment_batch
 from ugpcl.engine.sampler import TwoStreamSampler
 from ugpcl.engine.step import poly_lr
@@ -117,6 +118,16 @@ def test_resume_gives_the_same_parameters_as_training_straight_through(tiny_acdc
         assert torch.equal(a[key], b[key]), key
     logged = [json.loads(line)["t"] for line in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
     assert logged == list(range(8))
+    record = second.facts()  # run.json's: what the same seed's result depends on
+    assert record["device_name"] == processor_name() and record["torch"] == torch.__version__
+
+
+def test_the_processor_is_named_from_cpuinfo(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 9654 96-Core Processor\n"
+                       "processor\t: 1\nmodel name\t: AMD EPYC 9654 96-Core Processor\n")
+    assert processor_name(cpuinfo) == "AMD EPYC 9654 96-Core Processor"
+    assert processor_name(tmp_path / "missing")  # elsewhere: platform's guess or "unknown", never empty
 
 
 def test_a_resume_point_is_read_onto_the_cpu(tiny_acdc, tmp_path, monkeypatch):

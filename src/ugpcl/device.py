@@ -23,6 +23,27 @@ def pick_device(choice: str = "auto") -> torch.device:
     return torch.device(choice)
 
 
+def processor_name(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The CPU's model name (Linux's /proc/cpuinfo; elsewhere platform's guess, or "unknown")."""
+    try:
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and value.strip():
+                return value.strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or "unknown"
+
+
+def device_name(device: torch.device) -> str:
+    """The hardware's name for run.json: the GPU's, or the processor's model. CPU results depend on
+    the model too: the same seed on another CPU (other vector kernels, other rounding) follows
+    another trajectory after some hundred iterations."""
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else processor_name()
+
+
 # --- several GPUs: each training job on the least busy one ------------------------------------------
 # Snakemake's `--resources gpu=N` caps how many jobs run at once but does not say which GPU each
 # one uses: without this, every job of a multi-GPU workstation would train on the first GPU.

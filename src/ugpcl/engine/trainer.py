@@ -41,7 +41,7 @@ from tqdm import tqdm
 from ..config import prepared_path
 from ..data.prepared import Prepared, load_prepared
 from ..data.provenance import data_record
-from ..device import claim_least_busy_gpu, pick_device
+from ..device import claim_least_busy_gpu, device_name, pick_device
 from ..errors import Interrupted, UserError
 from ..fileio import write_text
 from ..lifetime import Terminated
@@ -332,7 +332,8 @@ class Trainer:
         attempts = self.attempts.all if self.attempts else []
         return {
             "device": self.device.type,
-            "device_name": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu",
+            "device_name": device_name(self.device),
+            "torch": torch.__version__,
             "iterations": self.tr["iterations"],
             "started": attempts[0]["started"] if attempts else None,
             "wall_time_s": self.attempts.total_seconds() if self.attempts else round(self.elapsed, 1),
