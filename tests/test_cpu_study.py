@@ -41,6 +41,15 @@ def test_differences_pair_runs_by_seed(tmp_path):
                                                    "| UGPCL (row 7) | 1337, 1 | 61.00 (60.00-62.00) | 60.00 |"]
     assert cpu_study.differences(records)[0][0] == "UGPCL - supervised"
     assert cpu_study.differences(records)[0][1] == {1: pytest.approx(5.0)}
+    # a comparison that names its seeds pairs those only (runs of one seed on different processors)
+    run("acdc136_cct", 1337, 0.50, 0.50)
+    run("acdc136_cct", 1, 0.51, 0.51)
+    run("acdc136_cct_main", 1337, 0.55, 0.55)
+    run("acdc136_cct_main", 1, 0.58, 0.58)
+    diffs = dict(cpu_study.differences(cpu_study.read_records(tmp_path)))
+    assert diffs["CCT: main decoder only - mean over four"] == {1: pytest.approx(7.0)}
+    assert diffs["CCT, main decoder only - supervised"] == {1: pytest.approx(1.0)}
+
     cpu_study.figure(records, tmp_path / "out" / "seeds.png")
     assert (tmp_path / "out" / "seeds.png").read_bytes()[:4] == b"\x89PNG"
     assert "abc1234" in cpu_study.provenance(records)

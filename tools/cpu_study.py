@@ -15,11 +15,12 @@ import argparse
 import datetime
 import json
 import subprocess
+import textwrap
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RECORDS = ROOT / "reports" / "cpu_acdc"
-SEEDS = (1337, 1, 2)  # the study's order: the paper's seed first
+SEEDS = (1337, 1, 2, 3, 4)  # the study's order: the paper's seed first (3 and 4: the CCT follow-up only)
 
 # folder under RECORDS -> the name the report gives it, in the report's order
 VARIANTS = {
@@ -40,8 +41,10 @@ VARIANTS = {
     "acdc136_ugpcl_contrast-pseudo": "row 6: + contrast, all pseudo labels",
     "acdc136_mt_w1": "MT, consistency weight 1.0",
     "acdc136_uamt_w1": "UA-MT, consistency weight 1.0",
+    "acdc136_cct_main": "CCT, main decoder supervised only",
+    "acdc136_cct_rerun": "CCT, seed 1337 again (AMD EPYC)",
 }
-# (a, b, what a - b measures)
+# (a, b, what a - b measures[, the seeds to pair: default every seed both ran])
 COMPARISONS = [
     ("acdc136_ugpcl", "acdc136_supervised", "UGPCL - supervised"),
     ("acdc136_ugpcl_contrast-none", "acdc136_supervised", "row 4 (no contrast) - supervised"),
@@ -60,6 +63,11 @@ COMPARISONS = [
     ("acdc136_ugpcl", "acdc136_cps", "UGPCL - CPS (the strongest baseline here)"),
     ("acdc136_mt_w1", "acdc136_mt", "MT: weight 1.0 - 0.1"),
     ("acdc136_uamt_w1", "acdc136_uamt", "UA-MT: weight 1.0 - 0.1"),
+    # the same processor only: CCT's seed-1337 record ran on the Intel machine, its rerun on the AMD one
+    ("acdc136_cct_main", "acdc136_cct", "CCT: main decoder only - mean over four", (1, 2, 3, 4)),
+    ("acdc136_cct_main", "acdc136_cct_rerun", "CCT: main decoder only - mean over four, seed 1337"),
+    ("acdc136_cct_rerun", "acdc136_cct", "CCT seed 1337: AMD EPYC - Intel Xeon (same code)"),
+    ("acdc136_cct_main", "acdc136_supervised", "CCT, main decoder only - supervised"),
 ]
 
 
@@ -101,8 +109,8 @@ def variant_rows(records: dict[str, dict[int, dict]]) -> list[str]:
 def differences(records: dict[str, dict[int, dict]]) -> list[tuple[str, dict[int, float]]]:
     """Per comparison, a - b of the best Dice on each seed both variants ran."""
     out = []
-    for a, b, label in COMPARISONS:
-        common = [s for s in SEEDS if s in records.get(a, {}) and s in records.get(b, {})]
+    for a, b, label, *only in COMPARISONS:
+        common = [s for s in (only[0] if only else SEEDS) if s in records.get(a, {}) and s in records.get(b, {})]
         if common:
             out.append((label, {s: records[a][s]["best"] - records[b][s]["best"] for s in common}))
     return out
@@ -123,7 +131,8 @@ def provenance(records: dict[str, dict[int, dict]]) -> str:
     days = sorted({run["finished"][:10] for run in runs})
     head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
                           text=True).stdout.strip() or "unknown"
-    devices = sorted({run["device_name"] for run in runs})
+    # "cpu": a run of before 5482922, when run.json did not name the processor
+    devices = sorted({"a CPU not named" if run["device_name"] == "cpu" else run["device_name"] for run in runs})
     return (f"{len(runs)} runs on {', '.join(devices)}, trained {days[0]} to {days[-1]} with code "
             f"{', '.join(commits)}; drawn {datetime.date.today()} at {head} by tools/cpu_study.py")
 
@@ -138,7 +147,7 @@ def figure(records: dict[str, dict[int, dict]], path: Path) -> None:
 
     from ugpcl.fileio import atomic_path
 
-    markers = {1337: "o", 1: "s", 2: "^"}
+    markers = {1337: "o", 1: "s", 2: "^", 3: "D", 4: "v"}
     diffs = differences(records)
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 0.42 * max(len(records), len(diffs)) + 1.6),
                                       gridspec_kw={"width_ratios": [1, 1]})
@@ -154,14 +163,16 @@ def figure(records: dict[str, dict[int, dict]], path: Path) -> None:
         axis.set_xlabel(xlabel, fontsize=9)
         axis.grid(axis="x", alpha=0.3)
     right.axvline(0, color="grey", lw=1)
-    handles = [plt.Line2D([], [], ls="", marker=m, color="C0", label=f"seed {s}") for s, m in markers.items()]
+    present = {seed for seeds in records.values() for seed in seeds}
+    handles = [plt.Line2D([], [], ls="", marker=m, color="C0", label=f"seed {s}") for s, m in markers.items()
+               if s in present]
     handles.append(plt.Line2D([], [], color="black", lw=2, label="mean over seeds"))
     fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.965), ncol=len(handles), fontsize=8,
                frameon=False)
     fig.suptitle("ACDC-136 on a CPU: 96 px, small encoder from scratch, 3000 iterations (not a reproduction)",
                  fontsize=10, y=0.995)
-    fig.text(0.01, 0.005, provenance(records), fontsize=7, color="dimgrey")
-    fig.tight_layout(rect=(0, 0.03, 1, 0.93))
+    fig.text(0.01, 0.005, textwrap.fill(provenance(records), 210), fontsize=7, color="dimgrey")
+    fig.tight_layout(rect=(0, 0.045, 1, 0.93))
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
