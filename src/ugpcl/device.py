@@ -39,8 +39,8 @@ def processor_name(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
 
 def device_name(device: torch.device) -> str:
     """The hardware's name for run.json: the GPU's, or the processor's model. CPU results depend on
-    the model too: the same seed on another CPU (other vector kernels, other rounding) follows
-    another trajectory after some hundred iterations."""
+    the model too: one seed on an Intel and on an AMD CPU, same code and data, gave runs that part
+    within 200 iterations (reports/cpu_acdc.md, last section)."""
     return torch.cuda.get_device_name(device) if device.type == "cuda" else processor_name()
 
 
