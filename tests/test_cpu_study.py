@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,3 +58,14 @@ def test_differences_pair_runs_by_seed(tmp_path):
     shutil.copytree(tmp_path / "acdc136_ugpcl", tmp_path / "acdc136_mine")
     with pytest.raises(SystemExit, match="acdc136_mine"):
         cpu_study.read_records(tmp_path)
+
+
+def test_pooled_dice_counts_overlap_over_the_whole_stack():
+    truth = np.zeros((2, 4, 4), dtype=np.uint8)
+    truth[0, :2] = 1          # class 1: 8 pixels, all on slice 0
+    truth[1, :, :1] = 2       # class 2: 4 pixels on slice 1
+    pred = truth.copy()
+    assert cpu_study.pooled_dice(pred, truth, [1, 2]) == pytest.approx(100.0)
+    pred[0, 0] = 0            # 4 of class 1's 8 pixels missed: 2 * 4 / (4 + 8)
+    assert cpu_study.pooled_dice(pred, truth, [1, 2]) == pytest.approx(100 * (2 * 4 / 12 + 1) / 2)
+    assert cpu_study.pooled_dice(pred, truth, [3]) == pytest.approx(100.0)  # absent from both

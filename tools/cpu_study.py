@@ -2,6 +2,7 @@
 
     python tools/cpu_study.py                                   # the Markdown tables, to stdout
     python tools/cpu_study.py --figure reports/cpu_acdc/seeds.png
+    python tools/cpu_study.py --fit PREPARED.h5 RUN_DIR [RUN_DIR ...]   # how each best checkpoint fits
 
 Each run's records sit in reports/cpu_acdc/<variant>/seed<seed>/ (run.json, config.yaml,
 summary_best.json, summary_last.json, val.jsonl); how they were made is in the report. Scores are
@@ -17,6 +18,8 @@ import json
 import subprocess
 import textwrap
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 RECORDS = ROOT / "reports" / "cpu_acdc"
@@ -178,11 +181,51 @@ def figure(records: dict[str, dict[int, dict]], path: Path) -> None:
     plt.close(fig)
 
 
+def pooled_dice(pred: np.ndarray, truth: np.ndarray, classes) -> float:
+    """Dice (%) of each class pooled over all the slices (one count of overlap and of sizes over the
+    stack), averaged over `classes`; a class absent from both counts as 1."""
+    scores = []
+    for c in classes:
+        p, t = pred == c, truth == c
+        total = int(p.sum()) + int(t.sum())
+        scores.append(1.0 if total == 0 else 2 * int((p & t).sum()) / total)
+    return 100 * float(np.mean(scores))
+
+
+def fit(prepared_path: Path, runs: list[Path], regime: str = "136") -> list[str]:
+    """Per run, its best checkpoint's pooled Dice on the regime's labeled training slices and on
+    the slices of every other training patient (whose labels the run never saw)."""
+    from ugpcl.data.prepared import load_prepared
+    from ugpcl.engine.checkpoint import load_run
+    from ugpcl.metrics import predict_slices
+
+    prepared = load_prepared(prepared_path)
+    labeled = prepared.labeled_indices(regime)
+    groups = np.asarray(prepared.train_groups)
+    others = np.flatnonzero(~np.isin(groups, groups[labeled]))
+    foreground = range(1, prepared.num_classes)
+    lines = []
+    for run in runs:
+        net = load_run(run, "best").net
+        scores = [pooled_dice(predict_slices(net, prepared.train.images[idx]), prepared.train.labels[idx], foreground)
+                  for idx in (labeled, others)]
+        lines.append(f"{run}: labeled slices {scores[0]:.1f}%, other patients {scores[1]:.1f}%")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--records", type=Path, default=RECORDS, help="the records' folder (default: %(default)s)")
     parser.add_argument("--figure", type=Path, help="also draw the figure to this PNG")
+    parser.add_argument("--fit", nargs="+", type=Path, metavar=("PREPARED", "RUN_DIR"),
+                        help="instead: the prepared file, then run directories whose best checkpoint to score on "
+                             "the training slices (labeled regime 136, and the other patients)")
     args = parser.parse_args(argv)
+    if args.fit:
+        if len(args.fit) < 2:
+            parser.error("--fit takes the prepared file and at least one run directory")
+        print("\n".join(fit(args.fit[0], args.fit[1:])))
+        return
     records = read_records(args.records)
     print("\n".join(variant_rows(records)) + "\n\n" + "\n".join(difference_rows(records)))
     if args.figure:
