@@ -75,7 +75,7 @@ class CrossConsistency(Method):
         # every map the decoder reads (f1..f5, skips included) is perturbed; f0, the input, is unused
         aux = [decoder([features[0], *(perturb(f) for f in features[1:])])
                for decoder, perturb in zip(self.aux, self.perturbations)]
-        # mean of 0.5 (CE + Dice) over the 4 outputs = the (sum of 4 CE + 4 Dice) / 8 of SSL4MIS
+        # mean of 0.5 (CE + Dice) over the supervised outputs; over all 4, SSL4MIS's (4 CE + 4 Dice) / 8
         supervised = [main, *aux] if self.hp.supervision == "all" else [main]
         sup = sum(self.supervised_loss(out[:n_l], batch.label) for out in supervised) / len(supervised)
         # the main output is not detached (SSL4MIS, unlike the original CCT)
