@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from ugpcl.device import processor_name
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOL = ROOT / "tools" / "authors_bench.py"
@@ -160,6 +162,7 @@ def test_run_times_their_loop_for_each_method_as_their_train_py_builds_it(standi
         assert r["commit"] == authors_bench.AUTHORS_COMMIT and r["code"] == "taovv/UGPCL"
         assert (r["batch_size"], r["labeled_bs"], r["image_size"], r["steps"]) == (16, 8, 16, 3)
         assert r["median_step_s"] > 0 and r["images_per_s"] == pytest.approx(16 / r["median_step_s"], rel=0.01)
+        assert re.fullmatch(re.escape(processor_name()) + r" \(\d+ threads\)", r["device"])  # as `ugpcl bench`
         lo, hi = r["step_s_p10_p90"]
         assert lo <= r["median_step_s"] <= hi
     calls = {}

@@ -18,6 +18,7 @@ import torch
 import yaml
 
 from ugpcl.config import load_config
+from ugpcl.device import processor_name
 from ugpcl.engine.step import make_optimizer, train_step
 from ugpcl.engine.trainer import Trainer
 from ugpcl.evaluation import evaluate_run
@@ -172,6 +173,7 @@ def test_new_method_file_runs_through_the_cli_with_no_other_edit(tiny_acdc, tmp_
     assert json.loads((tmp_path / "ev" / "summary.json").read_text())["method"] == name
     bench = json.loads(ugpcl("bench", *common, "--method", name, "--steps", "1", "--warmup", "0", "--device", "cpu"))
     assert bench["method"] == name and bench["median_step_s"] > 0
+    assert bench["device"].startswith(processor_name() + " (")  # the processor, as tools/authors_bench.py says it
     # In Table 1 (README): one more run per setting of the matrix, nothing else to edit
     table1 = cfg["experiments"]["table1"]["methods"]
     runs = ugpcl("runs", *common, "--set", f"experiments.table1.methods=[{', '.join([*table1, name])}]")

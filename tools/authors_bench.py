@@ -164,7 +164,7 @@ def bench_method(code: Path, method: str, device: str, steps: int, warmup: int, 
         import resource
 
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        name = f"cpu ({torch.get_num_threads()} threads)"
+        name = f"{_processor()} ({torch.get_num_threads()} threads)"
     return {
         "method": method, "code": "taovv/UGPCL", "config": CONFIGS[method], "device": name, "image_size": size,
         "batch_size": batch_size, "labeled_bs": labeled_bs, "in_channels": in_channels,
@@ -174,6 +174,21 @@ def bench_method(code: Path, method: str, device: str, steps: int, warmup: int, 
         "cudnn": "deterministic, no benchmark (their train.py)",
         "date": datetime.now(timezone.utc).date().isoformat(), "torch": torch.__version__,
     }
+
+
+def _processor() -> str:
+    """The CPU's model as `ugpcl bench` names it (ugpcl.device.processor_name, which this file may
+    not import): the two files' device strings must be equal for `compare`."""
+    try:
+        for line in open("/proc/cpuinfo", errors="replace"):
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and value.strip():
+                return value.strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or "unknown"
 
 
 def run_command(args) -> int:

@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 import numpy as np
 import torch
 
+from ..device import processor_name
 from ..losses import class_map
 from ..methods import build_method
 from ..methods.base import Batch
@@ -61,7 +62,7 @@ def benchmark(cfg: dict, method_name: str, device: torch.device, steps: int = 10
         name = torch.cuda.get_device_name(device)
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-        name = f"cpu ({torch.get_num_threads()} threads)"
+        name = f"{processor_name()} ({torch.get_num_threads()} threads)"  # as tools/authors_bench.py names it
     return {
         "method": method_name, "profile": cfg["profile"], "device": name, "image_size": size,
         "batch_size": batch_size, "labeled_bs": tr["labeled_bs"], "width": cfg["model"]["width"],
