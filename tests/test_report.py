@@ -1,6 +1,7 @@
 """The report against the paper, from fake finished runs; the figures, from tiny real networks."""
 
 import csv
+import io
 import json
 from dataclasses import dataclass
 from html.parser import HTMLParser
@@ -132,6 +133,34 @@ def test_mean_and_std_over_seeds(tmp_path):
     assert one["seeds"] == "1/2" and one["Dice ours"] == "75.00 ± –"
     shown = [r for r in tables.display_rows(cells["table1"]) if r["run"] == "acdc68_ugpcl"][0]
     assert shown["Dice ours"] == "82.00 ± 2.83"
+
+
+def test_a_seed_whose_hd95_is_undefined_is_not_averaged_away(tmp_path):
+    """A seed that never predicts a class has no HD95 (metrics.summarise gives null): the row says
+    so instead of averaging the other seeds, while its Dice counts. Empty predictions, which HD95
+    leaves out and which would flatter it, are counted in the row."""
+    cfg = make_cfg(tmp_path, "paper", "experiments.seeds=[1, 2]")
+    fake_run(cfg, "acdc68_mt", 1, 0.80)
+    fake_run(cfg, "acdc68_mt", 2, 0.60)
+    summary_file = find_run(cfg, "acdc68_mt").run_dir(cfg, 2) / "eval" / "summary.json"
+    summary = json.loads(summary_file.read_text())
+    summary.update(hd95_medpy=None, empty_predictions=20)
+    summary["per_class"]["RV"].update(hd95_medpy=None, empty_predictions=20)
+    summary_file.write_text(json.dumps(summary))
+    fake_run(cfg, "acdc68_cps", 1, 0.75)
+    fake_run(cfg, "acdc68_cps", 2, 0.77)
+    cells = tables.build_tables(cfg, tables.collect_results(cfg))
+    mt = cell(cells["table1"], dataset="acdc", labeled="68", method="mt")
+    assert mt.row()["dice"] == pytest.approx(70.0)
+    assert mt.row()["hd95"] is None and mt.row()["hd95_std"] is None
+    assert (mt.row()["hd95_undefined_seeds"], mt.row()["empty_predictions"]) == (1, 20)
+    rows = {r["run"]: r for r in tables.display_rows(cells["table1"])}
+    assert rows["acdc68_mt"]["HD95 (medpy)"] == "undefined in 1 of 2 seeds; 20 empty predictions left out"
+    assert rows["acdc68_cps"]["HD95 (medpy)"] == "3.50 ± 0.00 mm"
+    per_class = {r["RV HD95"] for r in tables.per_class_rows([mt], ["RV"])}
+    assert per_class == {"undefined in 1 of 2 seeds"}
+    csv_rows = [r for r in csv.DictReader(io.StringIO(tables.per_class_csv([mt]))) if r["class"] == "RV"]
+    assert {r["metric"]: r["mean"] for r in csv_rows} == {"Dice": "67.0", "Jaccard": "57.0", "HD95": "", "ASD": "1.2"}
 
 
 def test_headline_checkpoint_and_second_network(tmp_path):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -202,7 +203,8 @@ class Cell:
     seeds_planned: int
     dice: list[float] = field(default_factory=list)      # % per finished seed (the headline checkpoint)
     jaccard: list[float] = field(default_factory=list)
-    hd95: list[float] = field(default_factory=list)      # the definition evaluation.hd95 names, in hd95_unit
+    hd95: list[float] = field(default_factory=list)      # the definition evaluation.hd95 names, in hd95_unit;
+                                                         # NaN for a seed whose HD95 is undefined (metrics.summarise)
     paper_dice: float | None = None
     paper_jaccard: float | None = None
     other: str = "last"                                  # the checkpoint shown beside the headline one
@@ -210,6 +212,7 @@ class Cell:
     other_jaccard: list[float] = field(default_factory=list)
     dice_net2: list[float] = field(default_factory=list)  # a second evaluated network (CPS), headline checkpoint
     hd95_unit: str | None = None
+    empty_predictions: int = 0                            # (case, class) pairs predicted empty, over the seeds
     per_class: dict = field(default_factory=dict)        # class -> metric -> values per seed (Dice/Jaccard in %)
     case_files: list[Path] = field(default_factory=list)  # per_case.csv of every finished seed (headline checkpoint)
     paired: object | None = None                          # stats.Paired: UGPCL against this cell (stats.pair_cells)
@@ -244,7 +247,7 @@ class Cell:
     def row(self) -> dict:
         """The CSV row: labels, then numbers (blank where there is none)."""
         def std(v):
-            return _round(statistics.stdev(v)) if len(v) > 1 else None
+            return _round(statistics.stdev(v)) if len(v) > 1 and not any(map(math.isnan, v)) else None
 
         return {
             **self.labels,
@@ -266,11 +269,15 @@ class Cell:
             "hd95": _mean_or_none(self.hd95),
             "hd95_std": std(self.hd95),
             "hd95_unit": self.hd95_unit or "",
+            "hd95_undefined_seeds": sum(map(math.isnan, self.hd95)),
+            "empty_predictions": self.empty_predictions,
         }
 
 
 def _mean_or_none(values: list[float]) -> float | None:
-    return _round(statistics.fmean(values)) if values else None
+    """The mean, or None where there is none: no value, or one seed's undefined (NaN), which
+    is never averaged away over the other seeds."""
+    return _round(statistics.fmean(values)) if values and not any(map(math.isnan, values)) else None
 
 
 def _diff(ours: float | None, paper: float | None) -> float | None:
@@ -294,19 +301,23 @@ def fill(cell: Cell, results: dict[str, dict[int, dict]], hd95: str = "medpy") -
         second = list(summary.get("networks", {}).values())[1:2]
         if second and second[0].get("dice") is not None:
             cell.dice_net2.append(100.0 * float(second[0]["dice"]))
-        if summary.get(HD95_KEYS[hd95]) is not None:
-            cell.hd95.append(float(summary[HD95_KEYS[hd95]]))
-            cell.hd95_unit = summary.get("distance_unit", "voxel")
+        cell.hd95.append(_number(summary.get(HD95_KEYS[hd95])))  # NaN: undefined for this seed, shown so
+        cell.hd95_unit = summary.get("distance_unit", "voxel")
+        cell.empty_predictions += int(summary.get("empty_predictions") or 0)
         for name, scores in (summary.get("per_class") or {}).items():
             for metric, key, scale in per_class_metrics(hd95):
-                if scores.get(key) is not None:
-                    cell.per_class.setdefault(name, {}).setdefault(metric, []).append(scale * float(scores[key]))
+                cell.per_class.setdefault(name, {}).setdefault(metric, []).append(scale * _number(scores.get(key)))
         if result.get("per_case") is not None and Path(result["per_case"]).is_file():
             cell.case_files.append(Path(result["per_case"]))
     if cell.case_files:  # the data's class order (summary.json sorts the names)
         order = class_order(cell.case_files[0])
         cell.per_class = {n: cell.per_class[n] for n in sorted(cell.per_class, key=lambda n: order.get(n, len(order)))}
     return cell
+
+
+def _number(value) -> float:
+    """summary.json's value as a float; null (undefined) as NaN."""
+    return math.nan if value is None else float(value)
 
 
 def per_class_metrics(hd95: str) -> tuple[tuple[str, str, float], ...]:
@@ -390,6 +401,9 @@ def fmt_value(values: list[float], digits: int = 2) -> str:
     the number of seeds of each row in its "seeds" column."""
     if not values:
         return "missing"
+    undefined = sum(map(math.isnan, values))
+    if undefined:
+        return "undefined" if undefined == len(values) else f"undefined in {undefined} of {len(values)} seeds"
     mean = statistics.fmean(values)
     std = f"{statistics.stdev(values):.{digits}f}" if len(values) > 1 else "–"
     return f"{mean:.{digits}f} ± {std}"
@@ -433,7 +447,9 @@ def display_rows(cells: list[Cell], hd95: str = "medpy", paper: bool = True) -> 
         def shown(values):
             return fmt_value(values) if c.run_id else "not run"
 
-        hd = "" if not c.hd95 else f"{fmt_value(c.hd95)} {c.hd95_unit}"
+        hd = "" if not c.hd95 else fmt_value(c.hd95) + ("" if any(map(math.isnan, c.hd95)) else f" {c.hd95_unit}")
+        if c.empty_predictions:
+            hd += f"; {c.empty_predictions} empty predictions left out"
         rows.append({
             **{k: str(v) for k, v in c.labels.items()},
             "run": c.run_id or "—",
@@ -498,7 +514,9 @@ def columns_note(cfg: dict) -> str:
                       "report on one set)", "last": "the last iteration's network"}
     return (f"Dice/Jaccard ours: {picked[headline]}; Dice/Jaccard {other}: {picked[other]}, so the selection "
             f"effect shows. HD95 ({ev['hd95']}): {HD95_NAMES[ev['hd95']]}, of the headline checkpoint, in mm where "
-            "the data gives the voxel size, else in voxels or pixels (the unit is printed). Dice net 2: the second "
+            "the data gives the voxel size, else in voxels or pixels (the unit is printed); undefined for a seed "
+            "that never predicts a class, and a case's class predicted empty has no distance: it is left out and "
+            "counted (\"empty predictions left out\"), as it would otherwise flatter the mean. Dice net 2: the second "
             "network of a method that trains two (CPS), whose first network is the main number.")
 
 
@@ -594,11 +612,12 @@ def per_class_csv(cells: list[Cell], hd95: str = "medpy") -> str:
         for name, scores in c.per_class.items():
             for metric, _, _ in per_class_metrics(hd95):
                 values = scores.get(metric, [])
-                if values:
+                if values:  # mean and std blank where a seed's value is undefined
                     unit = "%" if metric in ("Dice", "Jaccard") else c.hd95_unit or ""
+                    mean = _mean_or_none(values)
                     writer.writerow([c.labels["dataset"], c.labels["labeled"], c.labels["method"], c.run_id,
-                                     len(values), name, metric, _round(statistics.fmean(values)),
-                                     "" if len(values) < 2 else _round(statistics.stdev(values)), unit])
+                                     len(values), name, metric, "" if mean is None else mean,
+                                     "" if len(values) < 2 or mean is None else _round(statistics.stdev(values)), unit])
     return buf.getvalue()
 
 
