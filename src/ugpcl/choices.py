@@ -27,6 +27,8 @@ CHOICES: tuple[Choice, ...] = (
            "30000, UGPCL 100 x 100 = 10000; run for 6000 iterations they peak at 3.9% (baselines) and 43% (UGPCL) "
            "of lambda. `run`: scaled to reach lambda on the last iteration", "METHODS §1, §3.3 step 5, §5.1"),
     Choice("train.min_lr", "poly decay to 0.001", "floor 1e-4", "METHODS §3.3 step 7"),
+    Choice("train.amp", "not stated", "float32 throughout (both codes); ours: bf16 autocast of CUDA training "
+           "steps, for speed (`none`: float32); validation, evaluation and predict in float32", "METHODS §1, §3"),
     Choice("train.weight_decay", "5e-4", "UGPCL 5e-4; SSL4MIS 1e-4", "METHODS §1, §3.3"),
     Choice("model.swin.train_pos_embed", "learnable (eq. 2)", "never trained (false)", "METHODS §3.1"),
     Choice("train.dice_background", "not stated", "UGPCL false; SSL4MIS true", "METHODS §5.3"),

@@ -63,11 +63,10 @@ def evaluate_run(run_dir: str | Path, *, checkpoint: str = "best", data: Prepare
         data_sha256 = file_sha256(prepared.path)
         check_same_data(run_dir, prepared.path, data_sha256, explicit=data is not None)
     protocol = protocol or cfg["evaluation"]["protocol"]
-    amp = cfg["train"]["amp"] == "bf16"
-    frames, networks = [], {}
+    frames, networks = [], {}  # in float32, as the validation that picked the best checkpoint (train.amp: training)
     for name in loaded.method.evaluated:
         per_case, networks[name] = evaluate_network(getattr(loaded.method, name), prepared,
-                                                    batch_size or cfg["train"]["val_batch"], device, amp=amp,
+                                                    batch_size or cfg["train"]["val_batch"], device,
                                                     progress=progress, protocol=protocol)
         frames.append(per_case.assign(network=name))
     summary = dict(networks[loaded.method.evaluated[0]])

@@ -58,11 +58,10 @@ def run_predict(args: argparse.Namespace) -> int:
         out = args.out or default_out(loaded.cfg, loaded.info, args.which if args.run_dir else args.checkpoint.stem)
         cleanup.enter_context(removed_if_failed(out))
         writable_dir(out)
-        amp = loaded.cfg["train"]["amp"] == "bf16"
         rule = resizing(loaded.cfg, loaded.info.get("dataset"))
         try:
             outputs = predict_files(loaded.net, inputs, out, loaded.cfg["data"]["image_size"], args.batch_size,
-                                    device, amp, rule)
+                                    device, resizing=rule)  # float32, as evaluation
         except PredictionFailed as exc:
             for path in exc.written:
                 print(path)
