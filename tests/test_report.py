@@ -245,6 +245,8 @@ def test_report_files(tmp_path):
     assert "SYNTHETIC" not in md
     for name in ("table2_md", "table3_md"):
         assert "acdc136_ugpcl" in files[name].read_text()
+    # Table 2's row 6 runs the authors' `pseudo` branch, which its paper columns do not say
+    assert "labeled ones included, so no ground truth enters its contrast" in files["table2_md"].read_text()
 
     page = files["html"].read_text()
     checker = TagChecker()
@@ -254,6 +256,7 @@ def test_report_files(tmp_path):
             "run-acdc136_ugpcl"} <= set(checker.ids)
     assert checker.images and all(src.startswith("data:image/png;base64,") for src in checker.images)
     assert "SYNTHETIC" not in page
+    assert "Row 6, contrast: pseudo, contrasts pixels labeled by the CNN head" in page
     # every run links to its folder, configuration and logs, relative to the page; the tables to the run
     assert 'href="../../results/paper/runs/acdc136_ugpcl/seed1/"' in page
     assert 'href="../../results/paper/runs/acdc136_ugpcl/seed1/config.yaml"' in page

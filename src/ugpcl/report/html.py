@@ -20,7 +20,7 @@ from ..study import distinct_runs
 from . import verdict
 from .tables import (PAIRED_TITLE, PER_CLASS_TITLE, SYNTHETIC_WARNING, TITLES, VERDICTS, WHAT_IS_PAIRED, Cell,
                      columns_note, display_rows, paired_display, per_class_metrics, per_class_rows,
-                     per_class_sections, protocol_note, synthetic, table1_sections, train_log)
+                     per_class_sections, protocol_note, synthetic, table1_sections, table2_note, train_log)
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 1400px; padding: 0 1em; color: #222; }
@@ -199,6 +199,8 @@ def render(cfg: dict, tables: dict[str, list[Cell]], results: dict[str, dict[int
         for ident, title, part, paper in shown:  # Table 1: the paper's datasets, then one table per other
             counts = f"<p>{escape(verdict_counts(part))}</p>" if paper else ""
             parts.append(f"<h2>{escape(title)}</h2>{counts}")
+            if name == "table2":
+                parts.append(f'<p class="note">{escape(table2_note(cfg).replace("`", ""))}</p>')
             label = {"table1": "method", "table2": "row", "table3": "feature"}[name]
             parts.append(html_table(linked_rows(display_rows(part, hd95, paper), label), ident))
         parts.append(image_tag(bars[name], f"{name}: our Dice against the paper's"))

@@ -506,6 +506,20 @@ def protocol_note(cfg: dict) -> str:
     return PROTOCOL_NOTES[cfg["evaluation"]["protocol"]]
 
 
+PSEUDO_TARGETS = {"cnn": "the CNN head's argmax on every image, labeled ones included, so no ground truth enters "
+                          "its contrast (the authors' `pseudo` branch)",
+                  "mean": "the two decoders' mean prediction on unlabeled images and the ground truth on labeled ones"}
+
+
+def table2_note(cfg: dict) -> str:
+    """What Table 2's rows run, beside the paper's switch columns."""
+    source = cfg["methods"]["ugpcl"]["pseudo_labels"]
+    return ("The l_* columns are the paper's loss terms per row; each of our rows is the run its run id names "
+            "(`experiments.table2.rows`: row 1 the supervised baseline, rows 2 to 7 UGPCL with switches "
+            f"off). Row 6, `contrast: pseudo`, contrasts pixels labeled by {PSEUDO_TARGETS[source]} "
+            f"(`methods.ugpcl.pseudo_labels: {source}`), where the paper's columns also tick l_c^sup.")
+
+
 def columns_note(cfg: dict) -> str:
     """What the columns hold: which checkpoint, which HD95 definition and unit."""
     ev = cfg["evaluation"]
@@ -552,6 +566,8 @@ def markdown_document(cfg: dict, table: str, cells: list[Cell], paired: list[dic
             f"`{cfg['evaluation']['protocol']}`. {VERDICTS}\n\n{protocol_note(cfg)}\n\n{columns_note(cfg)}\n\n")
     if synthetic(cfg):
         head = f"> **{SYNTHETIC_WARNING}**\n\n" + head
+    if table == "table2":
+        head += table2_note(cfg) + "\n\n"
     if table != "table1":
         return head + markdown_table(display_rows(cells, hd95))
     sections = table1_sections(cfg, cells)
