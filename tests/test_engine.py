@@ -74,6 +74,21 @@ def test_nearest_augmentation_resamples_images_like_labels():
     assert not set((bx * 3).unique().tolist()) <= {0.0, 1.0, 2.0, 3.0}
 
 
+def test_small_turns_only_where_no_quarter_turn_was_drawn():
+    """rot90_flip_p, else rotate_p (SSL4MIS's and the authors' RandomGenerator `elif`): at 0.5 / 0.5
+    half the images get a quarter turn, a quarter a small turn, none both."""
+    from ugpcl.engine.augment import geometric_theta
+
+    torch.manual_seed(0)
+    theta = geometric_theta(20000, {**NO_AUG, "rot90_flip_p": 0.5, "rotate_p": 0.5}, "cpu")
+    degrees = torch.rad2deg(torch.atan2(theta[:, 1, 0], theta[:, 0, 0]))
+    off_quarter = (degrees - 90 * torch.round(degrees / 90)).abs()
+    small, square = off_quarter > 1e-3, (degrees.round() % 360 != 0) & (off_quarter <= 1e-3)
+    assert not (small & (degrees.abs() > 20.001)).any()  # a small turn is never added to a quarter turn
+    assert small.float().mean().item() == pytest.approx(0.25, abs=0.015)
+    assert square.float().mean().item() == pytest.approx(0.5 * 3 / 4, abs=0.015)  # k = 1, 2, 3 of the half turned
+
+
 def test_quarter_turn_warp_equals_exact_rot90():
     x = torch.arange(2 * 16 * 16, dtype=torch.float32).view(2, 1, 16, 16)
     y = x[:, 0].long()

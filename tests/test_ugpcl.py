@@ -77,6 +77,23 @@ def test_rotation_follows_the_equivariance_switch_and_its_option(equivariance, r
     assert torch.equal(seen[0], image) != rotates
 
 
+@pytest.mark.parametrize("augment_rotation", [False, True])
+def test_ugpcl_trains_without_the_baselines_turns_unless_asked(tiny_acdc, tmp_path, augment_rotation):
+    """The authors' baseline configs turn images in their data loader (p_flip = p_rot = 0.5); their
+    UGPCL config sets both 0 ("Remove random rotation"), as its step turns every image itself."""
+    cfg = load_config(profile="demo", overrides=["train.augment.rot90_flip_p=0.5", "train.augment.rotate_p=0.5",
+                                                 f"methods.ugpcl.augment_rotation={json.dumps(augment_rotation)}"])
+    shared = cfg["train"]["augment"]
+    for name in ("supervised", "mt", "cps"):
+        assert build_method(cfg, name, 4, 1).augmentation(shared) == shared
+    trainer = Trainer(cfg, INFO, tmp_path, data=tiny_acdc)  # what its batches get
+    if augment_rotation:
+        assert trainer.augment == shared
+    else:
+        assert trainer.augment == {**shared, "rot90_flip_p": 0.0, "rotate_p": 0.0}
+    assert shared["rot90_flip_p"] == 0.5  # params.yaml untouched
+
+
 def test_rotation_turns_labels_with_images():
     from ugpcl.geometry import random_turns
 

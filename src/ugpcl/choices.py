@@ -37,8 +37,13 @@ CHOICES: tuple[Choice, ...] = (
     Choice("train.augment.interpolation", "not stated", "nearest: SSL4MIS ndimage.rotate order 0; the UGPCL config "
            "has no resampling augmentation", "METHODS §1, §3.2"),
     Choice("train.augment.crop_scale", "random crop", "RandomCrop 224 on 224 images (a no-op)", "METHODS §3.2"),
-    Choice("train.augment.rot90_flip_p", "rotation", "UGPCL config 0; SSL4MIS 0.5", "METHODS §1, §3.2"),
-    Choice("train.augment.rotate_p", "rotation", "UGPCL config 0; SSL4MIS when no rot90/flip", "METHODS §1, §3.2"),
+    Choice("train.augment.rot90_flip_p", "random rotating, random flipping (every method)",
+           "the authors' baseline configs 0.5 (acdc_224.yaml, as SSL4MIS); their UGPCL config 0", "METHODS §1, §3.2"),
+    Choice("train.augment.rotate_p", "random rotating", "0.5 where no quarter turn was drawn (RandomGenerator's "
+           "`elif`: 50/25/25); the UGPCL config 0; SSL4MIS since June 2025: 1 (50/50)", "METHODS §1, §3.2"),
+    Choice("methods.ugpcl.augment_rotation", "not stated", "false: the UGPCL config sets p_flip = p_rot = 0 "
+           "(\"Remove random rotation\"), its step turns every image by k quarter turns and up to 20 degrees",
+           "METHODS §3.2, §3.3"),
     Choice("methods.supervised.batch_norm_unlabeled", "trained with the labeled images only",
            "the two-stream batch of 16 is forwarded whole and the loss takes the labeled 8, so batch "
            "normalisation (and its running statistics) sees the unlabeled 8 too (true)", "METHODS §3.7; §5 pitfall 4"),

@@ -26,15 +26,22 @@ def _bernoulli(n: int, p: float, device) -> torch.Tensor:
 
 
 def geometric_theta(batch: int, aug: dict, device) -> torch.Tensor:
-    """Random crop (area fraction in crop_scale), rot90+flip, small rotation and horizontal flip."""
+    """Random crop (area fraction in crop_scale), rot90+flip or else a small rotation, and horizontal flip.
+
+    As SSL4MIS's and the authors' `RandomGenerator`: with probability rot90_flip_p a quarter turn
+    k ~ U{0..3} (its flip along a random axis is the horizontal flip below: together uniform over the
+    square's 8 symmetries, as theirs with their RandomFlip); otherwise, with probability rotate_p, a
+    turn of U(-rotate_deg, rotate_deg) degrees (theirs: whole degrees). 0.5 / 0.5 gives their 50/25/25.
+    """
     side = torch.sqrt(_uniform(batch, *aug["crop_scale"], device))
     cx = (torch.rand(batch, device=device) * 2 - 1) * (1 - side)
     cy = (torch.rand(batch, device=device) * 2 - 1) * (1 - side)
 
-    angle = torch.zeros(batch, device=device)
     rotate = _bernoulli(batch, aug["rotate_p"], device)
-    angle = torch.where(rotate, _uniform(batch, -aug["rotate_deg"], aug["rotate_deg"], device), angle)
-    quarter = torch.where(_bernoulli(batch, aug["rot90_flip_p"], device), torch.randint(0, 4, (batch,), device=device), 0)
+    angle = _uniform(batch, -aug["rotate_deg"], aug["rotate_deg"], device)
+    turned = _bernoulli(batch, aug["rot90_flip_p"], device)
+    quarter = torch.where(turned, torch.randint(0, 4, (batch,), device=device), 0)
+    angle = torch.where(rotate & ~turned, angle, 0.0)  # their `elif`
     flip = _bernoulli(batch, aug["hflip_p"], device)
 
     theta = rotation_theta(angle, quarter)

@@ -36,6 +36,7 @@ def benchmark(cfg: dict, method_name: str, device: torch.device, steps: int = 10
     images = torch.rand(batch_size, in_channels, size, size, device=device)
     labels = torch.randint(0, num_classes, (tr["labeled_bs"], size, size), device=device)
     amp = device.type == "cuda" and tr["amp"] == "bf16"
+    augment = method.augmentation(tr["augment"])
     method.train()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -43,7 +44,7 @@ def benchmark(cfg: dict, method_name: str, device: torch.device, steps: int = 10
     t0 = method.steady_state_iteration()
     for step in range(warmup + steps):
         start = time.perf_counter()
-        x, y = augment_batch(images, labels, tr["augment"])
+        x, y = augment_batch(images, labels, augment)
         if sync_debug and device.type == "cuda":
             torch.cuda.set_sync_debug_mode(sync_debug)
         try:

@@ -121,6 +121,7 @@ class Trainer:
         self.speed = speed.resolve(self.tr["speed"], self.device)
         method = build_method(cfg, info["method"], self.data.num_classes, self.data.in_channels).to(self.device)
         self.method = speed.apply(method, self.speed)
+        self.augment = method.augmentation(self.tr["augment"])
         self.optimizer = make_optimizer(self.method, self.tr, fused=self.speed.fused_optimizer)
         regime = info["regime"]
         unlabeled = self.data.unlabeled_indices(regime) if self.method.uses_unlabeled else np.array([], dtype=np.int64)
@@ -148,7 +149,7 @@ class Trainer:
         images = self.images[idx]
         images = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
         labels = self.labels[idx[: len(lab)]].long()
-        images, labels = augment_batch(images, labels, self.tr["augment"])
+        images, labels = augment_batch(images, labels, self.augment)
         return Batch(speed.batch_layout(images, self.speed), labels, len(lab))
 
     # --- checkpoints ----------------------------------------------------------------------

@@ -118,6 +118,11 @@ class Method(nn.Module):
         """The first iteration at which every loss term is on (what `ugpcl bench` times)."""
         return 0
 
+    def augmentation(self, shared: dict) -> dict:
+        """The batch augmentation this method trains with: params.yaml's `train.augment` (`shared`),
+        or a copy with what the method's own config changes (UGPCL: no rotation, it turns images itself)."""
+        return shared
+
     # --- shared pieces --------------------------------------------------------------------
     def unet(self, **heads) -> nn.Module:
         """The shared UNet-R50, with optional heads (see `UNetConfig`)."""

@@ -59,12 +59,16 @@ class UGPCL(Method):
         pseudo_labels: Literal["cnn", "mean"] = hparam(
             "cnn", f"{TRAINER}: contrast_type 'pseudo' uses the CNN head's argmax on every image")
         self_mask_quirk: bool = hparam(False, "authors' pixel_contras_loss.py zeroes P[i, i]; off: paper eq. 8")
+        augment_rotation: bool = hparam(False, f"{CONFIG}: p_flip 0, p_rot 0 (the baselines': 0.5)")
 
     def __init__(self, setup, hp, model=None):
         super().__init__(setup, hp, model)
         self.queue = (MemoryQueue(setup.net.num_classes, hp.memory_size, setup.net.embed_dim)
                       if hp.contrast != "none" else None)
         self._pending = None
+
+    def augmentation(self, shared):  # no train.augment turns unless augment_rotation: it turns images itself
+        return shared if self.hp.augment_rotation else {**shared, "rot90_flip_p": 0.0, "rotate_p": 0.0}
 
     def build_model(self):
         """The UNet-R50 with UGPCL's heads: Swin decoder, rotation classifier, embedding head."""
