@@ -18,7 +18,7 @@ PACKAGE = REPO / "src" / "ugpcl"
 
 # bottom to top; a module may import its own layer or lower ones, never a higher one
 LAYERS = [
-    ("core", ["ugpcl", "ugpcl.errors", "ugpcl.fileio", "ugpcl.config", "ugpcl.config_checks", "ugpcl.schema_errors", "ugpcl.device",
+    ("core", ["ugpcl", "ugpcl.errors", "ugpcl.fileio", "ugpcl.processor", "ugpcl.config", "ugpcl.config_checks", "ugpcl.schema_errors", "ugpcl.device",
               "ugpcl.choices", "ugpcl.lifetime", "ugpcl.lock"]),
     ("nn and data", ["ugpcl.models", "ugpcl.losses", "ugpcl.contrast", "ugpcl.ema", "ugpcl.geometry",
                      "ugpcl.data", "ugpcl.metrics"]),

@@ -177,18 +177,15 @@ def bench_method(code: Path, method: str, device: str, steps: int, warmup: int, 
 
 
 def _processor() -> str:
-    """The CPU's model as `ugpcl bench` names it (ugpcl.device.processor_name, which this file may
-    not import): the two files' device strings must be equal for `compare`."""
-    try:
-        for line in open("/proc/cpuinfo", errors="replace"):
-            key, _, value = line.partition(":")
-            if key.strip() == "model name" and value.strip():
-                return value.strip()
-    except OSError:
-        pass
-    import platform
+    """The CPU's model as `ugpcl bench` names it: the two files' device strings must be equal for
+    `compare`. From src/ugpcl/processor.py, loaded by its path (this file imports no ugpcl)."""
+    import importlib.util
 
-    return platform.processor() or "unknown"
+    spec = importlib.util.spec_from_file_location("_ugpcl_processor",
+                                                  Path(__file__).resolve().parents[1] / "src" / "ugpcl" / "processor.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.processor_name()
 
 
 def run_command(args) -> int:

@@ -11,6 +11,7 @@ import torch
 
 from .errors import UserError
 from .fileio import make_dirs
+from .processor import processor_name
 
 
 def pick_device(choice: str = "auto") -> torch.device:
@@ -21,20 +22,6 @@ def pick_device(choice: str = "auto") -> torch.device:
         raise UserError("CUDA was asked for but no CUDA device is visible",
                         fix="use --device cpu (or auto), or run on a GPU machine")
     return torch.device(choice)
-
-
-def processor_name(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
-    """The CPU's model name (Linux's /proc/cpuinfo; elsewhere platform's guess, or "unknown")."""
-    try:
-        for line in cpuinfo.read_text(errors="replace").splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name" and value.strip():
-                return value.strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or "unknown"
 
 
 def device_name(device: torch.device) -> str:
