@@ -41,6 +41,10 @@ CHOICES: tuple[Choice, ...] = (
            "the authors' baseline configs 0.5 (acdc_224.yaml, as SSL4MIS); their UGPCL config 0", "METHODS §1, §3.2"),
     Choice("train.augment.rotate_p", "random rotating", "0.5 where no quarter turn was drawn (RandomGenerator's "
            "`elif`: 50/25/25); the UGPCL config 0; SSL4MIS since June 2025: 1 (50/50)", "METHODS §1, §3.2"),
+    Choice("train.augment.color_jitter_p", "color jittering", "torchvision ColorJitter(0.4, 0.4, 0.4, 0.1) with "
+           "p 0.8, its four operations in random order. Ours: 0.8, in a fixed order (brightness, contrast, "
+           "saturation, hue; on grey images only the first two act, and they commute but for clipping), hue as "
+           "a rotation in YIQ space", "METHODS §3.2"),
     Choice("methods.ugpcl.augment_rotation", "not stated", "false: the UGPCL config sets p_flip = p_rot = 0 "
            "(\"Remove random rotation\"), its step turns every image by k quarter turns and up to 20 degrees",
            "METHODS §3.2, §3.3"),
