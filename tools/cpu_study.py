@@ -46,6 +46,10 @@ VARIANTS = {
     "acdc136_uamt_w1": "UA-MT, consistency weight 1.0",
     "acdc136_cct_main": "CCT, main decoder supervised only",
     "acdc136_cct_rerun": "CCT, seed 1337 again (AMD EPYC)",
+    "acdc136_supervised_noturns": "supervised, no turns as above, again (AMD EPYC)",
+    "acdc136_supervised_aug": "supervised, the authors' turns (AMD EPYC)",
+    "acdc136_mt_aug": "MT, the authors' turns (AMD EPYC)",
+    "acdc136_cps_aug": "CPS, the authors' turns (AMD EPYC)",
 }
 # (a, b, what a - b measures[, the seeds to pair: default every seed both ran])
 COMPARISONS = [
@@ -71,6 +75,14 @@ COMPARISONS = [
     ("acdc136_cct_main", "acdc136_cct_rerun", "CCT: main decoder only - mean over four, seed 1337"),
     ("acdc136_cct_rerun", "acdc136_cct", "CCT seed 1337: AMD EPYC - Intel Xeon (same code)"),
     ("acdc136_cct_main", "acdc136_supervised", "CCT, main decoder only - supervised"),
+    # the baselines with the turns of the authors' baseline configs (the default since c177ed7), on the AMD machine
+    ("acdc136_supervised_aug", "acdc136_supervised_noturns", "supervised: the authors' turns - none (same processor)"),
+    ("acdc136_mt_aug", "acdc136_supervised_aug", "MT - supervised, both with the turns (same processor)"),
+    ("acdc136_cps_aug", "acdc136_supervised_aug", "CPS - supervised, both with the turns (same processor)"),
+    ("acdc136_ugpcl", "acdc136_supervised_aug", "UGPCL - supervised with the turns (Intel - AMD)"),
+    ("acdc136_ugpcl", "acdc136_mt_aug", "UGPCL - MT with the turns (Intel - AMD)"),
+    ("acdc136_ugpcl", "acdc136_cps_aug", "UGPCL - CPS with the turns (Intel - AMD)"),
+    ("acdc136_supervised_noturns", "acdc136_supervised", "supervised, no turns: AMD EPYC - Intel Xeon (same settings)"),
 ]
 
 
