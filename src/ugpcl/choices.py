@@ -48,6 +48,9 @@ CHOICES: tuple[Choice, ...] = (
     Choice("methods.ugpcl.augment_rotation", "not stated", "false: the UGPCL config sets p_flip = p_rot = 0 "
            "(\"Remove random rotation\"), its step turns every image by k quarter turns and up to 20 degrees",
            "METHODS §3.2, §3.3"),
+    Choice("methods.uamt.head_dropout", "not stated", "SSL4MIS's UNet has encoder dropout (0.05-0.5) in every "
+           "method's network; the authors' UNet-R50 baselines (smp) have none. Ours: none, but UA-MT's 0.1 before "
+           "the seg head, the source its Monte Carlo uncertainty needs", "METHODS §1, §2 UA-MT"),
     Choice("methods.supervised.batch_norm_unlabeled", "trained with the labeled images only",
            "the two-stream batch of 16 is forwarded whole and the loss takes the labeled 8, so batch "
            "normalisation (and its running statistics) sees the unlabeled 8 too (true)", "METHODS §3.7; §5 pitfall 4"),

@@ -34,7 +34,8 @@ class MeanTeacher(Method):
     class HParams(TeacherHParams):
         # Kept at 1000 iterations whatever the run's length (not scaled like the ramp): it is a warm-up
         # in iterations for the EMA teacher (alpha 0.99: a memory of ~100 steps), not a fraction of a
-        # schedule, and at t = 1000 SSL4MIS's own ramp is still below 1% of lambda (METHODS §2).
+        # schedule. At t = 1000 SSL4MIS's own ramp is below 1% of lambda (METHODS §2); ours, scaled to
+        # 6000 iterations, is at 3%, so the gate holds back a sixth of the run's (small) early weight.
         gate_iterations: int = hparam(1000, "SSL4MIS: consistency_loss = 0 while iter_num < 1000", minimum=0)
 
     def __init__(self, setup, hp, model=None):
