@@ -73,7 +73,7 @@ def test_bench_runs_its_steps_and_records_each_as_it_ends(tmp_path):
     # back here: the Markdown section for reports/benchmarks.md
     text = gpu_session.report(record)
     lines = text.splitlines()
-    assert lines[0].startswith("## cpu (") and f"commit {record['facts']['commit'][:10]}" in lines[0]
+    assert lines[0].startswith(f"## {processor_name()} (") and f"commit {record['facts']['commit'][:10]}" in lines[0]
     rows = {line.split("|")[1].strip(): line for line in lines if line.startswith("| ") and "---" not in line}
     for method in ("supervised", "mt", "uamt", "em", "dct", "cct", "cps", "ugpcl"):
         median = steps["ours"]["result"][[r["method"] for r in steps["ours"]["result"]].index(method)]["median_step_s"]

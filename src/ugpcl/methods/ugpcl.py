@@ -5,9 +5,8 @@
          + lambda_2 CE(rotation head, k)                       eq. 12, all images
          + lambda_1 [t > contrast_start] InfoNCE(anchors, queue)   eqs. 6-9
 
-Every image is first turned by k quarter turns (k is the rotation class) and a small random
-angle, labels with it, as in the authors' code (see rotate_without_equivariance). Ablation
-switches (Table 2): consistency_loss, equivariance_loss, contrast; Table 3: embed_stage.
+Images and labels are first turned by k quarter turns (the rotation class) and a small angle, as in
+the authors' code. Switches: Table 2 consistency_loss, equivariance_loss, contrast; Table 3 embed_stage.
 """
 
 from __future__ import annotations
@@ -41,8 +40,7 @@ class UGPCL(Method):
         tf_weight: float = hparam(0.4, "paper eq. 3 alpha = 0.4; trainer default tf_decoder_weight", minimum=0)
         rotation_weight: float = hparam(0.1, "paper lambda_2 = 0.1; trainer default cls_weight", minimum=0)
         contrast_weight: float = hparam(0.1, f"paper lambda_1 = 0.1; {CONFIG}: contrast_weight", minimum=0)
-        # 1000 whatever the run's length (unlike the ramp): the trainer's default for its 6000 and for the
-        # config's 10000 iterations alike, a warm-up of the random initial queue, not a fraction of a schedule.
+        # 1000 whatever the run's length (unlike the ramp), as for the trainer's 6000 and the config's 10000
         contrast_start: int = hparam(1000, f"{TRAINER}: contrast on for step > 1000", minimum=0)
         temperature: float = hparam(0.07, f"{CONFIG}: temperature 0.07", exclusive_minimum=0)
         base_temperature: float = hparam(0.07, f"{CONFIG}: base_temperature 0.07", exclusive_minimum=0)
@@ -76,8 +74,7 @@ class UGPCL(Method):
                          embed_stage=self.hp.embed_stage if self.hp.contrast != "none" else None)
 
     def compute_loss(self, batch: Batch, t: int):
-        hp, nl = self.hp, batch.labeled_bs
-        image, label, k = batch.image, batch.label, None
+        hp, nl, image, label, k = self.hp, batch.labeled_bs, batch.image, batch.label, None
         if hp.equivariance_loss or hp.rotate_without_equivariance:
             image, label, k = random_turns(image, label, ROTATION_DEG, hp.rotation_interpolation)
         out = self.model.forward_heads(image)
@@ -86,7 +83,6 @@ class UGPCL(Method):
         sup_cnn, sup_tf = self.supervised_loss(seg[:nl], label), self.supervised_loss(seg_tf[:nl], label)
         loss = sup_cnn + hp.tf_weight * sup_tf
         logs = {"sup": sup_cnn.detach(), "sup_tf": sup_tf.detach()}
-
         if hp.consistency_loss:
             weight = self.ramp(t)
             con = softmax_mse(seg[nl:], seg_tf[nl:])
