@@ -50,6 +50,7 @@ VARIANTS = {
     "acdc136_supervised_aug": "supervised, the authors' turns (AMD EPYC)",
     "acdc136_mt_aug": "MT, the authors' turns (AMD EPYC)",
     "acdc136_cps_aug": "CPS, the authors' turns (AMD EPYC)",
+    "acdc136_ugpcl_amd": "UGPCL (row 7), again (AMD EPYC)",
 }
 # (a, b, what a - b measures[, the seeds to pair: default every seed both ran])
 COMPARISONS = [
@@ -79,10 +80,12 @@ COMPARISONS = [
     ("acdc136_supervised_aug", "acdc136_supervised_noturns", "supervised: the authors' turns - none (same processor)"),
     ("acdc136_mt_aug", "acdc136_supervised_aug", "MT - supervised, both with the turns (same processor)"),
     ("acdc136_cps_aug", "acdc136_supervised_aug", "CPS - supervised, both with the turns (same processor)"),
-    ("acdc136_ugpcl", "acdc136_supervised_aug", "UGPCL - supervised with the turns (Intel - AMD)"),
-    ("acdc136_ugpcl", "acdc136_mt_aug", "UGPCL - MT with the turns (Intel - AMD)"),
-    ("acdc136_ugpcl", "acdc136_cps_aug", "UGPCL - CPS with the turns (Intel - AMD)"),
+    ("acdc136_ugpcl_amd", "acdc136_supervised_noturns", "UGPCL - supervised without the turns (same processor)"),
+    ("acdc136_ugpcl_amd", "acdc136_supervised_aug", "UGPCL - supervised with the turns (same processor)"),
+    ("acdc136_ugpcl_amd", "acdc136_mt_aug", "UGPCL - MT with the turns (same processor)"),
+    ("acdc136_ugpcl_amd", "acdc136_cps_aug", "UGPCL - CPS with the turns (same processor)"),
     ("acdc136_supervised_noturns", "acdc136_supervised", "supervised, no turns: AMD EPYC - Intel Xeon (same settings)"),
+    ("acdc136_ugpcl_amd", "acdc136_ugpcl", "UGPCL: AMD EPYC - Intel Xeon (same settings)"),
 ]
 
 
