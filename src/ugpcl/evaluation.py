@@ -63,7 +63,7 @@ def evaluate_run(run_dir: str | Path, *, checkpoint: str = "best", data: Prepare
         data_sha256 = file_sha256(prepared.path)
         check_same_data(run_dir, prepared.path, data_sha256, explicit=data is not None)
     protocol = protocol or cfg["evaluation"]["protocol"]
-    frames, networks = [], {}  # in float32, as the validation that picked the best checkpoint (train.amp: training)
+    frames, networks = [], {}
     for name in loaded.method.evaluated:
         per_case, networks[name] = evaluate_network(getattr(loaded.method, name), prepared,
                                                     batch_size or cfg["train"]["val_batch"], device,

@@ -57,12 +57,13 @@ METRICS = ("dice", "jaccard", "hd95", "hd95_medpy", "asd")
 
 
 # --- prediction ---------------------------------------------------------------------------
-def predict_slices(net: nn.Module, images: np.ndarray, batch_size: int = 32, device="cpu", amp: bool = False,
+def predict_slices(net: nn.Module, images: np.ndarray, batch_size: int = 32, device="cpu",
                    progress: bool = False) -> np.ndarray:
     """Argmax labels (M x S x S uint8) of M x C x S x S images (float32 in [0, 1] or uint8 0..255).
 
     The network must already be on `device`; it runs in eval mode and gets its previous
-    train/eval mode back afterwards. `amp` enables bf16 autocast on CUDA only.
+    train/eval mode back afterwards. In float32 whatever train.amp (bf16 autocast trains only):
+    checkpoint selection, evaluation and `ugpcl predict` see the same predictions.
     """
     device = torch.device(device)
     was_training = net.training
@@ -70,7 +71,7 @@ def predict_slices(net: nn.Module, images: np.ndarray, batch_size: int = 32, dev
     out = np.empty((images.shape[0], *images.shape[2:]), dtype=np.uint8)
     starts = range(0, images.shape[0], batch_size)
     try:
-        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
+        with torch.no_grad():
             for start in tqdm(starts, desc="predict", unit="batch", disable=not progress, dynamic_ncols=True):
                 x = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size])).to(device)
                 x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
@@ -256,10 +257,10 @@ def summarise(per_case: pd.DataFrame, class_names) -> dict:
     return summary
 
 
-def evaluate_network(net: nn.Module, prepared: Prepared, batch_size: int = 32, device="cpu", amp: bool = False,
+def evaluate_network(net: nn.Module, prepared: Prepared, batch_size: int = 32, device="cpu",
                      progress: bool = False, protocol: str = "volume") -> tuple[pd.DataFrame, dict]:
     """Predict every validation slice and score it with `protocol` ("volume" or "slices")."""
-    pred = predict_slices(net, prepared.val.images, batch_size, device, amp=amp, progress=progress)
+    pred = predict_slices(net, prepared.val.images, batch_size, device, progress=progress)
     per_case = score_batches(pred, prepared) if protocol == "slices" else score_cases(pred, prepared)
     return per_case, {**summarise(per_case, prepared.class_names), "distance_unit": distance_unit(prepared, protocol)}
 

@@ -115,7 +115,7 @@ def match_channels(slices: np.ndarray, in_channels: int, path: Path) -> tuple[np
 
 
 def segment(net: nn.Module, slices: np.ndarray, image_size: int, batch_size: int = 16, device="cpu",
-            amp: bool = False, interpolation: str = "bilinear") -> np.ndarray:
+            interpolation: str = "bilinear") -> np.ndarray:
     """Labels (N x H x W uint8) of N x C x H x W float slices in [0, 1], via image_size (resized
     with `interpolation`, data.resize.FLAGS) and back (nearest)."""
     size = slices.shape[2:]
@@ -123,7 +123,7 @@ def segment(net: nn.Module, slices: np.ndarray, image_size: int, batch_size: int
     for start in range(0, len(slices), batch_size):
         batch = np.ascontiguousarray(slices[start : start + batch_size].transpose(0, 2, 3, 1), dtype=np.float32)
         x = resize_slices(batch, image_size, interpolation).transpose(0, 3, 1, 2)
-        pred = predict_slices(net, np.ascontiguousarray(x), batch_size, device, amp=amp)
+        pred = predict_slices(net, np.ascontiguousarray(x), batch_size, device)
         out[start : start + len(x)] = resize_labels(pred, size)
     return out
 
@@ -260,7 +260,7 @@ def output_paths(path: Path, out_dir: Path) -> list[Path]:
 
 
 def predict_file(net: nn.Module, path: Path, out_dir: Path, image_size: int, batch_size: int = 16, device="cpu",
-                 amp: bool = False, resizing: Resizing = Resizing(), classes: int | None = None,
+                 resizing: Resizing = Resizing(), classes: int | None = None,
                  warn: Callable[[str], None] | None = None) -> list[Path]:
     """Segment one input file and write its outputs into out_dir; returns their paths.
 
@@ -277,7 +277,7 @@ def predict_file(net: nn.Module, path: Path, out_dir: Path, image_size: int, bat
         slices, converted = match_channels(slices, in_channels, path)
         if converted:
             warn(converted)
-        return slices, segment(net, slices, image_size, batch_size, device, amp, interpolation)
+        return slices, segment(net, slices, image_size, batch_size, device, interpolation)
 
     with contextlib.ExitStack() as stack:
         staged = [stack.enter_context(atomic_path(out, suffix=split_name(out)[1])) for out in outputs]
@@ -302,7 +302,7 @@ def predict_file(net: nn.Module, path: Path, out_dir: Path, image_size: int, bat
 
 
 def predict_files(net: nn.Module, inputs, out_dir: str | Path, image_size: int, batch_size: int = 16, device="cpu",
-                  amp: bool = False, resizing: Resizing = Resizing()) -> list[Path]:
+                  resizing: Resizing = Resizing()) -> list[Path]:
     """Segment every input (files or folders; checked first: types, existence, distinct output names).
 
     An input that fails (unreadable, wrong channels, ...) does not stop the others; each input's
@@ -320,7 +320,7 @@ def predict_files(net: nn.Module, inputs, out_dir: str | Path, image_size: int, 
     written, failed, warn = [], [], warn_once()  # one warning per kind of conversion, not per file
     for path in inputs:
         try:
-            written += predict_file(net, path, out_dir, image_size, batch_size, device, amp, resizing, classes, warn)
+            written += predict_file(net, path, out_dir, image_size, batch_size, device, resizing, classes, warn)
         except UserError as exc:
             failed.append(f"{exc.problem} (fix: {exc.fix})" if exc.fix else exc.problem)  # one "Fix:": the list's
     if failed:

@@ -61,7 +61,7 @@ def run_predict(args: argparse.Namespace) -> int:
         rule = resizing(loaded.cfg, loaded.info.get("dataset"))
         try:
             outputs = predict_files(loaded.net, inputs, out, loaded.cfg["data"]["image_size"], args.batch_size,
-                                    device, resizing=rule)  # float32, as evaluation
+                                    device, rule)
         except PredictionFailed as exc:
             for path in exc.written:
                 print(path)
