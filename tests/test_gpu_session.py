@@ -7,11 +7,15 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import os
+import signal
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 
+import yaml
 from ugpcl.device import processor_name
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -177,19 +181,81 @@ def test_weights_in_the_caches_are_found_with_their_hash(tmp_path, monkeypatch):
 
 
 def test_runs_come_back_without_checkpoints(tmp_path):
-    runs = tmp_path / "paper" / "runs"
-    run = runs / "acdc136_ugpcl" / "seed1337"
+    profile = tmp_path / "paper"
+    run = profile / "runs" / "acdc136_ugpcl" / "seed1337"
     (run / "eval").mkdir(parents=True)
     (run / "checkpoints").mkdir()
     (run / "progress").mkdir()
     for name in ("run.json", "eval/summary.json", "log.jsonl", "checkpoints/best.pt", "progress/resume.pt",
                  "progress/log.jsonl"):
         (run / name).write_text(name)
-    gpu_session.bundle_runs(runs, tmp_path / "runs.tgz")
+    (profile / "logs" / "gpu_session").mkdir(parents=True)
+    (profile / "logs" / "gpu_session" / "acdc136_ugpcl.log").write_text("console")
+    (profile / "data").mkdir()
+    (profile / "data" / "acdc.h5").write_text("prepared")  # brought along, not brought back
+    gpu_session.bundle_runs(profile, tmp_path / "runs.tgz")
     with tarfile.open(tmp_path / "runs.tgz") as tar:
         names = sorted(tar.getnames())
-    assert names == [f"runs/acdc136_ugpcl/seed1337/{n}" for n in
-                     ("eval/summary.json", "log.jsonl", "progress/log.jsonl", "run.json")]
+    assert names == ["logs/gpu_session/acdc136_ugpcl.log"] + [
+        f"runs/acdc136_ugpcl/seed1337/{n}" for n in ("eval/summary.json", "log.jsonl", "progress/log.jsonl", "run.json")]
+
+
+def test_schedule_runs_k_jobs_at_a_time_and_stops_what_runs_out_of_time(tmp_path):
+    def job(code: str) -> list[str]:
+        return [sys.executable, "-c", code]
+
+    on_term = ("import signal, sys, time\n"
+               "def stop(*_):\n    print('stopped at a resume point', flush=True); sys.exit(0)\n"
+               "signal.signal(signal.SIGTERM, stop)\nprint('training', flush=True)\ntime.sleep(60)")
+    deaf = "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\ntime.sleep(60)"
+    jobs = {"quick": job("import time; time.sleep(0.3)"), "long": job(on_term),
+            "broken": job("import time, sys; time.sleep(0.3); sys.exit(3)"), "deaf": job(deaf),
+            "late": job("pass")}
+    record, logs = tmp_path / "train.json", tmp_path / "logs"
+    start = time.monotonic()
+    result = gpu_session.schedule(jobs, 2, start + 4, tmp_path / "session.log", record, dict(os.environ), logs,
+                                  start_margin=2.5, stop_margin=1.5, grace=1)
+    assert time.monotonic() - start < 8
+    assert {k: (v["status"], v.get("exit_status")) for k, v in result.items()} == {
+        "quick": ("finished", 0), "long": ("stopped for time", 0), "broken": ("failed", 3),
+        "deaf": ("stopped for time", -signal.SIGKILL), "late": ("not started: out of time", None)}
+    assert json.loads(record.read_text())["runs"] == result
+    # two at a time: "broken" waits for a free place, "deaf" for the next one
+    assert result["quick"]["start_s"] == result["long"]["start_s"] == 0
+    assert result["broken"]["start_s"] >= result["quick"]["end_s"]
+    assert result["deaf"]["start_s"] >= result["broken"]["end_s"]
+    assert (logs / "long.log").read_text() == "training\nstopped at a resume point\n"
+    assert sorted(p.name for p in logs.iterdir()) == ["broken.log", "deaf.log", "long.log", "quick.log"]
+    session = (tmp_path / "session.log").read_text()
+    assert "broken: failed (exit status 3" in session and "late: not started, out of time" in session
+
+
+def test_train_trains_runs_two_at_a_time_and_brings_back_their_records(tmp_path):
+    env = {"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
+    results, out = tmp_path / "results", tmp_path / "out"
+    subprocess.run([sys.executable, "-m", "ugpcl.cli", "prepare", "acdc", "--profile", "demo", "--set",
+                    f"paths.results={results}"], check=True, capture_output=True, env=env)
+    runs = ["acdc68_supervised", "acdc68_mt", "acdc68_em"]
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "gpu_session.py"), "train", "--out", str(out), "--device", "cpu",
+         "--profile", "demo", "--parallel", "2", "--results", str(results), "--budget", "400",
+         "--set", "train.iterations=6", "--set", "train.val_every=3", *runs],
+        capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    record = json.loads((out / "train.json").read_text())
+    assert record["parallel"] == 2 and list(record["runs"]) == runs
+    assert all(r["status"] == "finished" for r in record["runs"].values()), record
+    assert record["runs"]["acdc68_em"]["start_s"] > 0 == record["runs"]["acdc68_mt"]["start_s"]
+    with tarfile.open(out / "runs.tgz") as tar:
+        names = set(tar.getnames())
+        summary = json.load(tar.extractfile("runs/acdc68_mt/seed1337/eval/summary.json"))
+    for run in runs:
+        assert {f"runs/{run}/seed1337/run.json", f"logs/gpu_session/{run}.log"} <= names
+    assert not any(n.endswith(".pt") for n in names)
+    assert summary["iteration"] in (3, 6)
+    config = yaml.safe_load((results / "demo" / "runs" / "acdc68_mt" / "seed1337" / "config.yaml").read_text())
+    assert config["model"]["pretrained"] is False and config["train"]["iterations"] == 6
+    assert sorted(p.name for p in out.iterdir()) == ["runs.tgz", "session.log", "train.json"]  # 8 files come back
 
 
 def test_a_run_made_from_a_copy_without_git_records_the_commit_it_is_given(tmp_path, monkeypatch):

@@ -16,12 +16,13 @@ On the GPU machine, from the repository root, carrying `.gpu`:
         resumed: `smoke` below), the sync detector, and each speed switch alone; everything in $OUT/session.json,
         $OUT/compare.md and $OUT/session.log, written after every step, and our figures alone in
         $OUT/bench.json (for `ugpcl runs --bench`: the study's projected wall time).
-    python3 tools/gpu_session.py train --out $OUT --budget 540 RUN [RUN ...]
-        trains the runs in order at the paper profile, seed 1337, until the budget (seconds) is
-        spent: the run in progress gets SIGTERM and stops at a resume point, and the same command
-        on the same (still warm) machine resumes it. $OUT/runs.tgz holds every run's records
-        (run.json, evaluations, logs; no checkpoints, which are too big to come back).
-
+    python3 tools/gpu_session.py train --out $OUT --budget 540 --parallel K RUN [RUN ...]
+        trains the runs at the paper profile, seed 1337, K at a time on the one GPU (bench's
+        processes_K steps say which K gives the most throughput), in the order given, until the
+        budget (seconds) is spent: runs still going then get SIGTERM and stop at a resume point, and
+        the same command on the same (still warm) machine resumes them. $OUT/train.json says how each
+        run ended; $OUT/runs.tgz holds every run's records and console log (run.json, evaluations,
+        logs; no checkpoints, which are too big to come back).
     python3 tools/gpu_session.py smoke --work DIR --json FILE [--data FILE] [--iterations N]
         (bench's `smoke` step) trains one run for N iterations three ways: straight through (a);
         stopped at N/2 at a resume point and resumed by the same command (b); and, only when b's
@@ -404,48 +405,97 @@ def agreement(a: Path, b: Path) -> dict:
             "max_loss_diff": max(abs(la[t] - lb[t]) for t in la), "logged": len(la)}
 
 
+def schedule(jobs: dict[str, list[str]], parallel: int, deadline: float, logfile: Path, record: Path,
+             env: dict, logs: Path, start_margin: float = 30, stop_margin: float = 15, grace: float = 45) -> dict:
+    """Run `jobs` (name -> argv) in order, at most `parallel` at a time, until `deadline` (monotonic).
+
+    A job is started only while `start_margin` seconds are left; at `stop_margin` every job still
+    running gets SIGTERM (the trainer stops at a resume point) and, `grace` seconds later, SIGKILL
+    with the processes it started. Each job's output goes to `logs/<name>.log`; `record` (JSON) is
+    rewritten at every start and end: status, start and end in seconds from the first start, exit status."""
+    logs.mkdir(parents=True, exist_ok=True)
+    threads = str(max(1, (os.cpu_count() or 1) // max(parallel, 1)))  # the cores shared out, not oversubscribed
+    origin, queue, running = time.monotonic(), list(jobs), {}
+    result = {name: {"status": "queued"} for name in jobs}
+
+    def save(name: str, message: str) -> None:
+        log(f"{name}: {message}", logfile)
+        write_json(record, {"parallel": parallel, "threads_per_job": int(threads), "runs": result})
+
+    def finish(name: str, status: str) -> None:
+        proc, f = running.pop(name)
+        f.close()
+        entry = result[name]
+        entry.update(status=status, exit_status=proc.returncode, end_s=round(time.monotonic() - origin, 1))
+        save(name, f"{status} (exit status {proc.returncode}, {entry['end_s'] - entry['start_s']:.0f} s)")
+
+    while queue or running:
+        left = deadline - time.monotonic()
+        while queue and len(running) < parallel:
+            name = queue.pop(0)
+            if left < start_margin:
+                result[name]["status"] = "not started: out of time"
+                save(name, "not started, out of time")
+                continue
+            f = (logs / f"{name}.log").open("a")
+            running[name] = (subprocess.Popen(jobs[name], cwd=ROOT, env={**env, "OMP_NUM_THREADS": threads},
+                                              stdout=f, stderr=subprocess.STDOUT, start_new_session=True), f)
+            result[name].update(status="running", start_s=round(time.monotonic() - origin, 1))
+            save(name, f"started: {' '.join(jobs[name][2:])} (at most {left - stop_margin:.0f} s)")
+        for name in [n for n, (proc, _) in running.items() if proc.poll() is not None]:
+            finish(name, "finished" if running[name][0].returncode == 0 else "failed")
+        if running and deadline - time.monotonic() < stop_margin:
+            for proc, _ in running.values():
+                proc.terminate()  # SIGTERM: the trainer stops at a resume point
+            stop = time.monotonic() + grace
+            for name in list(running):
+                proc = running[name][0]
+                try:
+                    proc.wait(timeout=max(stop - time.monotonic(), 0.1))
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+                finish(name, "stopped for time")
+        time.sleep(0.2)
+    return result
+
+
 def train_command(args) -> int:
+    """The runs at `--profile`, seed 1337, `--parallel` at a time on the one GPU, within `--budget`."""
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + args.budget
     logfile = out / "session.log"
     ours_env, _ = environments(logfile)
-    weights = ["--set", f"model.weights={Path(args.weights).resolve()}"] if args.weights \
+    results = (args.results or ROOT / "results").resolve()
+    sets = ["--set", f"model.weights={Path(args.weights).resolve()}"] if args.weights \
         else ["--set", "model.pretrained=false"]
-    data = PACK / "acdc.h5" if args.profile == "paper" else None
-    for run in args.runs:
-        left = deadline - time.monotonic()
-        if left < 30:
-            log(f"{run}: not started, out of time", logfile)
-            continue
-        argv = [sys.executable, "-m", "ugpcl.cli", "train", "--profile", args.profile, "--run", run, "--seed",
-                str(SEED), "--no-progress", *weights, *(["--data", str(data)] if data and data.exists() else [])]
-        log(f"{run}: {' '.join(argv[2:])} (at most {left:.0f} s)", logfile)
-        with logfile.open("a") as f:
-            proc = subprocess.Popen(argv, cwd=ROOT, env=ours_env, stdout=f, stderr=subprocess.STDOUT)
-            try:
-                rc = proc.wait(timeout=left - 15)
-            except subprocess.TimeoutExpired:
-                proc.terminate()  # SIGTERM: the trainer stops at a resume point
-                rc = proc.wait()
-                log(f"{run}: stopped for time; the same command resumes it on this machine", logfile)
-                break
-        log(f"{run}: exit status {rc}", logfile)
-    bundle_runs(ROOT / "results" / args.profile / "runs", out / "runs.tgz")
+    sets += [a for setting in args.set for a in ("--set", setting)]
+    if args.results:
+        sets += ["--set", f"paths.results={results}"]
+    data = PACK / "acdc.h5" if args.profile == "paper" and (PACK / "acdc.h5").exists() else None
+    jobs = {run: [sys.executable, "-m", "ugpcl.cli", "train", "--profile", args.profile, "--run", run, "--seed",
+                  str(SEED), "--device", args.device, "--no-progress", *sets,
+                  # pack's prepared ACDC; a run of another dataset reads its profile's own prepared file
+                  *(["--data", str(data)] if data and run.startswith("acdc") else [])]
+            for run in args.runs}
+    outcome = schedule(jobs, args.parallel, deadline, logfile, out / "train.json", ours_env,
+                       results / args.profile / "logs" / "gpu_session")
+    if any(r["status"] == "stopped for time" for r in outcome.values()):
+        log("the same command on this machine resumes the runs stopped for time", logfile)
+    bundle_runs(results / args.profile, out / "runs.tgz")
     return 0
 
 
-def bundle_runs(runs: Path, target: Path) -> None:
-    """Every run's records, without checkpoints or resume points (they cannot come back)."""
+def bundle_runs(profile_dir: Path, target: Path) -> None:
+    """Every run's records and the jobs' logs, without checkpoints or resume points (they cannot come back)."""
     tmp = target.with_name(f".{target.name}.tmp")
     with tarfile.open(tmp, "w:gz") as tar:
-        for path in sorted(runs.rglob("*")) if runs.exists() else []:
-            if path.is_file() and path.suffix != ".pt":
-                tar.add(path, arcname=str(path.relative_to(runs.parent)))
+        for folder in (profile_dir / "runs", profile_dir / "logs" / "gpu_session"):
+            for path in sorted(folder.rglob("*")) if folder.exists() else []:
+                if path.is_file() and path.suffix != ".pt":
+                    tar.add(path, arcname=str(path.relative_to(profile_dir)))
     os.replace(tmp, target)
-
-
-# --- back here ------------------------------------------------------------------------------------
 
 
 def _rows(result) -> dict[str, dict]:
@@ -592,13 +642,20 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="more overrides for `ugpcl train` (repeatable), e.g. model.weights=FILE")
     m.set_defaults(func=smoke_command)
-    t = sub.add_parser("train", help="on the GPU machine: train runs in order within the budget")
-    t.add_argument("runs", nargs="+", help="run ids (ugpcl runs), e.g. acdc136_ugpcl")
+    t = sub.add_parser("train", help="on the GPU machine: train runs, K at a time, within the budget")
+    t.add_argument("runs", nargs="+", help="run ids (ugpcl runs), e.g. acdc136_ugpcl, started in this order")
     t.add_argument("--out", type=Path, required=True)
-    t.add_argument("--budget", type=float, default=540)
+    t.add_argument("--budget", type=float, default=540, help="seconds for all runs (a device command has 600)")
+    t.add_argument("--parallel", type=int, default=1, metavar="K",
+                   help="runs training at once on the device (bench's processes_K steps measure the throughput)")
     t.add_argument("--profile", default="paper")
+    t.add_argument("--device", default="cuda")
+    t.add_argument("--results", type=Path, default=None,
+                   help="results folder (paths.results; default: the checkout's results/)")
     t.add_argument("--weights", default=None,
                    help="ImageNet ResNet-50 file found by bench (session.json: weights); default: pretrained=false")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="more overrides for every run's `ugpcl train` (repeatable)")
     t.set_defaults(func=train_command)
     r = sub.add_parser("report", help="back here: reports/benchmarks.md's section from a session.json")
     r.add_argument("session", type=Path)
