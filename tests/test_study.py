@@ -60,6 +60,23 @@ def test_dry_run_schedules_exactly_those_training_jobs():
     assert sorted(jobs) == sorted((run_id, "1337") for run_id in TABLE1_IDS + TABLE2_EXTRA + TABLE3_EXTRA)
 
 
+
+def test_the_slurm_profile_submits_each_training_job_with_a_gpu_and_the_paper_settings():
+    # the README's cluster command, dry: what each sbatch job would ask for and run
+    target = "results/paper/runs/acdc136_ugpcl/seed1337/run.json"
+    out = subprocess.run(
+        [str(Path(sys.executable).parent / "snakemake"), target, "--profile", "workflow/profiles/slurm",
+         "--dry-run", "--forceall", "--nolock"],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+    assert out.returncode == 0, out.stderr[-3000:] + out.stdout[-3000:]
+    text = out.stdout + out.stderr
+    train = text[text.index("rule train:"):]
+    resources = dict(kv.split("=", 1) for kv in re.search(r"resources: (.*)", train).group(1).split(", "))
+    assert resources["gpu"] == "1" and resources["runtime"] == "720" and resources["mem_mb"] == "64000"
+    assert "ugpcl train --profile paper --run acdc136_ugpcl --seed 1337" in train
+    # (`executor: slurm` is checked too: without snakemake-executor-plugin-slurm the arguments are refused)
+
 def digests(cfg) -> dict:
     return {(run.id, seed): settings_digest(run_settings(cfg, run, seed))
             for run in distinct_runs(cfg) for seed in cfg["experiments"]["seeds"]}
