@@ -498,6 +498,9 @@ def bundle_runs(profile_dir: Path, target: Path) -> None:
     os.replace(tmp, target)
 
 
+# --- back here ------------------------------------------------------------------------------------
+
+
 def _rows(result) -> dict[str, dict]:
     return {r["method"]: r for r in (result if isinstance(result, list) else [result])} if result else {}
 
@@ -604,6 +607,13 @@ def report_command(args) -> int:
     return 0
 
 
+def positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value}: at least 1")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -646,7 +656,7 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("runs", nargs="+", help="run ids (ugpcl runs), e.g. acdc136_ugpcl, started in this order")
     t.add_argument("--out", type=Path, required=True)
     t.add_argument("--budget", type=float, default=540, help="seconds for all runs (a device command has 600)")
-    t.add_argument("--parallel", type=int, default=1, metavar="K",
+    t.add_argument("--parallel", type=positive, default=1, metavar="K",
                    help="runs training at once on the device (bench's processes_K steps measure the throughput)")
     t.add_argument("--profile", default="paper")
     t.add_argument("--device", default="cuda")
