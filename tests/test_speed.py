@@ -276,3 +276,37 @@ def test_projection_is_steps_times_step_time_plus_validations(tmp_path):
         read_bench(bench)
     assert _without(["bench", "--processes", "2", "--json=x", "--steps", "3"], "--processes", "--json") == \
         ["bench", "--steps", "3"]
+
+
+def test_runs_sharing_the_device_project_the_study_divided_among_them(tmp_path, capsys):
+    import os
+    import subprocess
+    import sys
+
+    from ugpcl.cli import main
+    from ugpcl.projection import read_bench, runs_at_once
+
+    # `bench --processes 2` writes what `runs --bench` reads: each run's times while two shared the device
+    shared = tmp_path / "shared.json"
+    subprocess.run([sys.executable, "-m", "ugpcl.cli", "bench", "--profile", "demo", "--method", "supervised",
+                    "--processes", "2", "--steps", "2", "--warmup", "1", "--device", "cpu", "--json", str(shared)],
+                   check=True, capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    entry = read_bench(shared)["supervised"]
+    assert entry["processes"] == 2 == len(entry["median_step_s_each"]) and entry["images_per_s_total"] > 0
+    assert entry["median_step_s"] == pytest.approx(sum(entry["median_step_s_each"]) / 2, abs=1e-4)
+    assert entry["eval_s_per_image"] > 0 and runs_at_once(read_bench(shared), shared) == 2
+
+    def total(bench: list[dict], status: int = 0) -> str:
+        path = tmp_path / "bench.json"
+        path.write_text(json.dumps(bench))
+        assert main(["runs", "--profile", "paper", "--set", f"paths.results={tmp_path}", "--bench", str(path)]) == status
+        out = capsys.readouterr()
+        return out.out.splitlines()[-1] if status == 0 else out.err
+
+    alone = [{"method": "ugpcl", "median_step_s": 0.5, "eval_s_per_image": 0.001},
+             {"method": "mt", "median_step_s": 0.2, "eval_s_per_image": 0.001}]
+    # 12 UGPCL runs (Tables 1-3) and 4 MT runs of 6000 iterations; no prepared data here, so no validation
+    assert total(alone).startswith("projected: 11:20:00 one run at a time on the benchmarked device (16 of 40")
+    two = [{**r, "processes": 2} for r in alone]
+    assert total(two).startswith("projected: 5:40:00 2 runs at a time, each as long as measured with 2 sharing")
+    assert "results of different numbers of processes sharing the device ([1, 2])" in total([two[0], alone[1]], 2)

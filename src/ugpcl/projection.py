@@ -5,6 +5,10 @@
     validation  (iterations // val_every + 1) x validation images x evaluation time per image
 Data loading is on the device already and is inside the step time; start-up, checkpoints and the
 final evaluation (one more validation pass) are small next to these and are left out.
+
+Results of `ugpcl bench --processes K` (K runs sharing the device) give each run's time as
+measured while K shared it; the study then takes about the sum over runs divided by K
+(`runs_at_once`), K runs being trained at once (`--resources gpu=K` on one GPU).
 """
 
 from __future__ import annotations
@@ -30,6 +34,15 @@ def read_bench(path: str | Path) -> dict[str, dict]:
         raise UserError("not `ugpcl bench` results (method, median_step_s, eval_s_per_image per entry)", path=path,
                         fix="write them with `ugpcl bench --method all --json FILE`")
     return {r["method"]: r for r in rows}
+
+
+def runs_at_once(bench: dict[str, dict], path: str | Path) -> int:
+    """K of `ugpcl bench --processes K` results (1 for a plain benchmark); one K per file."""
+    found = {int(r.get("processes", 1)) for r in bench.values()}
+    if len(found) != 1:
+        raise UserError(f"results of different numbers of processes sharing the device ({sorted(found)})",
+                        path=path, fix="project from one `ugpcl bench` command's --json file")
+    return found.pop()
 
 
 def run_seconds(run: Run, cfg: dict, bench: dict[str, dict], val_images: int | None) -> float | None:

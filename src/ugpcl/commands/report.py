@@ -13,7 +13,8 @@ def register(sub) -> None:
     add_config_args(r)
     r.add_argument("--format", choices=["table", "json"], default="table")
     r.add_argument("--bench", type=Path, default=None, metavar="FILE",
-                   help="project each run's wall time from `ugpcl bench --method all --json FILE` on the training device")
+                   help="project each run's wall time from `ugpcl bench --method all --json FILE` on the training device "
+                        "(with --processes K: K runs at a time)")
     r.set_defaults(func=runs_command)
 
     p = sub.add_parser("report", help="tables against the paper, metrics.json and report.html under reports/<profile>/")
@@ -32,14 +33,16 @@ def register(sub) -> None:
 
 
 def runs_command(args) -> int:
-    from ..projection import format_duration, read_bench, run_seconds, validation_images
+    from ..projection import format_duration, read_bench, run_seconds, runs_at_once, validation_images
     from ..report.build import list_runs
     from ..study import distinct_runs
 
     cfg = config_from_args(args)
     runs = list_runs(cfg)
+    at_once = 1
     if args.bench:
         bench = read_bench(args.bench)
+        at_once = runs_at_once(bench, args.bench)
         by_id = {run.id: run for run in distinct_runs(cfg)}
         for r in runs:
             r["projected_s"] = run_seconds(by_id[r["id"]], cfg, bench, validation_images(cfg, r["dataset"]))
@@ -57,7 +60,9 @@ def runs_command(args) -> int:
     if args.bench:
         seeds = len(cfg["experiments"]["seeds"])
         known = [r["projected_s"] for r in runs if r["projected_s"] is not None]
-        print(f"projected: {format_duration(seeds * sum(known))} one run at a time on the benchmarked device "
+        how = "one run at a time" if at_once == 1 else \
+            f"{at_once} runs at a time, each as long as measured with {at_once} sharing the device,"
+        print(f"projected: {format_duration(seeds * sum(known) / at_once)} {how} on the benchmarked device "
               f"({len(known)} of {len(runs)} runs benchmarked; validation counted only where the data is prepared)")
     return 0
 

@@ -142,13 +142,17 @@ def concurrent_bench(args) -> int:
         if any(p.wait() != 0 for p in procs):
             raise UserError("a benchmark process failed", fix="run the same command without --processes to see why")
         results = [json.loads(f.read_text()) for f in files]
-    per_method = {}
+    per_method: dict[str, list[dict]] = {}
     for result in (r for rs in results for r in (rs if isinstance(rs, list) else [rs])):
-        entry = per_method.setdefault(result["method"], {"method": result["method"], "processes": args.processes,
-                                                         "images_per_s_total": 0.0, "median_step_s": []})
-        entry["images_per_s_total"] = round(entry["images_per_s_total"] + result["images_per_s"], 2)
-        entry["median_step_s"].append(result["median_step_s"])
-    summary = list(per_method.values())
+        per_method.setdefault(result["method"], []).append(result)
+    # one entry per method, readable by `ugpcl runs --bench` (ugpcl.projection): a run's step and
+    # evaluation times as measured while K processes shared the device, and their summed throughput
+    summary = [{"method": method, "processes": args.processes,
+                "images_per_s_total": round(sum(r["images_per_s"] for r in rs), 2),
+                "median_step_s": round(sum(r["median_step_s"] for r in rs) / len(rs), 4),
+                "median_step_s_each": [r["median_step_s"] for r in rs],
+                "eval_s_per_image": round(sum(r["eval_s_per_image"] for r in rs) / len(rs), 6)}
+               for method, rs in per_method.items()]
     print(json.dumps(summary, indent=2))
     if args.json:
         write_json(args.json, summary)
