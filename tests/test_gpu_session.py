@@ -230,6 +230,24 @@ def test_schedule_runs_k_jobs_at_a_time_and_stops_what_runs_out_of_time(tmp_path
     assert "broken: failed (exit status 3" in session and "late: not started, out of time" in session
 
 
+def test_the_report_gives_each_run_s_time_when_k_runs_share_the_gpu():
+    row = {"method": "ugpcl", "median_step_s": 0.1, "step_s_p10_p90": [0.09, 0.12], "images_per_s": 160.0,
+           "peak_memory_mib": 9000, "device": "NVIDIA H100", "date": "2026-12-07T05:00:00", "profile": "paper",
+           "image_size": 224, "width": 64, "batch_size": 16, "labeled_bs": 8, "amp": "bf16", "speed": {}}
+    record = {"facts": {"device": "NVIDIA H100", "torch": "2.11.0", "cuda": "13.0", "date": "2026-12-07",
+                        "commit": "0123456789abcdef"},
+              "steps": {"ours": {"result": [row]},
+                        "processes_2": {"result": [{"method": "ugpcl", "processes": 2, "images_per_s_total": 256.0,
+                                                    "median_step_s": 0.125, "median_step_s_each": [0.12, 0.13],
+                                                    "eval_s_per_image": 0.002}]},
+                        "processes_4": {"status": "timed out"}}}
+    lines = gpu_session.report(record).splitlines()
+    table = lines[lines.index("### UGPCL runs sharing the GPU") + 2:]
+    assert table[:5] == ["| runs at once | total images/s | each run's median step (s) | each run's 6000 iterations |",
+                         "|---|---|---|---|", "| 1 | 160.0 | 0.1000 | 10 min |", "| 2 | 256.0 | 0.1250 | 12 min |",
+                         "| 4 | failed | | |"]
+
+
 def test_train_trains_runs_two_at_a_time_and_brings_back_their_records(tmp_path):
     env = {"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
     results, out = tmp_path / "results", tmp_path / "out"

@@ -544,12 +544,20 @@ def report(record: dict, iterations: int = 6000) -> str:
             if steps.get(key, {}).get("result"):
                 lines += ["", f"### Against taovv/UGPCL (commit {next(iter(theirs.values())).get('commit', '?')[:7]}), "
                           f"ours {title}", "", comparison(steps, key).rstrip()]
-    k_rows = [(1, ours.get("ugpcl", {}).get("images_per_s"))]
-    k_rows += [(int(name.split("_")[1]), _rows(e.get("result")).get("ugpcl", {}).get("images_per_s_total"))
+    k_rows = [(1, ours.get("ugpcl"))]  # a row of `bench --processes K`: each run's step while K share the GPU
+    k_rows += [(int(name.split("_")[1]), _rows(e.get("result")).get("ugpcl"))
                for name, e in steps.items() if name.startswith("processes_")]
     if len(k_rows) > 1:
-        lines += ["", "### UGPCL runs sharing the GPU", "", "| runs at once | total images/s |", "|---|---|"]
-        lines += [f"| {k} | {ips if ips is not None else 'failed'} |" for k, ips in k_rows]
+        lines += ["", "### UGPCL runs sharing the GPU", "",
+                  f"| runs at once | total images/s | each run's median step (s) | each run's {iterations} iterations |",
+                  "|---|---|---|---|"]
+        for k, r in k_rows:
+            if r is None:
+                lines.append(f"| {k} | failed | | |")
+                continue
+            step = r["median_step_s"]
+            lines.append(f"| {k} | {r.get('images_per_s_total', r.get('images_per_s'))} | {step:.4f} "
+                         f"| {step * iterations / 60:.0f} min |")
     switch_rows = []
     for name, _ in SWITCHES:
         for m in ("ugpcl", "supervised"):
