@@ -271,9 +271,10 @@ def test_projection_is_steps_times_step_time_plus_validations(tmp_path):
     assert run_seconds(run, cfg, results, 1000) == pytest.approx(6000 * 0.5 + validations * 1000 * 0.001)
     assert run_seconds(run, cfg, results, None) == pytest.approx(3000)
     assert run_seconds(find_run(cfg, "acdc136_cps"), cfg, results, None) is None
-    bench.write_text("{}")
-    with pytest.raises(UserError, match="not `ugpcl bench` results"):
-        read_bench(bench)
+    for empty in ("{}", "[]"):
+        bench.write_text(empty)
+        with pytest.raises(UserError, match="not `ugpcl bench` results"):
+            read_bench(bench)
     assert _without(["bench", "--processes", "2", "--json=x", "--steps", "3"], "--processes", "--json") == \
         ["bench", "--steps", "3"]
 

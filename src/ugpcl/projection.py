@@ -30,7 +30,8 @@ def read_bench(path: str | Path) -> dict[str, dict]:
         raise UserError(f"cannot read the benchmark results ({exc})", path=path,
                         fix="write them with `ugpcl bench --method all --json FILE` on the training device") from exc
     rows = data if isinstance(data, list) else [data]
-    if not all(isinstance(r, dict) and {"method", "median_step_s", "eval_s_per_image"} <= r.keys() for r in rows):
+    if not rows or not all(isinstance(r, dict) and {"method", "median_step_s", "eval_s_per_image"} <= r.keys()
+                           for r in rows):
         raise UserError("not `ugpcl bench` results (method, median_step_s, eval_s_per_image per entry)", path=path,
                         fix="write them with `ugpcl bench --method all --json FILE`")
     return {r["method"]: r for r in rows}
