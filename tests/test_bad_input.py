@@ -309,6 +309,8 @@ def test_a_number_in_set_where_text_is_expected_says_to_quote_it():
     (['data.isic.regimes={"91": 1}'], ["data.isic.regimes['91'] = 1 images", "train.labeled_bs = 2"]),
     (["data.demo.isic_images=8"], ["data.isic.regimes['181'] = 8 images", "data.demo.isic_images = 8"]),
     (["data.isic.split=[1, 100]"], ["data.isic.split [1, 100]", "0 training"]),
+    (["train.deterministic=true", "train.speed.cudnn_benchmark=true"],
+     ["train.deterministic is true", "train.speed.cudnn_benchmark is true"]),
 ])
 def test_keys_that_contradict_each_other_are_refused_at_load_naming_them(overrides, keys):
     with pytest.raises(UserError, match="inconsistent configuration") as err:

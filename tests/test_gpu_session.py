@@ -50,14 +50,14 @@ def test_bench_runs_its_steps_and_records_each_as_it_ends(tmp_path):
     proc = subprocess.run(
         [sys.executable, str(ROOT / "tools" / "gpu_session.py"), "bench", "--out", str(out), "--device", "cpu",
          "--profile", "demo", "--steps", "2", "--authors-code", str(code),
-         "--only", "ours,theirs,smoke,switch_fp32_ugpcl",
+         "--only", "ours,theirs,smoke,switch_fp32_ugpcl,smoke_deterministic",
          "--smoke-data", str(tmp_path / "results" / "demo" / "data" / "acdc.h5"), "--smoke-iterations", "4",
          "--work", str(work)],
         capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     record = json.loads((out / "session.json").read_text())
     steps = record["steps"]
-    assert list(steps) == ["ours", "theirs", "smoke", "switch_fp32_ugpcl"]  # --only: nothing else ran
+    assert list(steps) == ["ours", "theirs", "smoke", "switch_fp32_ugpcl", "smoke_deterministic"]  # --only
     assert all(s["status"] == "ok" for s in steps.values()), steps
     assert sorted(r["method"] for r in steps["ours"]["result"]) == ["cct", "cps", "dct", "em", "mt", "supervised",
                                                                      "uamt", "ugpcl"]
@@ -102,6 +102,12 @@ def test_bench_runs_its_steps_and_records_each_as_it_ends(tmp_path):
     assert "### A short training on this device" in text
     assert "Stopped halfway and resumed: identical, bit for bit" in text
     assert "resuming from iteration 2 of 4" in (out / "session.log").read_text()
+    # and in deterministic mode, trained straight through twice (--repeat) as well
+    deterministic = steps["smoke_deterministic"]["result"]
+    assert deterministic["resumed"]["identical"] and deterministic["repeated"]["identical"]
+    assert "deterministic: true" in (work / "smoke_deterministic" / "c" / "config.yaml").read_text()
+    assert ("### The same short training with `train.deterministic: true`" in text
+            and "Two uninterrupted runs: identical, bit for bit" in text)
 
     # runs that differ: by how much, in weights and logged losses
     import shutil

@@ -4,9 +4,10 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from ugpcl.config import load_config
-from ugpcl.losses import ce_dice, dice_loss, ramp_position, ramp_weight, sigmoid_rampup
+from ugpcl.losses import ce_dice, cross_entropy, dice_loss, ramp_position, ramp_weight, sigmoid_rampup
 
 
 def test_ugpcl_consistency_ramp_code_schedule_at_first_middle_and_last_iteration():
@@ -79,3 +80,20 @@ def test_nearest_rotation_keeps_image_values_bilinear_blends_them():
     torch.manual_seed(0)
     blended, _, _ = random_turns(image, label, 20.0, "bilinear")
     assert not set(blended.unique().tolist()) <= set(range(5))
+
+
+def test_cross_entropy_is_torchs_mean_over_the_pixels_not_ignored():
+    """losses.cross_entropy takes the mean itself (nll_loss2d's own is atomic on CUDA): same value
+    and gradient as torch's mean reduction, ignored pixels left out, NaN when all are ignored."""
+    torch.manual_seed(0)
+    logits = torch.randn(2, 4, 6, 5, dtype=torch.float64, requires_grad=True)
+    target = torch.randint(0, 4, (2, 6, 5))
+    target[0, :3] = -1
+    ours = cross_entropy(logits, target)
+    theirs = F.cross_entropy(logits.float(), target, ignore_index=-1)
+    assert ours.item() == pytest.approx(theirs.item(), rel=1e-6)
+    (g_ours,) = torch.autograd.grad(ours, logits)
+    (g_theirs,) = torch.autograd.grad(theirs, logits)
+    assert torch.allclose(g_ours, g_theirs.double(), atol=1e-7)
+    assert g_ours[0, :, :3].abs().max() == 0  # ignored pixels get no gradient
+    assert torch.isnan(cross_entropy(logits, torch.full_like(target, -1)))

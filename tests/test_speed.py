@@ -12,7 +12,7 @@ from torch.utils import _pytree as pytree
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from ugpcl.config import load_config
-from ugpcl.engine import speed
+from ugpcl.engine import determinism, speed
 from ugpcl.engine.augment import augment_batch
 from ugpcl.engine.step import make_optimizer, train_step
 from ugpcl.engine.trainer import Trainer
@@ -149,6 +149,78 @@ def test_training_step_reads_nothing_back_from_the_device(name, acdc_batch):
         with reads_recorded(found):
             train_step(method, optimizer, batch, t)
     assert found == set()
+
+
+@pytest.mark.parametrize("name", list(registry()))
+def test_training_step_has_a_deterministic_cuda_kernel_for_every_op(name, acdc_batch):
+    """`train.deterministic` makes torch raise on a GPU at the first op without a deterministic
+    kernel: no op of a full step (augmentation, forward, backward, optimiser, EMA, queues; every
+    term on; both memory layouts) is one, and the step runs in that mode here."""
+    cfg = demo_cfg()
+    for layout in (speed.Speed(), speed.Speed(channels_last=True)):
+        torch.manual_seed(0)
+        method = speed.apply(build_method(cfg, name, 4, 1), layout)
+        optimizer = make_optimizer(method, cfg["train"])
+        augment = method.augmentation(cfg["train"]["augment"])
+        n = acdc_batch.labeled_bs if not method.uses_unlabeled else len(acdc_batch.image)
+
+        def steps():
+            for t in (5, 6):  # twice: the second step has a filled queue / an updated teacher
+                x, y = augment_batch(acdc_batch.image[:n], acdc_batch.label, augment)
+                train_step(method, optimizer, Batch(speed.batch_layout(x, layout), y, acdc_batch.labeled_bs), t)
+
+        with determinism.mode(True):
+            assert determinism.audit(steps) == {}, layout
+
+
+def test_the_determinism_audit_names_the_ops_torch_refuses_on_cuda():
+    """The audit above can fail: ops torch documents as nondeterministic on CUDA are named, their
+    deterministic neighbours are not."""
+    x = torch.randn(2, 3, 8, 8, requires_grad=True)
+    y = torch.randint(0, 3, (2, 8, 8))
+    assert determinism.audit(lambda: torch.nn.functional.cross_entropy(x, y).backward()) == {
+        "aten.nll_loss2d_forward.default": 1}
+    assert determinism.audit(lambda: torch.nn.functional.cross_entropy(x, y, reduction="none").mean().backward()) == {}
+    upsample = torch.nn.functional.interpolate
+    assert determinism.audit(lambda: upsample(x, scale_factor=2, mode="bilinear").sum().backward()) == {
+        "aten.upsample_bilinear2d_backward.default": 1}
+    assert determinism.audit(lambda: upsample(x, scale_factor=2, mode="nearest").sum().backward()) == {}
+    assert determinism.audit(lambda: x.cumsum(1).sum().backward()) == {"aten.cumsum.default": 2}  # and its backward
+    assert determinism.audit(lambda: y.cumsum(1)) == {}
+    assert determinism.audit(lambda: torch.bincount(y.flatten(), weights=x.detach().flatten()[:128])) == {
+        "aten.bincount.default": 1}
+    assert determinism.audit(lambda: torch.bincount(y.flatten())) == {}
+
+
+def test_deterministic_mode_sets_torch_cudnn_and_cublas_and_restores_them(monkeypatch):
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", True)
+    with determinism.mode(False):
+        assert not torch.are_deterministic_algorithms_enabled()
+    with determinism.mode(True):
+        assert torch.are_deterministic_algorithms_enabled() and not torch.is_deterministic_algorithms_warn_only_enabled()
+        assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+    assert not torch.are_deterministic_algorithms_enabled() and not torch.backends.cudnn.deterministic
+    assert torch.backends.cudnn.benchmark
+    import os
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+
+
+def test_bench_and_training_run_in_deterministic_mode(tiny_acdc, tmp_path):
+    """On the CPU every kernel is deterministic already: the mode must only not get in the way
+    (validation and the final evaluation included), and the records say it was on."""
+    from ugpcl.engine.bench import benchmark
+    from ugpcl.evaluation import evaluate_run
+
+    cfg = demo_cfg("train.deterministic=true")
+    assert benchmark(cfg, "ugpcl", CPU, steps=1, warmup=0)["deterministic"] is True
+    cfg = demo_cfg("train.deterministic=true", "train.iterations=4", "train.val_every=2")
+    info = {"run_id": "tiny_ugpcl", "method": "ugpcl", "dataset": "acdc", "regime": "tiny", "seed": 1337,
+            "profile": "demo", "overrides": {}}
+    assert Trainer(cfg, info, tmp_path / "run", data=tiny_acdc).fit(progress=False)
+    assert not torch.are_deterministic_algorithms_enabled()
+    assert "deterministic: true" in (tmp_path / "run" / "config.yaml").read_text()
+    assert evaluate_run(tmp_path / "run", checkpoint="last", data=tiny_acdc)["n_cases"] == 8
 
 
 class HostToDevice(TorchDispatchMode):

@@ -13,7 +13,9 @@ On the GPU machine, from the repository root, carrying `.gpu`:
         facts (GPU, torch), a search for ImageNet ResNet-50 weights, `ugpcl bench` of every method,
         the authors' step for the three methods they implemented and the ratio table, K jobs per
         GPU, a short training at the bench profile (straight through, then stopped halfway and
-        resumed: `smoke` below), the sync detector, and each speed switch alone; everything in $OUT/session.json,
+        resumed: `smoke` below), the sync detector, each speed switch alone (and the cost of
+        train.deterministic), and last the smoke training again in deterministic mode, twice
+        straight through; everything in $OUT/session.json,
         $OUT/compare.md and $OUT/session.log, written after every step, and our figures alone in
         $OUT/bench.json (for `ugpcl runs --bench`: the study's projected wall time).
     python3 tools/gpu_session.py train --out $OUT --budget 540 --parallel K RUN [RUN ...]
@@ -23,11 +25,12 @@ On the GPU machine, from the repository root, carrying `.gpu`:
         the same command on the same (still warm) machine resumes them. $OUT/train.json says how each
         run ended; $OUT/runs.tgz holds every run's records and console log (run.json, evaluations,
         logs; no checkpoints, which are too big to come back).
-    python3 tools/gpu_session.py smoke --work DIR --json FILE [--data FILE] [--iterations N]
+    python3 tools/gpu_session.py smoke --work DIR --json FILE [--data FILE] [--iterations N] [--repeat]
         (bench's `smoke` step) trains one run for N iterations three ways: straight through (a);
-        stopped at N/2 at a resume point and resumed by the same command (b); and, only when b's
-        weights differ from a's, straight through again (c), which says how far two uninterrupted
-        runs agree on this device. FILE gets a's wall time and both evaluations, and the agreement.
+        stopped at N/2 at a resume point and resumed by the same command (b); and, when b's
+        weights differ from a's or with --repeat, straight through again (c), which says how far two
+        uninterrupted runs agree on this device. FILE gets a's wall time and both evaluations, and
+        the agreement. Bench runs it twice: as configured, and with train.deterministic (--repeat).
 
 The steps have their own time limits; a step that fails or runs out is recorded and the next
 one runs. Nothing here is needed to use the project: it is how its GPU figures are made.
@@ -279,7 +282,7 @@ def facts() -> dict:
 SWITCHES = (("channels_last", "train.speed.channels_last=true"),
             ("cudnn_benchmark", "train.speed.cudnn_benchmark=true"),
             ("fused_optimizer", "train.speed.fused_optimizer=true"), ("compile", "train.speed.compile=default"),
-            ("fp32", "train.amp=none"))
+            ("fp32", "train.amp=none"), ("deterministic", "train.deterministic=true"))
 
 
 def bench_command(args) -> int:
@@ -305,10 +308,13 @@ def bench_command(args) -> int:
                                 "--json", str(tmp)], theirs_env, 180, tmp)
         write_comparison(session.record, out / "compare.md")  # again below with ours in fp32
     smoke_data = args.smoke_data or (PACK / "acdc.h5" if args.profile == "paper" else None)
-    session.step("smoke", [py, str(Path(__file__).resolve()), "smoke", "--profile", args.profile, "--device",
-                           args.device, "--iterations", str(args.smoke_iterations), "--work",
-                           str(args.work / "smoke"), "--json", str(tmp),
-                           *(["--data", str(smoke_data)] if smoke_data else [])], ours_env, 240, tmp)
+
+    def smoke(name: str, *extra: str) -> list[str]:
+        return [py, str(Path(__file__).resolve()), "smoke", "--profile", args.profile, "--device", args.device,
+                "--iterations", str(args.smoke_iterations), "--work", str(args.work / name), "--json", str(tmp),
+                *(["--data", str(smoke_data)] if smoke_data else []), *extra]
+
+    session.step("smoke", smoke("smoke"), ours_env, 240, tmp)
     if not args.no_authors:
         session.step("ours_fp32", [*ugpcl, "bench", *common, "--method", "all", "--set", "train.amp=none",
                                    "--json", str(tmp)], ours_env, 240, tmp)
@@ -322,6 +328,9 @@ def bench_command(args) -> int:
         for method in ("ugpcl", "supervised"):
             session.step(f"switch_{name}_{method}", [*ugpcl, "bench", *common, "--method", method, "--set", setting,
                                                      "--json", str(tmp)], ours_env, 180, tmp)
+    # train.deterministic: two uninterrupted runs and a resumed one, bit for bit?
+    session.step("smoke_deterministic", smoke("smoke_deterministic", "--set", "train.deterministic=true", "--repeat"),
+                 ours_env, 300, tmp)
     return 0
 
 
@@ -373,7 +382,7 @@ def smoke_command(args) -> int:
     train("b", "--stop-after", str(n // 2))
     result["resumed"] = agreement(a, train("b"))  # the same command again resumes from the resume point at n/2
     write_json(args.json, result)
-    if not result["resumed"]["identical"]:
+    if args.repeat or not result["resumed"]["identical"]:
         result["repeated"] = agreement(a, train("c"))  # how far two uninterrupted runs agree here
         write_json(args.json, result)
     print(json.dumps(result, indent=2))
@@ -570,11 +579,14 @@ def report(record: dict, iterations: int = 6000) -> str:
             elif entry:
                 switch_rows.append(f"| {name} | {m} | | {entry.get('status')} | |")
     if switch_rows:
-        lines += ["", "### Each speed switch alone", "", "| switch | method | median step without (s) "
+        lines += ["", "### Each switch alone", "", "| switch | method | median step without (s) "
                   "| with (s) | speed-up |", "|---|---|---|---|---|", *switch_rows]
     smoke = steps.get("smoke")
     if smoke:
         lines += ["", "### A short training on this device", "", smoke_text(smoke)]
+    deterministic = steps.get("smoke_deterministic")
+    if deterministic:
+        lines += ["", "### The same short training with `train.deterministic: true`", "", smoke_text(deterministic)]
     sync = steps.get("sync_debug")
     if sync:
         lines += ["", f"Sync detector (`ugpcl bench --method all --sync-debug error`): {sync['status']}."]
@@ -641,7 +653,7 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--profile", default="paper", help="the configuration benchmarked (paper: the study's)")
     b.add_argument("--only", default=None, metavar="STEP,...",
                    help="run only these steps; shell patterns (ours, theirs, smoke, ours_fp32, sync_debug, "
-                        "processes_*, switch_*)")
+                        "processes_*, switch_*, smoke_deterministic)")
     b.add_argument("--smoke-data", type=Path, default=None,
                    help="the prepared file of the smoke step (default: pack's .gpu/acdc.h5 at the paper profile, "
                         "else the profile's own)")
@@ -659,6 +671,8 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--data", type=Path, default=None, help="prepared file (default: the profile's)")
     m.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="more overrides for `ugpcl train` (repeatable), e.g. model.weights=FILE")
+    m.add_argument("--repeat", action="store_true",
+                   help="train straight through a second time even when the resumed run matched (c)")
     m.set_defaults(func=smoke_command)
     t = sub.add_parser("train", help="on the GPU machine: train runs, K at a time, within the budget")
     t.add_argument("runs", nargs="+", help="run ids (ugpcl runs), e.g. acdc136_ugpcl, started in this order")

@@ -36,6 +36,10 @@ def _schedule(cfg: dict) -> list[str]:
     out = []
     if tr["min_lr"] > tr["lr"]:
         out.append(f"train.min_lr ({tr['min_lr']}) exceeds train.lr ({tr['lr']}): the poly schedule would never apply")
+    if tr["deterministic"] and tr["speed"]["cudnn_benchmark"] is True:
+        out.append("train.deterministic is true but train.speed.cudnn_benchmark is true: cuDNN's autotuning picks "
+                   "its convolution algorithms by timing them, so two runs may differ (set one of them false; "
+                   "cudnn_benchmark: auto gives way to deterministic)")
     low, high = tr["augment"]["crop_scale"]
     if not 0 < low <= high:
         out.append(f"train.augment.crop_scale {[low, high]} must be [low, high] with 0 < low <= high (area fractions)")

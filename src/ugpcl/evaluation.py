@@ -30,6 +30,7 @@ from . import choices
 from .config import eval_dir, prepared_path, results_dir
 from .data.prepared import Prepared, load_prepared
 from .data.provenance import file_sha256
+from .engine import determinism
 from .engine.checkpoint import LoadedRun, load_run
 from .engine.runfiles import RunFiles
 from .errors import UserError
@@ -64,11 +65,12 @@ def evaluate_run(run_dir: str | Path, *, checkpoint: str = "best", data: Prepare
         check_same_data(run_dir, prepared.path, data_sha256, explicit=data is not None)
     protocol = protocol or cfg["evaluation"]["protocol"]
     frames, networks = [], {}
-    for name in loaded.method.evaluated:
-        per_case, networks[name] = evaluate_network(getattr(loaded.method, name), prepared,
-                                                    batch_size or cfg["train"]["val_batch"], device,
-                                                    progress=progress, protocol=protocol)
-        frames.append(per_case.assign(network=name))
+    with determinism.mode(cfg["train"].get("deterministic", False)):  # runs of earlier versions lack the key
+        for name in loaded.method.evaluated:
+            per_case, networks[name] = evaluate_network(getattr(loaded.method, name), prepared,
+                                                        batch_size or cfg["train"]["val_batch"], device,
+                                                        progress=progress, protocol=protocol)
+            frames.append(per_case.assign(network=name))
     summary = dict(networks[loaded.method.evaluated[0]])
     summary["networks"] = {name: {k: s[k] for k in (*METRICS, "per_class")} for name, s in networks.items()}
     summary.update({k: info.get(k) for k in ("method", "dataset", "regime", "seed")},

@@ -16,8 +16,13 @@ def class_map(logits: torch.Tensor) -> torch.Tensor:
 
 
 def cross_entropy(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = -1) -> torch.Tensor:
-    """Mean pixel cross-entropy; `target` holds class indices (any integer dtype)."""
-    return F.cross_entropy(logits.float(), target.long(), ignore_index=ignore_index)
+    """Mean pixel cross-entropy over the pixels whose target (class indices, any integer dtype) is
+    not `ignore_index`; NaN when every pixel is ignored, as torch's mean. The mean is taken here,
+    not by nll_loss: on CUDA its own reduction is an atomic sum with no deterministic version
+    (engine/determinism.py)."""
+    target = target.long()
+    per_pixel = F.cross_entropy(logits.float(), target, ignore_index=ignore_index, reduction="none")
+    return per_pixel.sum() / (target != ignore_index).sum()
 
 
 def dice_per_class(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

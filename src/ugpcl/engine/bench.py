@@ -15,7 +15,7 @@ from ..device import processor_name
 from ..losses import class_map
 from ..methods import build_method
 from ..methods.base import Batch
-from . import speed
+from . import determinism, speed
 from .augment import augment_batch
 from .step import make_optimizer, train_step
 
@@ -42,20 +42,22 @@ def benchmark(cfg: dict, method_name: str, device: torch.device, steps: int = 10
         torch.cuda.reset_peak_memory_stats(device)
     times = []
     t0 = method.steady_state_iteration()
-    for step in range(warmup + steps):
-        start = time.perf_counter()
-        x, y = augment_batch(images, labels, augment)
-        if sync_debug and device.type == "cuda":
-            torch.cuda.set_sync_debug_mode(sync_debug)
-        try:
-            train_step(method, optimizer, Batch(speed.batch_layout(x, switches), y, tr["labeled_bs"]), t0 + step, amp=amp)
-        finally:
+    with determinism.mode(tr["deterministic"]):
+        for step in range(warmup + steps):
+            start = time.perf_counter()
+            x, y = augment_batch(images, labels, augment)
             if sync_debug and device.type == "cuda":
-                torch.cuda.set_sync_debug_mode(0)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        if step >= warmup:
-            times.append(time.perf_counter() - start)
+                torch.cuda.set_sync_debug_mode(sync_debug)
+            try:
+                train_step(method, optimizer, Batch(speed.batch_layout(x, switches), y, tr["labeled_bs"]), t0 + step,
+                           amp=amp)
+            finally:
+                if sync_debug and device.type == "cuda":
+                    torch.cuda.set_sync_debug_mode(0)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            if step >= warmup:
+                times.append(time.perf_counter() - start)
     median = statistics.median(times)
     eval_s = _eval_seconds_per_image(method.eval_network(), tr["val_batch"], in_channels, size, device, amp)
     if device.type == "cuda":
@@ -67,7 +69,8 @@ def benchmark(cfg: dict, method_name: str, device: torch.device, steps: int = 10
     return {
         "method": method_name, "profile": cfg["profile"], "device": name, "image_size": size,
         "batch_size": batch_size, "labeled_bs": tr["labeled_bs"], "width": cfg["model"]["width"],
-        "amp": "bf16" if amp else "none", "speed": dataclasses.asdict(switches), "steps": steps, "median_step_s": round(median, 4),
+        "amp": "bf16" if amp else "none", "speed": dataclasses.asdict(switches),
+        "deterministic": tr["deterministic"], "steps": steps, "median_step_s": round(median, 4),
         "images_per_s": round(batch_size / median, 2), "peak_memory_mib": round(peak, 1),
         "eval_s_per_image": round(eval_s, 6),
         "date": datetime.now(timezone.utc).date().isoformat(), "torch": torch.__version__,

@@ -4,8 +4,8 @@ validation and logging. Methods supply only their `compute_loss`; one iteration 
 Recovery. A run is trained by one process at a time (the run directory's lock, `ugpcl.lock`) and
 can be killed at any moment (kill -9, a full disk, Snakemake stopping or deleting things); the
 next `fit` on the same directory continues and ends with the same result as an uninterrupted
-run (bit for bit on the CPU; on a GPU as two uninterrupted runs agree: some CUDA kernels use
-atomics, and no deterministic mode is set). What makes that hold:
+run (bit for bit on the CPU, and on a GPU with `train.deterministic`; without it, as two
+uninterrupted GPU runs agree: some CUDA kernels use atomics). What makes that hold:
 - All state a rerun needs lives in `progress/` (see `runfiles`), never a Snakemake output:
   `resume.pt` (weights, optimiser, sampler, every RNG, best score, wall time, the data's SHA-256),
   the best checkpoint that score belongs to (`best-<t>.pt`: resume.pt names it, so a better one
@@ -48,7 +48,7 @@ from ..lifetime import Terminated
 from ..methods import build_method
 from ..methods.base import Batch
 from ..metrics import validation_dice
-from . import checkpoint, speed
+from . import checkpoint, determinism, speed
 from .attempts import Attempts
 from .augment import augment_batch
 from .jsonlog import JsonLog
@@ -243,7 +243,7 @@ class Trainer:
 
         Returns True when the run finished, False when it stopped early at `stop_after`.
         """
-        with self.files.writing("ugpcl train"):
+        with self.files.writing("ugpcl train"), determinism.mode(self.tr["deterministic"]):
             return self._fit(stop_after, progress)
 
     def _fit(self, stop_after: int | None, progress: bool) -> bool:
