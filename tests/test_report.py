@@ -242,6 +242,8 @@ def test_report_files(tmp_path):
     assert ("| acdc | 136 | ugpcl | acdc136_ugpcl | 2/2 | 89.00 ± 1.41 | 87.00 ± 1.41 | 88.11 | +0.89 | matches |"
             in md)
     assert "Dice/Jaccard last: the last iteration" in md and "HD95 (medpy)" in md
+    size = cfg["data"]["image_size"]
+    assert f"ACDC in 3D per volume at the original resolution (SSL4MIS), ISIC per image at {size} px" in md
     assert "SYNTHETIC" not in md
     for name in ("table2_md", "table3_md"):
         assert "acdc136_ugpcl" in files[name].read_text()

@@ -494,16 +494,17 @@ VERDICTS = (
 )
 
 PROTOCOL_NOTES = {
-    "volume": "Our scores use protocol `volume` (3D per volume at the original resolution, SSL4MIS; METHODS §4); "
-              "the paper's numbers come from the authors' code (2D slices at 224 px, Dice pooled per batch), "
-              "so the two are close but not identical measurements.",
+    "volume": "Our scores use protocol `volume` (METHODS §4): ACDC in 3D per volume at the original resolution "
+              "(SSL4MIS), ISIC per image at {size} px (one image is one case); the paper's numbers come from the "
+              "authors' code (2D slices at 224 px, Dice pooled per batch), so the two are close but not identical "
+              "measurements.",
     "slices": "Our scores use protocol `slices`, the authors' (2D slices at 224 px, Dice pooled per batch of 16; "
               "METHODS §4), without the random rotation and flipping their code applies to validation slices.",
 }
 
 
 def protocol_note(cfg: dict) -> str:
-    return PROTOCOL_NOTES[cfg["evaluation"]["protocol"]]
+    return PROTOCOL_NOTES[cfg["evaluation"]["protocol"]].format(size=cfg["data"]["image_size"])
 
 
 PSEUDO_TARGETS = {"cnn": "the CNN head's argmax on every image, labeled ones included, so no ground truth enters "
