@@ -173,6 +173,26 @@ def test_training_step_has_a_deterministic_cuda_kernel_for_every_op(name, acdc_b
             assert determinism.audit(steps) == {}, layout
 
 
+@pytest.mark.parametrize("name", list(registry()))
+def test_training_step_under_bf16_autocast(name, acdc_batch):
+    """`train.amp: bf16` autocasts the step on CUDA; on the CPU torch autocasts the same kinds of
+    ops (convolutions, matrix products) to bf16, so every method's step is run so here: its losses
+    stay within bf16's rounding of the float32 step's, and the weights and the optimiser's state
+    stay float32."""
+    cfg = demo_cfg()
+    runs = {}
+    for amp in (False, True):
+        torch.manual_seed(0)
+        method = build_method(cfg, name, 4, 1)
+        optimizer = make_optimizer(method, cfg["train"])
+        batch = acdc_batch if method.uses_unlabeled else Batch(acdc_batch.labeled, acdc_batch.label, 2)
+        runs[amp] = [float(train_step(method, optimizer, batch, t, amp=amp)[0]) for t in (5, 6)]
+        assert {p.dtype for p in method.state_dict().values() if p.is_floating_point()} == {torch.float32}
+        assert all(v.dtype == torch.float32 for state in optimizer.state.values() for v in state.values()
+                   if torch.is_tensor(v) and v.is_floating_point())
+    assert runs[True] == pytest.approx(runs[False], rel=0.05), runs
+
+
 def test_the_determinism_audit_names_the_ops_torch_refuses_on_cuda():
     """The audit above can fail: ops torch documents as nondeterministic on CUDA are named, their
     deterministic neighbours are not."""
