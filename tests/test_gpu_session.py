@@ -50,14 +50,14 @@ def test_bench_runs_its_steps_and_records_each_as_it_ends(tmp_path):
     proc = subprocess.run(
         [sys.executable, str(ROOT / "tools" / "gpu_session.py"), "bench", "--out", str(out), "--device", "cpu",
          "--profile", "demo", "--steps", "2", "--authors-code", str(code),
-         "--only", "ours,theirs,smoke,switch_fp32_ugpcl,smoke_deterministic",
+         "--only", "ours,theirs,switch_fp32_ugpcl,smoke_deterministic",
          "--smoke-data", str(tmp_path / "results" / "demo" / "data" / "acdc.h5"), "--smoke-iterations", "4",
          "--work", str(work)],
         capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     record = json.loads((out / "session.json").read_text())
     steps = record["steps"]
-    assert list(steps) == ["ours", "theirs", "smoke", "switch_fp32_ugpcl", "smoke_deterministic"]  # --only
+    assert list(steps) == ["ours", "theirs", "switch_fp32_ugpcl", "smoke_deterministic"]  # --only: nothing else ran
     assert all(s["status"] == "ok" for s in steps.values()), steps
     assert sorted(r["method"] for r in steps["ours"]["result"]) == ["cct", "cps", "dct", "em", "mt", "supervised",
                                                                      "uamt", "ugpcl"]
@@ -91,30 +91,30 @@ def test_bench_runs_its_steps_and_records_each_as_it_ends(tmp_path):
     assert "| fp32 | supervised |" not in text  # not run: no row
     assert "Sync detector" not in text and "sharing the GPU" not in text
 
-    # the smoke step: trained straight through, and stopped at 2 and resumed; on the CPU bit for bit
-    smoke = steps["smoke"]["result"]
+    # the smoke step in deterministic mode (the plain `smoke` step is the same command without its last
+    # three arguments): trained straight through, stopped at 2 and resumed, and (--repeat) straight
+    # through again; on the CPU bit for bit
+    smoke = steps["smoke_deterministic"]["result"]
     assert smoke["run"] == "acdc136_ugpcl" and smoke["iterations"] == 4
     assert smoke["device"] == processor_name()  # run.json's device_name: on the CPU, the processor
     assert smoke["resumed"] == {"identical": True, "max_weight_diff": 0.0, "max_loss_diff": 0.0, "logged": 4}
-    assert "repeated" not in smoke  # only where the resumed run differs
+    assert smoke["repeated"] == smoke["resumed"]
     assert smoke["last"]["iteration"] == 4 and smoke["best"]["iteration"] in (2, 4)
     assert 0 <= smoke["best"]["dice"] <= 1 and smoke["command_s"] >= smoke["train_time_s"] > 0
-    assert "### A short training on this device" in text
-    assert "Stopped halfway and resumed: identical, bit for bit" in text
-    assert "resuming from iteration 2 of 4" in (out / "session.log").read_text()
-    # and in deterministic mode, trained straight through twice (--repeat) as well
-    deterministic = steps["smoke_deterministic"]["result"]
-    assert deterministic["resumed"]["identical"] and deterministic["repeated"]["identical"]
     assert "deterministic: true" in (work / "smoke_deterministic" / "c" / "config.yaml").read_text()
-    assert ("### The same short training with `train.deterministic: true`" in text
+    assert "### The same short training with `train.deterministic: true`" in text
+    assert ("Stopped halfway and resumed: identical, bit for bit" in text
             and "Two uninterrupted runs: identical, bit for bit" in text)
+    assert "resuming from iteration 2 of 4" in (out / "session.log").read_text()
+    assert "### A short training on this device" in gpu_session.report({**record, "steps": {
+        **steps, "smoke": steps["smoke_deterministic"]}})
 
     # runs that differ: by how much, in weights and logged losses
     import shutil
 
     import torch
 
-    a, other = work / "smoke" / "a", tmp_path / "other"
+    a, other = work / "smoke_deterministic" / "a", tmp_path / "other"
     shutil.copytree(a, other)
     state = torch.load(other / "checkpoints" / "last.pt", weights_only=False)
     name = next(k for k, v in state["state"].items() if v.is_floating_point())
