@@ -102,6 +102,38 @@ def test_no_import_cycle():
     assert cycles == []
 
 
+def test_listing_and_reporting_runs_import_no_monai():
+    """`import monai` loads every MONAI submodule (about 2 s, half of `ugpcl runs`); only building
+    UGPCL's decoder and scoring a checkpoint need it, and import it when they run. A fresh process:
+    this one has MONAI loaded by other tests."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "from ugpcl.cli import build_parser\n"
+            "build_parser()\n"  # every subcommand's parser, as `ugpcl --help` builds them
+            "import ugpcl.report.build, ugpcl.projection, ugpcl.study, ugpcl.methods, ugpcl.metrics\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'monai'))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_monai_is_imported_where_it_is_used():
+    """The other half: a UGPCL network builds and a case is scored without importing MONAI first."""
+    import subprocess
+    import sys
+
+    code = ("import numpy as np\n"
+            "from ugpcl.models import SwinConfig, UNetConfig, build_unet\n"
+            "from ugpcl.metrics import score_volume\n"
+            "net = build_unet(UNetConfig(2, 1, image_size=64, width=8, blocks=(1, 1, 1, 1), swin=SwinConfig()))\n"
+            "print(type(net.swin_decoder).__name__)\n"
+            "labels = np.zeros((8, 8), np.int64); labels[2:5, 2:5] = 1\n"
+            "print(score_volume(labels, labels, 2)['hd95'][0])\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["SwinDecoder", "0.0"]
+
+
 def test_the_checker_sees_lazy_and_relative_imports(tmp_path):
     pkg = tmp_path / "ugpcl" / "sub"
     pkg.mkdir(parents=True)

@@ -53,8 +53,10 @@ IDLE_S = 600.0              # a server with no job for this long ends
 POLL_S = 0.2
 MAX_MESSAGE = 1 << 20
 # What every job imports anyway; the forked children find it imported.
-PRELOAD = ("torch", "ugpcl.engine.trainer", "ugpcl.evaluation", "ugpcl.models.swin", "ugpcl.data.stage",
-           "ugpcl.commands.train", "ugpcl.commands.data", "ugpcl.commands.evaluate", "ugpcl.commands.report")
+# (MONAI by name: the modules that use it import it when first called.)
+PRELOAD = ("torch", "monai.networks.nets.swin_unetr", "monai.metrics", "ugpcl.engine.trainer", "ugpcl.evaluation",
+           "ugpcl.models.swin", "ugpcl.data.stage", "ugpcl.commands.train", "ugpcl.commands.data",
+           "ugpcl.commands.evaluate", "ugpcl.commands.report")
 
 
 # --- both sides -------------------------------------------------------------------------------

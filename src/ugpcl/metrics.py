@@ -44,7 +44,6 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from scipy import ndimage
-from monai.metrics import compute_average_surface_distance, compute_dice, compute_hausdorff_distance, compute_iou
 from torch import nn
 from tqdm import tqdm
 
@@ -133,6 +132,10 @@ def score_volume(pred: np.ndarray, truth: np.ndarray, num_classes: int, spacing=
     an array with one entry per foreground class; the edge cases follow the module docstring.
     `spacing`: the voxel size per axis (distances then in its unit), None for voxels.
     """
+    # imported here, not with the module: `import monai` loads all of MONAI (about 2 s), which
+    # commands that only list or report runs need not pay
+    from monai.metrics import compute_average_surface_distance, compute_dice, compute_hausdorff_distance, compute_iou
+
     if pred.shape != truth.shape:
         raise ValueError(f"prediction {pred.shape} and truth {truth.shape} differ in shape")
     box = foreground_box(pred, truth)

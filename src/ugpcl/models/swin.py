@@ -1,14 +1,16 @@
 """The Swin-UNet-style decoder of UGPCL (METHODS.md §3.1): encoder maps f2..f5 become tokens at
 strides 4..32, and a transformer decoder upsamples them with skip connections to full resolution.
 
-Tokens are kept channels-last (B x H x W x C), the layout MONAI's Swin blocks take.
+Tokens are kept channels-last (B x H x W x C), the layout MONAI's Swin blocks take. MONAI is
+imported when a decoder is built, not with this module: `import monai` loads every MONAI
+submodule (about 2 s), and every `ugpcl` command imports the model registry, most only for its
+names.
 """
 
 from __future__ import annotations
 
 import torch
 from einops import rearrange
-from monai.networks.nets.swin_unetr import SwinTransformerBlock, compute_mask
 from torch import nn
 
 
@@ -46,6 +48,8 @@ class SwinStage(nn.Module):
 
     def __init__(self, dim: int, size: int, depth: int, heads: int, window: int, mlp_ratio: float, drop_path):
         super().__init__()
+        from monai.networks.nets.swin_unetr import SwinTransformerBlock, compute_mask
+
         window = min(window, size)
         shift = window // 2 if size > window else 0
         self.blocks = nn.ModuleList(
