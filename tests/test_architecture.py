@@ -105,7 +105,7 @@ def test_no_import_cycle():
 def test_listing_and_reporting_runs_import_no_monai():
     """`import monai` loads every MONAI submodule (about 2 s, half of `ugpcl runs`); only building
     UGPCL's decoder and scoring a checkpoint need it, and import it when they run. A fresh process:
-    this one has MONAI loaded by other tests."""
+    this one has MONAI loaded by other tests. `ugpcl runs` draws nothing either (no matplotlib)."""
     import subprocess
     import sys
 
@@ -116,6 +116,12 @@ def test_listing_and_reporting_runs_import_no_monai():
             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'monai'))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+    runs = ("import sys\n"
+            "from ugpcl.cli import main\n"
+            "main(['runs', '--profile', 'demo'])\n"
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'monai', 'matplotlib'}))\n")
+    out = subprocess.run([sys.executable, "-c", runs], capture_output=True, text=True, check=True)
+    assert out.stdout.splitlines()[-1] == "[]"
 
 
 def test_monai_is_imported_where_it_is_used():

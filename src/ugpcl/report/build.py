@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..fileio import atomic_dir, write_json, write_text
 from ..study import distinct_runs
-from . import figures, html, stats, tables
+from . import html, stats, tables
 
 
 def list_runs(cfg: dict) -> list[dict]:
@@ -28,6 +28,8 @@ def list_runs(cfg: dict) -> list[dict]:
 def write_report(cfg: dict, paper_dir: Path = tables.PAPER_DIR) -> dict[str, Path]:
     """Tables (md, csv), the per-class scores and paired tests, metrics.json and the metrics folder,
     bar charts and report.html from whatever runs have finished."""
+    from . import figures  # matplotlib and the networks: not for `ugpcl runs`, which lists runs with this module
+
     results = tables.collect_results(cfg)
     cells = tables.build_tables(cfg, results, paper_dir)
     paired = stats.pair_cells(cells["table1"])
