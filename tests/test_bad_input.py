@@ -217,10 +217,11 @@ def test_out_under_a_file_is_a_clear_error_for_every_command(tmp_path, tiny_acdc
 
 def test_an_error_listing_others_keeps_each_fix_apart():
     inner = UserError("truncated PNG", path="a.png", fix="replace the file")
-    assert str(inner) == "a.png: truncated PNG Fix: replace the file" and inner.problem == "a.png: truncated PNG"
+    assert str(inner) == "a.png: truncated PNG. Fix: replace the file" and inner.problem == "a.png: truncated PNG"
     outer = UserError("1 input failed:\n  " + str(inner), fix="correct it")
-    assert str(outer).splitlines() == ["1 input failed:", "  a.png: truncated PNG Fix: replace the file",
+    assert str(outer).splitlines() == ["1 input failed:", "  a.png: truncated PNG. Fix: replace the file",
                                        "Fix: correct it"]
+    assert str(UserError("Not an image.", path="b.png", fix="remove it")) == "b.png: Not an image. Fix: remove it"
 
 
 # --- configuration ----------------------------------------------------------------------------------

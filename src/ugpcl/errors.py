@@ -6,7 +6,8 @@ import sys
 class UserError(Exception):
     """Bad input or configuration. The CLI prints the message without a traceback.
 
-    Rendered as `<path>: <message> Fix: <fix>`; a message of several lines (a list of problems)
+    Rendered as `<path>: <message>. Fix: <fix>` (the full stop added where the message has no
+    sentence end of its own); a message of several lines (a list of problems)
     gets its fix on a line of its own, so that it is not read as the last item's. `problem` is
     the rendering without the fix, for an error quoted inside another (which has its own fix).
     `key` is the configuration key at fault (e.g. ["methods", "mt", "consistency"]), for the caller
@@ -17,7 +18,8 @@ class UserError(Exception):
         self.problem = f"{path}: {message}" if path is not None else message
         text = self.problem
         if fix:
-            text += ("\nFix: " if "\n" in message else " Fix: ") + fix
+            ends = message.rstrip().endswith((".", "!", "?", ":"))
+            text += ("\nFix: " if "\n" in message else " Fix: " if ends else ". Fix: ") + fix
         super().__init__(text)
         self.message = message
         self.path = path
