@@ -176,6 +176,9 @@ def test_headline_checkpoint_and_second_network(tmp_path):
     assert rows["acdc136_cps"]["Dice ours"] == "84.00 ± –" and rows["acdc136_cps"]["Dice best"] == "86.00 ± –"
     assert rows["acdc136_cps"]["Dice net 2"] == "85.00 ± –" and rows["acdc136_mt"]["Dice net 2"] == ""
     assert rows["acdc136_mt"]["HD95 (monai)"] == "4.50 ± – mm"
+    note = tables.columns_note(cfg)  # says which definition once, in words
+    assert "Dice/Jaccard ours: the last iteration's network" in note and note.count("MONAI") == 1
+    assert "HD95 (monai): the larger of the two directed 95th percentiles" in note
 
 
 def test_cells_left_out_of_the_matrix_read_not_run(tmp_path):

@@ -29,7 +29,8 @@ from ..study import Run, distinct_runs
 
 TOLERANCE = 2.0  # Dice points (%): |ours - paper| <= TOLERANCE reads "matches"
 HD95_KEYS = {"medpy": "hd95_medpy", "monai": "hd95"}  # evaluation.hd95 -> the summary.json key tables show
-HD95_NAMES = {"medpy": "medpy: both directed sets pooled", "monai": "MONAI: larger directed"}
+HD95_NAMES = {"medpy": "the 95th percentile of both directed surface distances pooled (medpy's hd95)",
+              "monai": "the larger of the two directed 95th percentiles (MONAI's)"}
 PAPER_DIR = REPO_ROOT / "workflow" / "resources" / "paper"
 TABLES = ("table1", "table2", "table3")
 PAPER_COLUMNS = {
