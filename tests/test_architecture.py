@@ -124,6 +124,31 @@ def test_listing_and_reporting_runs_import_no_monai():
     assert out.stdout.splitlines()[-1] == "[]"
 
 
+def test_help_imports_no_torch_and_still_names_the_methods():
+    """`ugpcl --help` builds every parser without registering the methods (which imports torch):
+    the --method choices are read when a value is checked or a command's help is printed."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "from ugpcl.cli import build_parser\n"
+            "build_parser().format_help()\n"
+            "print('torch' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+    from ugpcl.cli import build_parser
+    from ugpcl.methods import names
+
+    parser = build_parser("bench")
+    bench = parser._subparsers._group_actions[0].choices["bench"]
+    assert ", ".join([*names(), "all"]) in " ".join(bench.format_help().split())
+    with pytest.raises(SystemExit):
+        parser.parse_args(["bench", "--method", "nope"])
+    assert parser.parse_args(["bench", "--method", "all"]).method == "all"
+    train = build_parser("train").parse_args(["train", "--method", "cps", "--dataset", "acdc", "--regime", "68"])
+    assert train.method == "cps"
+
+
 def test_monai_is_imported_where_it_is_used():
     """The other half: a UGPCL network builds and a case is scored without importing MONAI first."""
     import subprocess

@@ -6,6 +6,7 @@ Here: the options every command that reads params.yaml shares.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 
 
 def add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -28,3 +29,24 @@ def config_from_args(args: argparse.Namespace, *, study: bool = True) -> dict:
     from ..config import load_config
 
     return load_config(args.config, args.profile, args.overrides)
+
+
+class MethodNames(Sequence):
+    """The registered method names (and `extra` choices) as an argparse `choices`, read only when a
+    value is checked or a help printed: registering every method imports torch (1-1.5 s), which
+    `ugpcl --help` and the commands that only read files do not need. Give the argument a `metavar`
+    (argparse lists the choices of one without, at `add_argument`) and `%(choices)s` in its help."""
+
+    def __init__(self, *extra: str):
+        self.extra = extra
+
+    def _names(self) -> list[str]:
+        from ..methods import names
+
+        return [*names(), *self.extra]
+
+    def __getitem__(self, index):
+        return self._names()[index]
+
+    def __len__(self) -> int:
+        return len(self._names())

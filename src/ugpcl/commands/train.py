@@ -5,21 +5,23 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..config import dataset_config
 from ..errors import UserError
-from ..methods import names
-from ..study import Run, find_run
-from . import add_config_args, config_from_args
+from . import MethodNames, add_config_args, config_from_args
+
+if TYPE_CHECKING:
+    from ..study import Run
 
 
 def register(sub) -> None:
-    methods = names()
     p = sub.add_parser("train", help="train one run (and evaluate it when it finishes)")
     add_config_args(p)
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--run", help="a run id of the experiment matrix (see `ugpcl runs`)")
-    which.add_argument("--method", choices=methods, help="an ad-hoc run: method (with --dataset and --regime)")
+    which.add_argument("--method", choices=MethodNames(), metavar="METHOD",
+                       help="an ad-hoc run: method (with --dataset and --regime), one of %(choices)s")
     p.add_argument("--dataset", help="ad-hoc run: a dataset configured under data: (e.g. acdc, isic)")
     p.add_argument("--regime", help="ad-hoc run: labeled regime, e.g. 136")
     p.add_argument("--seed", type=int, default=None, help="default: train.seed")
@@ -36,7 +38,8 @@ def register(sub) -> None:
 
     b = sub.add_parser("bench", help="median train-step time, images/s and peak memory of a method")
     add_config_args(b)
-    b.add_argument("--method", choices=[*methods, "all"], default="ugpcl", help="a method, or all of them in turn")
+    b.add_argument("--method", choices=MethodNames("all"), metavar="METHOD", default="ugpcl",
+                   help="a method, or all of them in turn: %(choices)s (default: %(default)s)")
     b.add_argument("--steps", type=int, default=10)
     b.add_argument("--warmup", type=int, default=2)
     b.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
@@ -50,6 +53,8 @@ def register(sub) -> None:
 
 
 def _run_from_args(args, cfg) -> Run:
+    from ..study import Run, find_run
+
     if args.run:
         return find_run(cfg, args.run)
     if not (args.dataset and args.regime):
@@ -179,7 +184,7 @@ def bench_command(args) -> int:
     from ..fileio import write_json
 
     cfg, device = config_from_args(args), pick_device(args.device)
-    chosen = names() if args.method == "all" else [args.method]
+    chosen = list(MethodNames()) if args.method == "all" else [args.method]
     results = []
     for name in chosen:
         results.append(benchmark(cfg, name, device, args.steps, args.warmup, sync_debug=args.sync_debug))
