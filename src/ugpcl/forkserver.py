@@ -56,7 +56,7 @@ MAX_MESSAGE = 1 << 20
 # (MONAI by name: the modules that use it import it when first called.)
 PRELOAD = ("torch", "monai.networks.nets.swin_unetr", "monai.metrics", "ugpcl.engine.trainer", "ugpcl.evaluation",
            "ugpcl.models.swin", "ugpcl.data.stage", "ugpcl.commands.train", "ugpcl.commands.data",
-           "ugpcl.commands.evaluate", "ugpcl.commands.report")
+           "ugpcl.commands.evaluate", "ugpcl.commands.report", "ugpcl.study")
 
 
 # --- both sides -------------------------------------------------------------------------------
