@@ -1,6 +1,7 @@
 """The report against the paper, from fake finished runs; the figures, from tiny real networks."""
 
 import csv
+from datetime import datetime, timezone
 import io
 import json
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from ugpcl.config import load_config, prepared_path
 from ugpcl.data.prepared import write_prepared
 from ugpcl.engine.checkpoint import save_method
 from ugpcl.methods import build_method
-from ugpcl.report import figures, tables
+from ugpcl.report import figures, stamp, tables
 from ugpcl.report.build import list_runs, write_report
 from ugpcl.study import find_run
 
@@ -498,6 +499,9 @@ def test_per_class_scores_and_paired_tests(tmp_path):
     assert cells["acdc136_ugpcl"].per_class["RV"]["HD95"] == [pytest.approx(3.2), pytest.approx(3.2)]  # medpy's
 
     md = files["table1_md"].read_text()
+    assert md.splitlines()[2].startswith("*5 finished run-seeds trained 2026-01-01 on cuda (NVIDIA H100) at 0123456; "
+                                         "written ")  # what the table was made from, under its title
+    assert png_text(files["table1_bars"])["Description"].startswith("5 finished run-seeds trained 2026-01-01 ")
     assert f"## {tables.PER_CLASS_TITLE}: acdc-136" in md and f"## {tables.PAIRED_TITLE}" in md
     assert "| ugpcl | 2/2 | 86.0 ± 1.4 | 76.0 ± 1.4 | 3.2 ± 0.0 | 1.2 ± 0.0 | 87.0 ± 1.4 |" in md
     assert "| acdc | 136 | mt | 6 | 2 / 2 | 89.00 | 81.00 | +8.00 | 0 | 0.031 |" in md
@@ -543,3 +547,59 @@ def test_a_method_of_our_own_sits_at_the_end_of_each_table1_setting(tmp_path):
     assert [k[:2] for k in keys if k[2] == "mine"] == [("acdc", "68"), ("acdc", "136"), ("isic", "91"), ("isic", "181")]
     mine = cell(rows, dataset="acdc", labeled="136", method="mine")
     assert mine.paper_dice is None and mine.verdict == "missing"
+
+
+def png_text(path) -> dict[str, str]:
+    """A PNG's tEXt chunks (matplotlib's `metadata=`)."""
+    data, out, i = path.read_bytes(), {}, 8
+    while i < len(data):
+        size, kind = int.from_bytes(data[i:i + 4], "big"), data[i + 4:i + 8]
+        if kind == b"tEXt":
+            key, _, value = data[i + 8:i + 8 + size].partition(b"\0")
+            out[key.decode("latin-1")] = value.decode("latin-1")
+        i += 12 + size
+    return out
+
+
+def test_the_stamp_says_which_runs_where_when_and_at_which_commit():
+    def info(finished, device_name, *commits, modified=False):
+        return {"finished": finished, "device": "cuda", "device_name": device_name, "git_commit": commits[-1],
+                "attempts": [{"commit": c} for c in commits], "code_modified": modified}
+
+    code, now = {"commit": "feedface" * 5, "modified": False}, datetime(2026, 12, 7, 14, 5, tzinfo=timezone.utc)
+    one = stamp.describe([info("2026-12-01T10:00:00+00:00", "NVIDIA H100", "a" * 40)], now, code)
+    assert one == ("1 finished run-seed trained 2026-12-01 on cuda (NVIDIA H100) at aaaaaaa; "
+                   "drawn 2026-12-07 14:05 UTC at feedfac")
+    runs = [info("2026-12-03T00:00:00+00:00", "NVIDIA H200", "c" * 40, "d" * 40),  # resumed on other code
+            info("2026-12-01T00:00:00+00:00", "NVIDIA H100", "a" * 40, "b" * 40, modified=True),
+            {"finished": "2026-12-02T00:00:00+00:00", "device": "cpu", "git_commit": "e" * 40}]  # no attempts kept
+    many = stamp.describe(runs, now, {**code, "modified": True}, made="written")
+    assert many == ("3 finished run-seeds trained 2026-12-01 to 2026-12-03 on cpu, cuda (NVIDIA H100), "
+                    "cuda (NVIDIA H200) at 5 commits (aaaaaaa ... ddddddd) (some with uncommitted changes); "
+                    "written 2026-12-07 14:05 UTC at feedfac with uncommitted changes")
+    assert stamp.describe([], now, code) == "no finished run yet; drawn 2026-12-07 14:05 UTC at feedfac"
+    results = {"r1": {1: {"run": runs[0]}, 2: {"run": runs[1]}}, "r2": {1: {"run": runs[2]}}}
+    assert stamp.finished_runs(results) == runs
+    assert stamp.finished_runs(results, ["r1", None]) == runs[:2]
+    assert stamp.finished_runs(results, ["r1", "r2"], seeds=[1]) == [runs[0], runs[2]]
+
+
+def test_the_stamp_and_the_mark_sit_under_the_legend_and_in_the_metadata(tmp_path):
+    """A figure legend below the axes stays above the footer: saving with bbox_inches="tight" used to
+    move it to the bottom of the cropped area, onto the text under the figure."""
+    text = "7 finished run-seeds trained 2026-12-01 on cuda (NVIDIA H100) at aaaaaaa; drawn 2026-12-07 14:05 UTC"
+    path = figures.figure4({"row 4": None, "row 7": None}, ["background", "RV", "Myo", "LV"], tmp_path / "f4.png",
+                           synthetic=True, stamp=text)
+    assert png_text(path)["Description"] == text and png_text(path)["Warning"] == figures.SYNTHETIC_MARK
+    rgb = matplotlib.image.imread(path)[..., :3]
+
+    def rows(colour, tol=0.02):
+        return np.nonzero((np.abs(rgb - np.array(colour)) < tol).all(axis=-1).any(axis=1))[0]
+
+    legend = rows(figures.CLASS_COLOURS[1])  # RV's patch: nothing else is drawn in that colour here
+    mark = rows([0xb0 / 255, 0x00, 0x20 / 255])  # the mark's dark red (the watermark is faint)
+    grey = rows([0x66 / 255] * 3)  # the stamp's grey (anti-aliased black text passes through it too)
+    assert len(legend) and len(mark) and len(grey)
+    assert legend.max() < mark.min() and mark.max() < grey.max()  # legend, then the mark, then the stamp
+    plain = figures.figure4({"row 4": None}, ["background", "RV"], tmp_path / "plain.png")
+    assert "Description" not in png_text(plain) and "Warning" not in png_text(plain)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..fileio import atomic_dir, write_json, write_text
 from ..study import distinct_runs
-from . import html, stats, tables
+from . import html, stamp, stats, tables
 
 
 def list_runs(cfg: dict) -> list[dict]:
@@ -36,10 +36,13 @@ def write_report(cfg: dict, paper_dir: Path = tables.PAPER_DIR) -> dict[str, Pat
     files = tables.report_outputs(cfg)
     marked = tables.synthetic(cfg)
     for name, table_cells in cells.items():
-        write_text(files[f"{name}_md"], tables.markdown_document(cfg, name, table_cells, paired))
+        made_from = stamp.finished_runs(results, [c.run_id for c in table_cells])
+        write_text(files[f"{name}_md"], tables.markdown_document(cfg, name, table_cells, paired,
+                                                                 stamp.describe(made_from, made="written")))
         write_text(files[f"{name}_csv"], tables.csv_text(table_cells))
         title = f"{name.replace('table', 'Table ')}: our Dice against the paper's"
-        figures.bar_chart(bar_groups(name, table_cells), title, files[f"{name}_bars"], marked)
+        figures.bar_chart(bar_groups(name, table_cells), title, files[f"{name}_bars"], marked,
+                          stamp.describe(made_from))
     write_text(files["table1_per_class_csv"], tables.per_class_csv(cells["table1"], cfg["evaluation"]["hd95"]))
     write_text(files["table1_paired_csv"], paired_csv(paired))
     write_json(files["metrics"], tables.metrics(cells))

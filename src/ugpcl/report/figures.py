@@ -13,6 +13,7 @@ random grid positions (seeded) for every panel.
 from __future__ import annotations
 
 import json
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -23,6 +24,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
+from matplotlib.transforms import offset_copy  # noqa: E402
 
 from ..config import prepared_path  # noqa: E402
 from ..data.prepared import load_prepared  # noqa: E402
@@ -33,7 +35,8 @@ from ..metrics import predict_slices  # noqa: E402
 from ..fileio import atomic_path, write_text  # noqa: E402
 from ..models.unet import EMBED_STAGES  # noqa: E402
 from ..study import distinct_runs  # noqa: E402
-from .tables import (curve_groups, figure3_runs, figure4_runs, figure_datasets, figure_outputs,  # noqa: E402
+from . import stamp as provenance  # noqa: E402
+from .tables import (collect_results, curve_groups, figure3_runs, figure4_runs, figure_datasets, figure_outputs,  # noqa: E402
                      synthetic)
 
 CLASS_COLOURS = np.array([
@@ -51,35 +54,63 @@ FIGURE4_PIXELS_PER_CLASS = 300
 
 
 SYNTHETIC_MARK = "SYNTHETIC DEMO DATA: not a result"
+STAMP_SIZE = 7  # points: the provenance line under every figure
 CURVE_POINTS = 200  # points per run and curve at most (means over windows of iterations)
 
 
 # --- writing ------------------------------------------------------------------------------
-def mark_synthetic(fig) -> None:
-    """A label under the figure's bottom left and a faint diagonal watermark across it."""
-    fig.text(0.0, 0.0, SYNTHETIC_MARK, ha="left", va="top", fontsize=9, fontweight="bold", color="#b00020",
-             transform=fig.transFigure)
+def watermark(fig) -> None:
+    """A faint diagonal "SYNTHETIC" across the figure (outside the layout: it moves nothing)."""
     width, height = (72 * x for x in fig.get_size_inches())  # points: the watermark fits inside the figure
     mark = fig.text(0.5, 0.5, "SYNTHETIC", ha="center", va="center", rotation=25, fontweight="bold", color="#b00020",
                     fontsize=min(72, 0.16 * width, 0.25 * height), alpha=0.12, transform=fig.transFigure, zorder=100)
     mark.set_in_layout(False)
 
 
-def save(fig, path: Path, dpi: int = 110, synthetic: bool = False) -> Path:
+def add_footer(fig, synthetic: bool, stamp: str) -> None:
+    """Under everything the figure holds (legends below the axes included), at its left edge: on
+    synthetic data the mark in red, then `stamp` (report.stamp.describe) in small grey type,
+    wrapped to the figure's width."""
+    renderer = fig.canvas.get_renderer()
+    for legend in fig.legends:  # pinned where they are: saving with bbox_inches="tight" would move a
+        box = legend.get_window_extent(renderer).transformed(fig.transFigure.inverted())  # figure legend
+        legend.set_bbox_to_anchor(box, transform=fig.transFigure)  # to the bottom of the cropped area
+        legend.set_loc("center")
+    bottom = min(fig.get_tightbbox(renderer).y0 / fig.get_size_inches()[1], 0.0)
+    lines = []
     if synthetic:
-        mark_synthetic(fig)
+        lines.append((SYNTHETIC_MARK, {"fontsize": 9, "fontweight": "bold", "color": "#b00020"}))
+    if stamp:
+        width = 72 * fig.get_size_inches()[0]
+        wrapped = textwrap.wrap(stamp, max(40, int(width / (STAMP_SIZE * 0.55))))
+        lines.append(("\n".join(wrapped), {"fontsize": STAMP_SIZE, "color": "#666666"}))
+    below = 4.0  # points under the content
+    for text, style in lines:
+        fig.text(0.0, bottom, text, ha="left", va="top", **style,
+                 transform=offset_copy(fig.transFigure, fig=fig, y=-below, units="points"))
+        below += (text.count("\n") + 1) * style["fontsize"] * 1.25 + 3
+
+
+def save(fig, path: Path, dpi: int = 110, synthetic: bool = False, stamp: str = "") -> Path:
+    """The figure as a PNG, atomically: `stamp` under it and in its Description metadata, and on
+    synthetic data the watermark and the mark (above the stamp)."""
+    if synthetic:
+        watermark(fig)
+    add_footer(fig, synthetic, stamp)
+    metadata = {"Description": stamp or None, "Warning": SYNTHETIC_MARK if synthetic else None}
     with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
+        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight",
+                    metadata={k: v for k, v in metadata.items() if v})
     plt.close(fig)
     return Path(path)
 
 
-def placeholder(path: Path, message: str, synthetic: bool = False) -> Path:
+def placeholder(path: Path, message: str, synthetic: bool = False, stamp: str = "") -> Path:
     """A PNG that says why the figure could not be drawn (the report shows it in place)."""
     fig, ax = plt.subplots(figsize=(6, 1.5))
     ax.axis("off")
     ax.text(0.5, 0.5, message, ha="center", va="center", wrap=True, fontsize=10)
-    return save(fig, path, synthetic=synthetic)
+    return save(fig, path, synthetic=synthetic, stamp=stamp)
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -91,7 +122,7 @@ def read_jsonl(path: Path) -> list[dict]:
 
 # --- bar charts and curves ----------------------------------------------------------------
 def bar_chart(groups: dict[str, list[tuple[str, list[float], float | None]]], title: str, path: Path,
-              synthetic: bool = False) -> Path:
+              synthetic: bool = False, stamp: str = "") -> Path:
     """One panel per group (two per row); per entry (label, our Dice per seed, paper Dice) two bars.
 
     Ours is the mean with the std over seeds as error bar; a missing result draws no bar
@@ -121,7 +152,7 @@ def bar_chart(groups: dict[str, list[tuple[str, list[float], float | None]]], ti
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, fontsize=9, frameon=False)
     fig.suptitle(title, y=1.0 + 0.35 / fig.get_figheight() + 0.02)
-    return save(fig, path, synthetic=synthetic)
+    return save(fig, path, synthetic=synthetic, stamp=stamp)
 
 
 def binned(rows: list[dict], key: str, points: int = CURVE_POINTS) -> tuple[np.ndarray, np.ndarray]:
@@ -142,11 +173,12 @@ def binned(rows: list[dict], key: str, points: int = CURVE_POINTS) -> tuple[np.n
 RunLogs = dict[int, tuple[list[dict], list[dict]]]  # seed -> (log.jsonl rows, val.jsonl rows)
 
 
-def training_curves(groups: dict[str, list[tuple[str, RunLogs]]], path: Path, synthetic: bool = False) -> Path:
+def training_curves(groups: dict[str, list[tuple[str, RunLogs]]], path: Path, synthetic: bool = False,
+                    stamp: str = "") -> Path:
     """Small multiples: one row of two panels per group of runs (training loss; validation Dice),
     one colour per run (its label), one line per seed; the legend beside each row."""
     if not any(log or val for entries in groups.values() for _, logs in entries for log, val in logs.values()):
-        return placeholder(path, "training curves: no training log yet", synthetic)
+        return placeholder(path, "training curves: no training log yet", synthetic, stamp)
     fig, axes = plt.subplots(len(groups), 2, figsize=(9.5, 2.0 * len(groups) + 0.3), squeeze=False)
     styles = ["-", "--", ":", "-."]
     for (name, entries), (ax_loss, ax_val) in zip(groups.items(), axes):
@@ -170,7 +202,7 @@ def training_curves(groups: dict[str, list[tuple[str, RunLogs]]], path: Path, sy
     for ax in axes[-1]:
         ax.set_xlabel(note if ax is axes[-1][0] else "iteration", fontsize=8)
     fig.tight_layout()
-    return save(fig, path, synthetic=synthetic)
+    return save(fig, path, synthetic=synthetic, stamp=stamp)
 
 
 def curve_rows(groups: dict[str, list[tuple[str, RunLogs]]]) -> tuple[str, str]:
@@ -225,7 +257,8 @@ def term_curves(rows: list[dict]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return {term: binned(rows, term) for term in loss_term_names(rows)}
 
 
-def loss_terms(groups: dict[str, list[tuple[str, RunLogs]]], path: Path, synthetic: bool = False) -> Path:
+def loss_terms(groups: dict[str, list[tuple[str, RunLogs]]], path: Path, synthetic: bool = False,
+               stamp: str = "") -> Path:
     """Small multiples: one panel per run (a row per group, a column per run), each logged loss term
     of that run against the iteration (`term_curves`); one colour per term across the figure, one
     line style per seed; log-scale y in a panel whose values are all positive.
@@ -239,7 +272,7 @@ def loss_terms(groups: dict[str, list[tuple[str, RunLogs]]], path: Path, synthet
               for name, entries in groups.items() for label, logs in entries}
     terms = list(dict.fromkeys(k for run in curves.values() for seed in run.values() for k in seed))
     if not terms:
-        return placeholder(path, "loss terms: no training log yet", synthetic)
+        return placeholder(path, "loss terms: no training log yet", synthetic, stamp)
     palette = [f"C{i}" for i in range(10) if i != 7]  # no grey: it draws the seeds' line styles in the legend
     colours = {"loss": "black", **{k: palette[i % len(palette)] for i, k in enumerate(k for k in terms if k != "loss")}}
     widths = {k: 1.6 if k == "loss" else 1.0 for k in terms}
@@ -277,7 +310,7 @@ def loss_terms(groups: dict[str, list[tuple[str, RunLogs]]], path: Path, synthet
     fig.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=min(len(handles), 2 * ncols),
                fontsize=8, frameon=False, title_fontsize=8,
                title="means over windows of iterations; log scale where every value is positive")
-    return save(fig, path, synthetic=synthetic)
+    return save(fig, path, synthetic=synthetic, stamp=stamp)
 
 
 def loss_term_rows(groups: dict[str, list[tuple[str, RunLogs]]]) -> str:
@@ -322,7 +355,7 @@ def overlay(ax, image: np.ndarray, mask: np.ndarray | None) -> None:
 
 
 def figure3(images: np.ndarray, labels: np.ndarray, predictions: dict[str, np.ndarray | None], class_names: list[str],
-            path: Path, synthetic: bool = False) -> Path:
+            path: Path, synthetic: bool = False, stamp: str = "") -> Path:
     """Rows: slices; columns: image, ground truth, then each method's prediction (None: missing)."""
     columns = ["image", "ground truth", *predictions]
     fig, axes = plt.subplots(len(images), len(columns), figsize=(2.2 * len(columns), 2.2 * len(images)), squeeze=False)
@@ -340,7 +373,7 @@ def figure3(images: np.ndarray, labels: np.ndarray, predictions: dict[str, np.nd
     handles = [Patch(color=CLASS_COLOURS[c], label=class_names[c]) for c in range(1, len(class_names))]
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=9, frameon=False)
     fig.subplots_adjust(bottom=0.08)
-    return save(fig, path, synthetic=synthetic)
+    return save(fig, path, synthetic=synthetic, stamp=stamp)
 
 
 # --- Figure 4 -----------------------------------------------------------------------------
@@ -385,7 +418,7 @@ def tsne(features: np.ndarray, seed: int = TSNE_SEED) -> np.ndarray:
 
 
 def figure4(panels: dict[str, tuple[np.ndarray, np.ndarray] | None], class_names: list[str], path: Path,
-            synthetic: bool = False) -> Path:
+            synthetic: bool = False, stamp: str = "") -> Path:
     """One t-SNE scatter per panel (points N x 2, class per point), coloured by class."""
     fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4), squeeze=False)
     for ax, (name, panel) in zip(axes[0], panels.items()):
@@ -400,7 +433,7 @@ def figure4(panels: dict[str, tuple[np.ndarray, np.ndarray] | None], class_names
     handles = [Patch(color=CLASS_COLOURS[c], label=name) for c, name in enumerate(class_names)]
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=9, frameon=False)
     fig.subplots_adjust(bottom=0.12)
-    return save(fig, path, synthetic=synthetic)
+    return save(fig, path, synthetic=synthetic, stamp=stamp)
 
 
 # --- everything, from the study's runs ----------------------------------------------------
@@ -418,22 +451,30 @@ def _figure_inputs(cfg: dict, prepared, runs: dict, slices: int, device):
     return prepared.val.images[index], prepared.val.labels[index], loaded
 
 
-def make_figure3(cfg: dict, prepared, path: Path, device) -> Path:
+def _stamp(results: dict, runs, cfg: dict, first_seed: bool = False) -> str:
+    """stamp.describe of the finished seeds of `runs` (Run objects; None: not in the matrix)."""
+    seeds = cfg["experiments"]["seeds"][:1] if first_seed else None
+    return provenance.describe(provenance.finished_runs(results, [r.id for r in runs if r], seeds))
+
+
+def make_figure3(cfg: dict, prepared, path: Path, device, results: dict | None = None) -> Path:
     runs = figure3_runs(cfg)
+    stamp = _stamp(collect_results(cfg) if results is None else results, runs.values(), cfg, first_seed=True)
     if prepared is None or all(r is None for r in runs.values()):
         return placeholder(path, "Figure 3 needs the prepared ACDC data and the ACDC-136 runs of MT, CPS and UGPCL",
-                           synthetic(cfg))
+                           synthetic(cfg), stamp)
     images, labels, loaded = _figure_inputs(cfg, prepared, runs, FIGURE3_SLICES, device)
     predictions = {method: None if run is None else predict_slices(run.net, images, device=device)
                    for method, run in loaded.items()}
-    return figure3(images, labels, predictions, prepared.class_names, path, synthetic(cfg))
+    return figure3(images, labels, predictions, prepared.class_names, path, synthetic(cfg), stamp)
 
 
-def make_figure4(cfg: dict, prepared, path: Path, device) -> Path:
+def make_figure4(cfg: dict, prepared, path: Path, device, results: dict | None = None) -> Path:
     runs = figure4_runs(cfg)
+    stamp = _stamp(collect_results(cfg) if results is None else results, runs.values(), cfg, first_seed=True)
     if prepared is None or all(r is None for r in runs.values()):
         return placeholder(path, "Figure 4 needs the prepared ACDC data and the Table 2 runs of rows 4, 6 and 7",
-                           synthetic(cfg))
+                           synthetic(cfg), stamp)
     images, labels, loaded = _figure_inputs(cfg, prepared, runs, FIGURE4_SLICES, device)
     panels = {}
     for name, run in loaded.items():
@@ -444,7 +485,7 @@ def make_figure4(cfg: dict, prepared, path: Path, device) -> Path:
         feats, grid = stage_features(run.method.model, images, labels, EMBED_STAGES[stage], device)
         pick = sample_pixels(grid, FIGURE4_PIXELS_PER_CLASS)
         panels[f"{name}, {stage}"] = (tsne(feats[pick]), grid[pick])
-    return figure4(panels, prepared.class_names, path, synthetic(cfg))
+    return figure4(panels, prepared.class_names, path, synthetic(cfg), stamp)
 
 
 def make_figures(cfg: dict, device: str = "auto") -> dict[str, Path]:
@@ -455,14 +496,17 @@ def make_figures(cfg: dict, device: str = "auto") -> dict[str, Path]:
     for run in distinct_runs(cfg):
         dirs = {seed: run.run_dir(cfg, seed) for seed in cfg["experiments"]["seeds"]}
         logs[run.id] = {seed: (read_jsonl(d / "log.jsonl"), read_jsonl(d / "val.jsonl")) for seed, d in dirs.items()}
-    groups = {name: [(label, logs[run.id]) for label, run in entries] for name, entries in curve_groups(cfg).items()}
-    training_curves(groups, files["curves"], synthetic(cfg))
+    results = collect_results(cfg)
+    curves, table1_curves = curve_groups(cfg), curve_groups(cfg, ablations=False)
+    groups = {name: [(label, logs[run.id]) for label, run in entries] for name, entries in curves.items()}
+    training_curves(groups, files["curves"], synthetic(cfg),
+                    _stamp(results, [run for entries in curves.values() for _, run in entries], cfg))
     loss, val = curve_rows(groups)
     write_text(files["curves_loss"], loss)
     write_text(files["curves_val"], val)
-    table1 = {name: [(label, logs[run.id]) for label, run in entries]
-              for name, entries in curve_groups(cfg, ablations=False).items()}
-    loss_terms(table1, files["loss_terms"], synthetic(cfg))
+    table1 = {name: [(label, logs[run.id]) for label, run in entries] for name, entries in table1_curves.items()}
+    loss_terms(table1, files["loss_terms"], synthetic(cfg),
+               _stamp(results, [run for entries in table1_curves.values() for _, run in entries], cfg))
     write_text(files["curves_terms"], loss_term_rows(table1))
     shown = figure_datasets(cfg)  # the paper's figures are on ACDC: its dataset in this study, if any
 
@@ -470,6 +514,6 @@ def make_figures(cfg: dict, device: str = "auto") -> dict[str, Path]:
         path = prepared_path(cfg, shown[figure]) if shown[figure] else None
         return load_prepared(path) if path and path.is_file() else None
 
-    make_figure3(cfg, prepared("figure3"), files["figure3"], torch_device)
-    make_figure4(cfg, prepared("figure4"), files["figure4"], torch_device)
+    make_figure3(cfg, prepared("figure3"), files["figure3"], torch_device, results)
+    make_figure4(cfg, prepared("figure4"), files["figure4"], torch_device, results)
     return files

@@ -560,11 +560,13 @@ PER_CLASS_TITLE = "Per class: Dice / Jaccard (%), HD95 and ASD (mean ± std over
 PAIRED_TITLE = "UGPCL against each baseline: paired Wilcoxon signed-rank test over the validation cases"
 
 
-def markdown_document(cfg: dict, table: str, cells: list[Cell], paired: list[dict] | None = None) -> str:
+def markdown_document(cfg: dict, table: str, cells: list[Cell], paired: list[dict] | None = None,
+                      stamp: str = "") -> str:
     """A table's Markdown file; Table 1's also holds the per-class tables and the paired tests
-    (`paired`: stats.pair_cells' rows)."""
+    (`paired`: stats.pair_cells' rows). `stamp` (report.stamp.describe) goes under the title."""
     hd95 = cfg["evaluation"]["hd95"]
-    head = (f"# {TITLES[table]}\n\nProfile `{cfg['profile']}`, evaluation protocol "
+    head = (f"# {TITLES[table]}\n\n" + (f"*{stamp[:1].upper()}{stamp[1:]}.*\n\n" if stamp else "")
+            + f"Profile `{cfg['profile']}`, evaluation protocol "
             f"`{cfg['evaluation']['protocol']}`. {VERDICTS}\n\n{protocol_note(cfg)}\n\n{columns_note(cfg)}\n\n")
     if synthetic(cfg):
         head = f"> **{SYNTHETIC_WARNING}**\n\n" + head
