@@ -506,6 +506,7 @@ def test_per_class_scores_and_paired_tests(tmp_path):
     assert "| ugpcl | 2/2 | 86.0 ± 1.4 | 76.0 ± 1.4 | 3.2 ± 0.0 | 1.2 ± 0.0 | 87.0 ± 1.4 |" in md
     assert "| acdc | 136 | mt | 6 | 2 / 2 | 89.00 | 81.00 | +8.00 | 0 | 0.031 |" in md
     page = files["html"].read_text()
+    assert ">5 finished run-seeds trained 2026-01-01 on cuda (NVIDIA H100) at 0123456; generated " in page
     table1 = page.split('id="table1"')[1].split("</table>")[0]
     assert "<th>p vs UGPCL (cases)</th>" in table1 and "<td>0.031 (6)</td>" in table1
     assert 'id="paired"' in page and 'id="per-class-acdc-136"' in page

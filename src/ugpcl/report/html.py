@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import os
-from datetime import datetime, timezone
 from html import escape
 from pathlib import Path
 from urllib.parse import quote
@@ -17,7 +16,7 @@ from urllib.parse import quote
 from .. import choices
 from ..config import dataset_source
 from ..study import distinct_runs
-from . import verdict
+from . import stamp, verdict
 from .tables import (PAIRED_TITLE, PER_CLASS_TITLE, SYNTHETIC_WARNING, TITLES, VERDICTS, WHAT_IS_PAIRED, Cell,
                      columns_note, display_rows, paired_display, per_class_metrics, per_class_rows,
                      per_class_sections, protocol_note, synthetic, table1_sections, table2_note, train_log)
@@ -187,8 +186,9 @@ def render(cfg: dict, tables: dict[str, list[Cell]], results: dict[str, dict[int
                 ("paired", "Paired tests"), ("table2", "Table 2"), ("table3", "Table 3"), ("figure3", "Figure 3"),
                 ("figure4", "Figure 4"), ("curves", "Training curves"), ("runs", "Runs"), ("settings", "Settings")]
     parts.append("<nav>" + "".join(f'<a href="#{s}-section">{escape(t)}</a>' for s, t in sections) + "</nav>")
-    parts.append(f"<p class=\"note\">Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC from {done} of "
-                 f"{planned} planned run-seeds. {escape(VERDICTS.replace('**', ''))} Every score is the mean ± std "
+    made = stamp.describe(stamp.finished_runs(results), made="generated")
+    parts.append(f"<p class=\"note\">{escape(made[:1].upper() + made[1:])} ({done} of {planned} planned run-seeds "
+                 f"finished). {escape(VERDICTS.replace('**', ''))} Every score is the mean ± std "
                  "over the finished seeds (± –: one seed, no std); seeds: finished / planned.</p>")
     parts.append(f"<p class=\"note\">{escape(protocol_note(cfg).replace('`', ''))}</p>")
     parts.append(f"<p class=\"note\">{escape(columns_note(cfg))}</p>")
