@@ -188,7 +188,7 @@ def render(cfg: dict, tables: dict[str, list[Cell]], results: dict[str, dict[int
     parts.append("<nav>" + "".join(f'<a href="#{s}-section">{escape(t)}</a>' for s, t in sections) + "</nav>")
     made = stamp.describe(stamp.finished_runs(results), made="generated")
     parts.append(f"<p class=\"note\">{escape(made[:1].upper() + made[1:])} ({done} of {planned} planned run-seeds "
-                 f"finished). {escape(VERDICTS.replace('**', ''))} Every score is the mean ± std "
+                 f"finished). {escape(VERDICTS.replace('**', '').replace('`', ''))} Every score is the mean ± std "
                  "over the finished seeds (± –: one seed, no std); seeds: finished / planned.</p>")
     parts.append(f"<p class=\"note\">{escape(protocol_note(cfg).replace('`', ''))}</p>")
     parts.append(f"<p class=\"note\">{escape(columns_note(cfg))}</p>")
