@@ -18,7 +18,7 @@ from ugpcl.config import load_config, prepared_path
 from ugpcl.data.prepared import write_prepared
 from ugpcl.engine.checkpoint import save_method
 from ugpcl.methods import build_method
-from ugpcl.report import figures, stamp, tables
+from ugpcl.report import figures, html, stamp, tables
 from ugpcl.report.build import list_runs, write_report
 from ugpcl.study import find_run
 
@@ -507,6 +507,8 @@ def test_per_class_scores_and_paired_tests(tmp_path):
     assert "| acdc | 136 | mt | 6 | 2 / 2 | 89.00 | 81.00 | +8.00 | 0 | 0.031 |" in md
     page = files["html"].read_text()
     assert ">5 finished run-seeds trained 2026-01-01 on cuda (NVIDIA H100) at 0123456; generated " in page
+    assert "`" not in page and "<code>run</code>" in page  # Markdown's inline code (the choices) as HTML
+    assert html.with_code("`a` < `b`") == "<code>a</code> &lt; <code>b</code>" and html.with_code("1`") == "1`"
     table1 = page.split('id="table1"')[1].split("</table>")[0]
     assert "<th>p vs UGPCL (cases)</th>" in table1 and "<td>0.031 (6)</td>" in table1
     assert 'id="paired"' in page and 'id="per-class-acdc-136"' in page

@@ -49,6 +49,15 @@ def cell_html(value) -> str:
     return value if isinstance(value, Raw) else escape(str(value))
 
 
+def with_code(text: str) -> Raw:
+    """Text holding Markdown's `inline code` (the choices table is shared with the README), escaped,
+    with each pair of backticks as <code>."""
+    parts = escape(str(text)).split("`")
+    if len(parts) % 2 == 0:  # an odd number of backticks: not code, left as written
+        return Raw(escape(str(text)))
+    return Raw("".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts)))
+
+
 def link(path: Path, base: Path, text: str) -> str:
     """A link to `path` relative to the folder `base` (text alone when the file is not there)."""
     path = Path(path)
@@ -256,6 +265,6 @@ def render(cfg: dict, tables: dict[str, list[Cell]], results: dict[str, dict[int
     ]
     parts.append(html_table(overview, "settings"))
     parts.append("<h3>Where the paper and the reference code differ: the value in force</h3>")
-    parts.append(html_table(choices.rows(cfg), "choices"))
+    parts.append(html_table([{k: with_code(v) for k, v in row.items()} for row in choices.rows(cfg)], "choices"))
     parts.append("</body></html>\n")
     return "\n".join(parts)
