@@ -38,6 +38,8 @@ th.group { text-align: center; }
 nav { margin: 0.8em 0; font-size: 0.95em; } nav a { margin-right: 0.9em; }
 img { max-width: 100%; display: block; margin: 0.5em 0 1em; } .note { color: #555; font-size: 0.92em; }
 td a { color: #0645ad; text-decoration: none; } td a:hover { text-decoration: underline; }
+#choices td { white-space: normal; vertical-align: top; } #choices td:first-child { white-space: nowrap; }
+#choices td:nth-child(3), #choices td:nth-child(4) { min-width: 18em; }
 """
 
 
