@@ -36,8 +36,8 @@ from ..fileio import atomic_path, write_text  # noqa: E402
 from ..models.unet import EMBED_STAGES  # noqa: E402
 from ..study import distinct_runs  # noqa: E402
 from . import stamp as provenance  # noqa: E402
-from .tables import (collect_results, curve_groups, figure3_runs, figure4_runs, figure_datasets, figure_outputs,  # noqa: E402
-                     synthetic)
+from .tables import (collect_results, curve_groups, figure3_runs, figure4_runs, figure_datasets,  # noqa: E402
+                     figure_outputs, synthetic)
 
 CLASS_COLOURS = np.array([
     [0.0, 0.0, 0.0],      # background (not drawn in overlays)
