@@ -580,7 +580,7 @@ def test_the_stamp_says_which_runs_where_when_and_at_which_commit():
     assert many == ("3 finished run-seeds trained 2026-12-01 to 2026-12-03 on cpu, cuda (NVIDIA H100), "
                     "cuda (NVIDIA H200) at 5 commits (aaaaaaa ... ddddddd) (some with uncommitted changes); "
                     "written 2026-12-07 14:05 UTC at feedfac with uncommitted changes")
-    assert stamp.describe([], now, code) == "no finished run yet; drawn 2026-12-07 14:05 UTC at feedfac"
+    assert stamp.describe([], now, code) == "No finished run yet; drawn 2026-12-07 14:05 UTC at feedfac"
     results = {"r1": {1: {"run": runs[0]}, 2: {"run": runs[1]}}, "r2": {1: {"run": runs[2]}}}
     assert stamp.finished_runs(results) == runs
     assert stamp.finished_runs(results, ["r1", None]) == runs[:2]

@@ -52,8 +52,8 @@ def cell_html(value) -> str:
 
 
 def with_code(text: str) -> Raw:
-    """Text holding Markdown's `inline code` (the choices table is shared with the README), escaped,
-    with each pair of backticks as <code>."""
+    """Text holding Markdown's `inline code` (notes and the choices table are shared with the
+    Markdown tables and the README), escaped, with each pair of backticks as <code>."""
     parts = escape(str(text)).split("`")
     if len(parts) % 2 == 0:  # an odd number of backticks: not code, left as written
         return Raw(escape(str(text)))
@@ -198,10 +198,10 @@ def render(cfg: dict, tables: dict[str, list[Cell]], results: dict[str, dict[int
                 ("figure4", "Figure 4"), ("curves", "Training curves"), ("runs", "Runs"), ("settings", "Settings")]
     parts.append("<nav>" + "".join(f'<a href="#{s}-section">{escape(t)}</a>' for s, t in sections) + "</nav>")
     made = stamp.describe(stamp.finished_runs(results), made="generated")
-    parts.append(f"<p class=\"note\">{escape(made[:1].upper() + made[1:])} ({done} of {planned} planned run-seeds "
-                 f"finished). {escape(VERDICTS.replace('**', '').replace('`', ''))} Every score is the mean ± std "
+    parts.append(f"<p class=\"note\">{escape(made)} ({done} of {planned} planned run-seeds "
+                 f"finished). {with_code(VERDICTS.replace('**', ''))} Every score is the mean ± std "
                  "over the finished seeds (± –: one seed, no std); seeds: finished / planned.</p>")
-    parts.append(f"<p class=\"note\">{escape(protocol_note(cfg).replace('`', ''))}</p>")
+    parts.append(f"<p class=\"note\">{with_code(protocol_note(cfg))}</p>")
     parts.append(f"<p class=\"note\">{escape(columns_note(cfg))}</p>")
 
     for name, cells in tables.items():

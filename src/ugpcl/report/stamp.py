@@ -43,13 +43,14 @@ def _commits(infos: list[dict]) -> list[str]:
 
 
 def describe(infos: list[dict], now: datetime | None = None, code: dict | None = None, made: str = "drawn") -> str:
-    """One line: the runs (`finished_runs`), then when and at which commit this is `made`."""
+    """One line, a sentence but for its full stop: the runs (`finished_runs`), then when and at which
+    commit this is `made`."""
     now = now or datetime.now(timezone.utc)
     code = code or code_state()
     drawn = (f"{made} {now:%Y-%m-%d %H:%M} UTC at {str(code['commit'])[:7]}"
              + (" with uncommitted changes" if code.get("modified") else ""))
     if not infos:
-        return f"no finished run yet; {drawn}"
+        return f"No finished run yet; {drawn}"
     days = sorted(str(i["finished"])[:10] for i in infos if i.get("finished"))
     when = "" if not days else f" {days[0]}" if days[0] == days[-1] else f" {days[0]} to {days[-1]}"
     devices = sorted({_device(i) for i in infos})

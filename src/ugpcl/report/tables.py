@@ -565,7 +565,7 @@ def markdown_document(cfg: dict, table: str, cells: list[Cell], paired: list[dic
     """A table's Markdown file; Table 1's also holds the per-class tables and the paired tests
     (`paired`: stats.pair_cells' rows). `stamp` (report.stamp.describe) goes under the title."""
     hd95 = cfg["evaluation"]["hd95"]
-    head = (f"# {TITLES[table]}\n\n" + (f"*{stamp[:1].upper()}{stamp[1:]}.*\n\n" if stamp else "")
+    head = (f"# {TITLES[table]}\n\n" + (f"*{stamp}.*\n\n" if stamp else "")
             + f"Profile `{cfg['profile']}`, evaluation protocol "
             f"`{cfg['evaluation']['protocol']}`. {VERDICTS}\n\n{protocol_note(cfg)}\n\n{columns_note(cfg)}\n\n")
     if synthetic(cfg):
