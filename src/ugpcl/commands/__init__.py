@@ -39,11 +39,14 @@ class MethodNames(Sequence):
 
     def __init__(self, *extra: str):
         self.extra = extra
+        self._read: list[str] | None = None
 
     def _names(self) -> list[str]:
-        from ..methods import names
+        if self._read is None:
+            from ..methods import names
 
-        return [*names(), *self.extra]
+            self._read = [*names(), *self.extra]
+        return self._read
 
     def __getitem__(self, index):
         return self._names()[index]

@@ -182,9 +182,10 @@ def bench_command(args) -> int:
     from ..device import pick_device
     from ..engine.bench import benchmark
     from ..fileio import write_json
+    from ..methods import names
 
     cfg, device = config_from_args(args), pick_device(args.device)
-    chosen = list(MethodNames()) if args.method == "all" else [args.method]
+    chosen = names() if args.method == "all" else [args.method]
     results = []
     for name in chosen:
         results.append(benchmark(cfg, name, device, args.steps, args.warmup, sync_debug=args.sync_debug))
