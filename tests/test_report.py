@@ -567,7 +567,7 @@ def png_text(path) -> dict[str, str]:
 def test_the_stamp_says_which_runs_where_when_and_at_which_commit():
     def info(finished, device_name, *commits, modified=False):
         return {"finished": finished, "device": "cuda", "device_name": device_name, "git_commit": commits[-1],
-                "attempts": [{"commit": c} for c in commits], "code_modified": modified}
+                **({"git_commits": list(commits)} if len(commits) > 1 else {}), "code_modified": modified}
 
     code, now = {"commit": "feedface" * 5, "modified": False}, datetime(2026, 12, 7, 14, 5, tzinfo=timezone.utc)
     one = stamp.describe([info("2026-12-01T10:00:00+00:00", "NVIDIA H100", "a" * 40)], now, code)
@@ -575,7 +575,7 @@ def test_the_stamp_says_which_runs_where_when_and_at_which_commit():
                    "drawn 2026-12-07 14:05 UTC at feedfac")
     runs = [info("2026-12-03T00:00:00+00:00", "NVIDIA H200", "c" * 40, "d" * 40),  # resumed on other code
             info("2026-12-01T00:00:00+00:00", "NVIDIA H100", "a" * 40, "b" * 40, modified=True),
-            {"finished": "2026-12-02T00:00:00+00:00", "device": "cpu", "git_commit": "e" * 40}]  # no attempts kept
+            {"finished": "2026-12-02T00:00:00+00:00", "device": "cpu", "git_commit": "e" * 40}]  # no device name
     many = stamp.describe(runs, now, {**code, "modified": True}, made="written")
     assert many == ("3 finished run-seeds trained 2026-12-01 to 2026-12-03 on cpu, cuda (NVIDIA H100), "
                     "cuda (NVIDIA H200) at 5 commits (aaaaaaa ... ddddddd) (some with uncommitted changes); "

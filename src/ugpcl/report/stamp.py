@@ -33,11 +33,11 @@ def _device(info: dict) -> str:
 
 
 def _commits(infos: list[dict]) -> list[str]:
-    """Every commit the runs trained at, each attempt's, in the order the runs finished."""
+    """Every commit the runs trained at (run.json's `git_commits`, each attempt's where a resumed run
+    changed code, else `git_commit`: evaluation.code_record), in the order the runs finished."""
     seen: dict[str, None] = {}
     for info in sorted(infos, key=lambda i: str(i.get("finished", ""))):
-        attempts = [a.get("commit") for a in info.get("attempts", []) if a.get("commit")]
-        for commit in attempts or [info.get("git_commit") or "unknown"]:
+        for commit in info.get("git_commits") or [info.get("git_commit") or "unknown"]:
             seen.setdefault(str(commit)[:7], None)
     return list(seen)
 
