@@ -8,6 +8,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import tarfile
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 from ugpcl.device import processor_name
 
@@ -29,6 +31,7 @@ def load(name: str, path: Path):
 
 
 gpu_session = load("gpu_session", ROOT / "tools" / "gpu_session.py")
+gpu_study = load("gpu_study", ROOT / "tools" / "gpu_study.py")
 standins = load("authors_standin", Path(__file__).with_name("test_authors_bench.py"))
 
 
@@ -254,18 +257,29 @@ def test_the_report_gives_each_run_s_time_when_k_runs_share_the_gpu():
                          "| 4 | failed | | |"]
 
 
-def test_train_trains_runs_two_at_a_time_and_brings_back_their_records(tmp_path):
+LEASE_RUNS = ["acdc68_supervised", "acdc68_mt", "acdc68_em"]
+
+
+@pytest.fixture(scope="module")
+def lease(tmp_path_factory):
+    """`train` as on a lease (demo profile, 6 iterations, on the CPU): its $OUT and the runs' folders."""
+    tmp = tmp_path_factory.mktemp("lease")
     env = {"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
-    results, out = tmp_path / "results", tmp_path / "out"
+    results, out = tmp / "results", tmp / "out"
     subprocess.run([sys.executable, "-m", "ugpcl.cli", "prepare", "acdc", "--profile", "demo", "--set",
                     f"paths.results={results}"], check=True, capture_output=True, env=env)
-    runs = ["acdc68_supervised", "acdc68_mt", "acdc68_em"]
     proc = subprocess.run(
         [sys.executable, str(ROOT / "tools" / "gpu_session.py"), "train", "--out", str(out), "--device", "cpu",
          "--profile", "demo", "--parallel", "2", "--results", str(results), "--budget", "400",
-         "--set", "train.iterations=6", "--set", "train.val_every=3", *runs],
+         "--set", "train.iterations=6", "--set", "train.val_every=3", *LEASE_RUNS],
         capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    return out, results / "demo" / "runs"
+
+
+def test_train_trains_runs_two_at_a_time_and_brings_back_their_records(lease):
+    out, trained = lease
+    runs = LEASE_RUNS
     record = json.loads((out / "train.json").read_text())
     assert record["parallel"] == 2 and list(record["runs"]) == runs
     assert all(r["status"] == "finished" for r in record["runs"].values()), record
@@ -277,9 +291,58 @@ def test_train_trains_runs_two_at_a_time_and_brings_back_their_records(tmp_path)
         assert {f"runs/{run}/seed1337/run.json", f"logs/gpu_session/{run}.log"} <= names
     assert not any(n.endswith(".pt") for n in names)
     assert summary["iteration"] in (3, 6)
-    config = yaml.safe_load((results / "demo" / "runs" / "acdc68_mt" / "seed1337" / "config.yaml").read_text())
+    config = yaml.safe_load((trained / "acdc68_mt" / "seed1337" / "config.yaml").read_text())
     assert config["model"]["pretrained"] is False and config["train"]["iterations"] == 6
     assert sorted(p.name for p in out.iterdir()) == ["runs.tgz", "session.log", "train.json"]  # 8 files come back
+
+
+def gpu_study_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "tools" / "gpu_study.py"), *args], capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_back_here_the_runs_are_filed_as_results_and_tabled_against_the_paper(lease, tmp_path):
+    """tools/gpu_study.py on what `train` brought back: the records byte for byte, the tables their numbers."""
+    out, trained = lease
+    records = tmp_path / "records"
+    done = gpu_study_cli("collect", str(out), "--records", str(records))
+    assert done.returncode == 0, done.stderr
+    for run in LEASE_RUNS:
+        folder = records / "demo" / "runs" / run / "seed1337"
+        assert f"recorded: demo/runs/{run}/seed1337" in done.stdout
+        assert sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()) == sorted(
+            gpu_study.RECORD_FILES)
+        for name in gpu_study.RECORD_FILES:   # what training wrote; checkpoints and dvclive left behind
+            assert (folder / name).read_bytes() == (trained / run / "seed1337" / name).read_bytes(), name
+    again = gpu_study_cli("collect", str(out / "runs.tgz"), "--records", str(records))
+    assert again.returncode == 0 and again.stdout.count("already recorded") == 3, again.stdout + again.stderr
+
+    page = gpu_study_cli("markdown", "--profile", "demo", "--records", str(records))
+    assert page.returncode == 0, page.stderr
+    text = page.stdout
+    assert text.startswith("3 finished run-seeds trained ") and "written " in text.splitlines()[0]
+    assert "**Caveat:** every run here started its ResNet-50 encoder from random weights" in text
+    best = json.loads((trained / "acdc68_mt" / "seed1337" / "eval" / "summary.json").read_text())
+    last = json.loads((trained / "acdc68_mt" / "seed1337" / "eval-last" / "summary.json").read_text())
+    table1 = text.split("### Table 1, ACDC")[1].split("###")[0]
+    cells = [c.strip() for c in next(line for line in table1.splitlines()
+                                     if line.startswith("| 68 | mt |")).strip("|").split("|")]
+    assert cells[2:9] == ["1", f"{100 * best['dice']:.2f} ± –", "74.20", f"{100 * best['dice'] - 74.20:+.2f}",
+                          f"{100 * best['jaccard']:.2f} ± –", "60.53", f"{100 * best['jaccard'] - 60.53:+.2f}"]
+    assert cells[10] == f"{100 * last['dice']:.2f} (last)"
+    assert "| 136 | ugpcl | 0 | missing | 88.11 |" in table1   # not trained yet: shown as still to do
+    assert len([line for line in table1.splitlines() if line.startswith(("| 68 ", "| 136 "))]) == 16
+    assert "### Table 2" not in text    # none of its runs recorded
+    runs = text.split("### Every run")[1]
+    first = next(line for line in runs.splitlines() if line.startswith("| acdc68_mt | 1337 | best |"))
+    assert f"| {100 * best['dice']:.2f} | {100 * best['jaccard']:.2f} | {best['hd95_medpy']:.2f} | " in first
+    assert "| cpu (" in first and "| random (no ImageNet) |" in first
+    assert f"| last | {100 * last['dice']:.2f} |" in runs
+
+    shutil.copytree(records / "demo" / "runs" / "acdc68_mt", records / "demo" / "runs" / "acdc68_mt_old")
+    text = gpu_study.markdown("demo", records)
+    assert "Recorded but not in the demo profile's experiments (left out above): acdc68_mt_old." in text
+    assert text.startswith("3 finished run-seeds")
 
 
 def test_a_run_made_from_a_copy_without_git_records_the_commit_it_is_given(tmp_path, monkeypatch):

@@ -24,7 +24,8 @@ On the GPU machine, from the repository root, carrying `.gpu`:
         budget (seconds) is spent: runs still going then get SIGTERM and stop at a resume point, and
         the same command on the same (still warm) machine resumes them. $OUT/train.json says how each
         run ended; $OUT/runs.tgz holds every run's records and console log (run.json, evaluations,
-        logs; no checkpoints, which are too big to come back).
+        logs; no checkpoints, which are too big to come back). Back here, `tools/gpu_study.py collect`
+        files them under reports/gpu_acdc/ and `tools/gpu_study.py markdown` tables them.
     python3 tools/gpu_session.py smoke --work DIR --json FILE [--data FILE] [--iterations N] [--repeat]
         (bench's `smoke` step) trains one run for N iterations three ways: straight through (a);
         stopped at N/2 at a resume point and resumed by the same command (b); and, when b's
