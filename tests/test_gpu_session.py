@@ -339,6 +339,18 @@ def test_back_here_the_runs_are_filed_as_results_and_tabled_against_the_paper(le
     assert "| cpu (" in first and "| random (no ImageNet) |" in first
     assert f"| last | {100 * last['dice']:.2f} |" in runs
 
+    # the records have a results folder's layout: the whole report, the curves and loss terms, from them
+    for command in ("report", "figures"):
+        made = subprocess.run([sys.executable, "-m", "ugpcl.cli", command, "--profile", "demo", "--set",
+                               f"paths.results={records}", "--set", f"paths.reports={tmp_path / 'R'}"],
+                              capture_output=True, text=True, timeout=300)
+        assert made.returncode == 0, made.stdout + made.stderr
+    report = tmp_path / "R" / "demo"
+    assert f"| acdc | 68 | mt | acdc68_mt | 1/1 | {100 * best['dice']:.2f} ± – |" in (report / "table1.md").read_text()
+    terms = (report / "curves" / "loss_terms.tsv").read_text()
+    assert {("acdc-68", "mt"), ("acdc-68", "em")} <= {tuple(line.split("\t")[3:5]) for line in terms.splitlines()[1:]}
+    assert (report / "figures" / "loss_terms.png").read_bytes()[:4] == b"\x89PNG"
+
     shutil.copytree(records / "demo" / "runs" / "acdc68_mt", records / "demo" / "runs" / "acdc68_mt_old")
     text = gpu_study.markdown("demo", records)
     assert "Recorded but not in the demo profile's experiments (left out above): acdc68_mt_old." in text
