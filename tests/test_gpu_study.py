@@ -94,3 +94,18 @@ def test_the_cli_says_what_is_wrong_without_a_traceback(tmp_path):
     result = cli("collect", str(tmp_path / "nothing.tgz"), "--records", str(tmp_path / "r"))
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.startswith(f"error: {tmp_path / 'nothing.tgz'}: no such bundle. Fix: pass DIR/runs.tgz")
+
+
+def test_the_committed_gpu_results_and_their_page_go_together_and_agree():
+    """reports/gpu_acdc.md holds the tables `markdown` makes of reports/gpu_acdc/ (pasted under its text);
+    records without the page, or the page without records, is a half-landed GPU session."""
+    records, page = ROOT / "reports" / "gpu_acdc", ROOT / "reports" / "gpu_acdc.md"
+    recorded = sorted(records.glob("*/runs/*/seed*/run.json"))
+    assert bool(recorded) == page.is_file(), (
+        "reports/gpu_acdc.md and the records under reports/gpu_acdc/ land together: run "
+        "`python tools/gpu_study.py markdown` and paste its tables into reports/gpu_acdc.md")
+    if recorded:
+        text = page.read_text()
+        for line in gpu_study.markdown("paper", records).splitlines():
+            if line.startswith("|"):
+                assert line in text, f"reports/gpu_acdc.md lacks (run tools/gpu_study.py markdown and paste): {line}"
