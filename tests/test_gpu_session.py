@@ -262,28 +262,35 @@ LEASE_RUNS = ["acdc68_supervised", "acdc68_mt", "acdc68_em"]
 
 @pytest.fixture(scope="module")
 def lease(tmp_path_factory):
-    """`train` as on a lease (demo profile, 6 iterations, on the CPU): its $OUT and the runs' folders."""
+    """`lease` as on a GPU machine (demo profile, 6 iterations, on the CPU): its $OUT and the runs' folders."""
     tmp = tmp_path_factory.mktemp("lease")
     env = {"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
     results, out = tmp / "results", tmp / "out"
     subprocess.run([sys.executable, "-m", "ugpcl.cli", "prepare", "acdc", "--profile", "demo", "--set",
                     f"paths.results={results}"], check=True, capture_output=True, env=env)
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "tools" / "gpu_session.py"), "train", "--out", str(out), "--device", "cpu",
-         "--profile", "demo", "--parallel", "2", "--results", str(results), "--budget", "400",
-         "--set", "train.iterations=6", "--set", "train.val_every=3", *LEASE_RUNS],
+        [sys.executable, str(ROOT / "tools" / "gpu_session.py"), "lease", "--out", str(out), "--device", "cpu",
+         "--profile", "demo", "--parallel", "2", "--results", str(results), "--budget", "400", "--no-authors",
+         "--weights", "none", "--steps", "2", "--overhead", "5", "--set", "train.iterations=6",
+         "--set", "train.val_every=3", *LEASE_RUNS, "isic91_nosuchmethod"],
         capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return out, results / "demo" / "runs"
 
 
-def test_train_trains_runs_two_at_a_time_and_brings_back_their_records(lease):
+def test_a_lease_measures_then_trains_what_fits_two_at_a_time_and_brings_back_the_records(lease):
     out, trained = lease
     runs = LEASE_RUNS
+    session = json.loads((out / "session.json").read_text())
+    assert session["steps"]["ours"]["status"] == "ok" and "theirs" not in session["steps"]
+    assert {r["method"] for r in json.loads((out / "bench.json").read_text())} >= {"supervised", "mt", "em"}
     record = json.loads((out / "train.json").read_text())
     assert record["parallel"] == 2 and list(record["runs"]) == runs
     assert all(r["status"] == "finished" for r in record["runs"].values()), record
     assert record["runs"]["acdc68_em"]["start_s"] > 0 == record["runs"]["acdc68_mt"]["start_s"]
+    plan = record["plan"]   # each run's projection from the measured steps (6 iterations, 3 validations)
+    assert all(plan[r]["chosen"] and 0 < plan[r]["projected_s"] < 60 for r in runs), plan
+    assert plan["isic91_nosuchmethod"] == {"chosen": False, "why": gpu_session.plan({"x": None}, 1, 0)["x"]["why"]}
     with tarfile.open(out / "runs.tgz") as tar:
         names = set(tar.getnames())
         summary = json.load(tar.extractfile("runs/acdc68_mt/seed1337/eval/summary.json"))
@@ -293,7 +300,38 @@ def test_train_trains_runs_two_at_a_time_and_brings_back_their_records(lease):
     assert summary["iteration"] in (3, 6)
     config = yaml.safe_load((trained / "acdc68_mt" / "seed1337" / "config.yaml").read_text())
     assert config["model"]["pretrained"] is False and config["train"]["iterations"] == 6
-    assert sorted(p.name for p in out.iterdir()) == ["runs.tgz", "session.log", "train.json"]  # 8 files come back
+    assert sorted(p.name for p in out.iterdir()) == ["bench.json", "runs.tgz", "session.json", "session.log",
+                                                     "train.json"]   # at most 8 files come back
+    assert "plan: acdc68_em: train (projected " in (out / "session.log").read_text()
+
+
+def test_the_plan_takes_runs_in_order_while_their_projections_fit():
+    chosen = gpu_session.plan({"a": 100.0, "b": 300.0, "c": None, "d": 50.0, "e": 60.0}, available=280, overhead=20)
+    # a: 120 s; b: 320 more do not fit; d: 70 and e: 80 do (270 of 280)
+    assert [r for r, e in chosen.items() if e["chosen"]] == ["a", "d", "e"]
+    assert chosen["a"]["done_by_s"] == 120 and chosen["d"]["done_by_s"] == 190
+    assert chosen["b"]["why"] == "needs 320 s with the overhead, 160 s left"
+    assert chosen["e"]["chosen"] and chosen["e"]["done_by_s"] == 270
+    assert not chosen["c"]["chosen"] and "no projection" in chosen["c"]["why"]
+    assert not any(e["chosen"] for e in gpu_session.plan({"a": 10.0}, available=29, overhead=20).values())
+
+
+def test_train_leaves_the_runs_a_lease_finished_as_they_are_and_bundles_them_again(lease, tmp_path):
+    """`train` (the command for a machine held longer) on runs `lease` finished: untouched, bundled again."""
+    out, trained = lease
+    results = trained.parents[1]
+    before = (trained / "acdc68_em" / "seed1337" / "run.json").read_bytes()
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "gpu_session.py"), "train", "--out", str(tmp_path), "--device", "cpu",
+         "--profile", "demo", "--results", str(results), "--budget", "200", "--set", "train.iterations=6",
+         "--set", "train.val_every=3", "acdc68_em"],
+        capture_output=True, text=True, timeout=300, env={"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    record = json.loads((tmp_path / "train.json").read_text())
+    assert record["parallel"] == 1 and record["runs"]["acdc68_em"]["status"] == "finished", record
+    assert (trained / "acdc68_em" / "seed1337" / "run.json").read_bytes() == before
+    with tarfile.open(tmp_path / "runs.tgz") as tar:
+        assert {f"runs/{run}/seed1337/run.json" for run in LEASE_RUNS} <= set(tar.getnames())
 
 
 def gpu_study_cli(*args: str) -> subprocess.CompletedProcess:
@@ -346,7 +384,8 @@ def test_back_here_the_runs_are_filed_as_results_and_tabled_against_the_paper(le
                               capture_output=True, text=True, timeout=300)
         assert made.returncode == 0, made.stdout + made.stderr
     report = tmp_path / "R" / "demo"
-    assert f"| acdc | 68 | mt | acdc68_mt | 1/1 | {100 * best['dice']:.2f} ± – |" in (report / "table1.md").read_text()
+    row = f"| acdc | 68 | mt | acdc68_mt | 1/1 | {100 * best['dice']:.2f} ± – |"
+    assert row in (report / "table1.md").read_text()
     terms = (report / "curves" / "loss_terms.tsv").read_text()
     assert {("acdc-68", "mt"), ("acdc-68", "em")} <= {tuple(line.split("\t")[3:5]) for line in terms.splitlines()[1:]}
     assert (report / "figures" / "loss_terms.png").read_bytes()[:4] == b"\x89PNG"

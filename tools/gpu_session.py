@@ -26,6 +26,12 @@ On the GPU machine, from the repository root, carrying `.gpu`:
         run ended; $OUT/runs.tgz holds every run's records and console log (run.json, evaluations,
         logs; no checkpoints, which are too big to come back). Back here, `tools/gpu_study.py collect`
         files them under reports/gpu_acdc/ and `tools/gpu_study.py markdown` tables them.
+    python3 tools/gpu_session.py lease --out $OUT RUN [RUN ...]
+        all that a lease of one command holds (15 minutes of device time, its start included): bench's
+        `ours` and `theirs`, then, from ours' step times (`ugpcl runs --bench`), trains those of the
+        runs, in the order given, whose projected time plus --overhead fits in what the budget leaves
+        (less --margin), with the ImageNet weights bench's search finds (else from scratch); the plan
+        is in $OUT/train.json and session.log, the runs' records in $OUT/runs.tgz as `train` makes them.
     python3 tools/gpu_session.py smoke --work DIR --json FILE [--data FILE] [--iterations N] [--repeat]
         (bench's `smoke` step) trains one run for N iterations three ways: straight through (a);
         stopped at N/2 at a resume point and resumed by the same command (b); and, when b's
@@ -300,14 +306,7 @@ def bench_command(args) -> int:
     ugpcl = [py, "-m", "ugpcl.cli"]
     common = ["--profile", args.profile, "--device", args.device, "--steps", str(args.steps), "--warmup", "3"]
     # first what the issue's tables need, then what tunes the defaults
-    ours = session.step("ours", [*ugpcl, "bench", *common, "--method", "all", "--json", str(tmp)], ours_env, 240, tmp)
-    if ours and ours.get("result"):  # as `ugpcl bench --json` writes it: `ugpcl runs --bench bench.json` reads it
-        write_json(out / "bench.json", ours["result"])
-    if not args.no_authors:
-        session.step("theirs", [py, "tools/authors_bench.py", "run", "--code", str(args.authors_code),
-                                "--method", "all", "--device", args.device, "--steps", str(args.steps),
-                                "--json", str(tmp)], theirs_env, 180, tmp)
-        write_comparison(session.record, out / "compare.md")  # again below with ours in fp32
+    ours_and_theirs(session, args, ours_env, theirs_env)
     smoke_data = args.smoke_data or (PACK / "acdc.h5" if args.profile == "paper" else None)
 
     def smoke(name: str, *extra: str) -> list[str]:
@@ -333,6 +332,26 @@ def bench_command(args) -> int:
     session.step("smoke_deterministic", smoke("smoke_deterministic", "--set", "train.deterministic=true", "--repeat"),
                  ours_env, 300, tmp)
     return 0
+
+
+def ours_and_theirs(session: Session, args, ours_env: dict, theirs_env: dict, sets: list[str] = ()) -> dict | None:
+    """The steps `ours` (every method, with the overrides `sets`: $OUT/bench.json, which `ugpcl runs
+    --bench` reads) and, unless --no-authors, `theirs` ($OUT/compare.md): bench's first, and all that
+    `lease` measures. Ours' results."""
+    out, py = session.out, sys.executable
+    tmp = out / "step.json"
+    ours = session.step("ours", [py, "-m", "ugpcl.cli", "bench", "--profile", args.profile, "--device", args.device,
+                                 "--steps", str(args.steps), "--warmup", "3", "--method", "all", "--json", str(tmp),
+                                 *[a for setting in sets for a in ("--set", setting)]],
+                        ours_env, 240, tmp)
+    if ours and ours.get("result"):  # as `ugpcl bench --json` writes it
+        write_json(out / "bench.json", ours["result"])
+    if not args.no_authors:
+        session.step("theirs", [py, "tools/authors_bench.py", "run", "--code", str(args.authors_code),
+                                "--method", "all", "--device", args.device, "--steps", str(args.steps),
+                                "--json", str(tmp)], theirs_env, 180, tmp)
+        write_comparison(session.record, out / "compare.md")  # bench writes it again with ours in fp32
+    return (ours or {}).get("result")
 
 
 def write_comparison(record: dict, path: Path) -> None:
@@ -470,13 +489,11 @@ def schedule(jobs: dict[str, list[str]], parallel: int, deadline: float, logfile
     return result
 
 
-def train_command(args) -> int:
-    """The runs at `--profile`, seed 1337, `--parallel` at a time on the one GPU, within `--budget`."""
+def train_runs(args, runs: list[str], deadline: float, ours_env: dict, extra: dict | None = None) -> dict:
+    """`runs` at `--profile`, seed 1337, `--parallel` at a time until `deadline`; $OUT/train.json says
+    how each ended (with `extra` beside), $OUT/runs.tgz holds their records. How each ended."""
     out = args.out.resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    deadline = time.monotonic() + args.budget
     logfile = out / "session.log"
-    ours_env, _ = environments(logfile)
     results = (args.results or ROOT / "results").resolve()
     sets = ["--set", f"model.weights={Path(args.weights).resolve()}"] if args.weights \
         else ["--set", "model.pretrained=false"]
@@ -488,12 +505,91 @@ def train_command(args) -> int:
                   str(SEED), "--device", args.device, "--no-progress", *sets,
                   # pack's prepared ACDC; a run of another dataset reads its profile's own prepared file
                   *(["--data", str(data)] if data and run.startswith("acdc") else [])]
-            for run in args.runs}
+            for run in runs}
     outcome = schedule(jobs, args.parallel, deadline, logfile, out / "train.json", ours_env,
                        results / args.profile / "logs" / "gpu_session")
+    if extra:
+        write_json(out / "train.json", {**json.loads((out / "train.json").read_text()), **extra})
     if any(r["status"] == "stopped for time" for r in outcome.values()):
         log("the same command on this machine resumes the runs stopped for time", logfile)
     bundle_runs(results / args.profile, out / "runs.tgz")
+    return outcome
+
+
+def train_command(args) -> int:
+    """The runs at `--profile`, seed 1337, `--parallel` at a time on the one GPU, within `--budget`."""
+    args.out.resolve().mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + args.budget
+    ours_env, _ = environments(args.out.resolve() / "session.log")
+    train_runs(args, args.runs, deadline, ours_env)
+    return 0
+
+
+def plan(projected: dict[str, float | None], available: float, overhead: float) -> dict[str, dict]:
+    """Which of the runs (in the order given) to train in `available` seconds: a run is taken while its
+    projected time plus `overhead` (start-up, compilation, the final evaluations) fits in what the runs
+    taken before it leave. Sharing the device is assumed to give no more throughput than training one
+    run after another (it gives about as much or more), so the order and `--parallel` do not change
+    what fits. A run with no projection (its method not benchmarked, or no run of the profile) is left out."""
+    used, chosen = 0.0, {}
+    for run, seconds in projected.items():
+        if seconds is None:
+            chosen[run] = {"chosen": False, "why": "no projection: not a run of the profile, or its method unmeasured"}
+            continue
+        need = seconds + overhead
+        if used + need <= available:
+            used += need
+            chosen[run] = {"chosen": True, "projected_s": round(seconds, 1), "done_by_s": round(used, 1)}
+        else:
+            chosen[run] = {"chosen": False, "projected_s": round(seconds, 1),
+                           "why": f"needs {need:.0f} s with the overhead, {max(available - used, 0):.0f} s left"}
+    return chosen
+
+
+def lease_command(args) -> int:
+    """One short lease's one command: measure (`ours`, `theirs`), then train what the measurement says fits."""
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + args.budget
+    session = Session(out, deadline)
+    ours_env, theirs_env = environments(session.logfile)
+    session.record.update(facts=facts(), weights=find_weights())
+    session.save()
+    if args.weights == "auto":   # ImageNet weights the machine's caches hold (hash-checked when read), else none
+        found = session.record["weights"]
+        args.weights = found[0]["path"] if found else None
+        log(f"encoder: {args.weights or 'from scratch (no ImageNet weights found)'}", session.logfile)
+    elif args.weights == "none":
+        args.weights = None
+    if not ours_and_theirs(session, args, ours_env, theirs_env, args.set):   # measured as they will train
+        log("no step times measured (`ours` failed: session.log): nothing trained", session.logfile)
+        return 1
+    results = (args.results or ROOT / "results").resolve()
+    prepared = results / args.profile / "data" / "acdc.h5"   # where the projection looks for the validation cases
+    if args.profile == "paper" and (PACK / "acdc.h5").exists() and not prepared.exists():
+        prepared.parent.mkdir(parents=True, exist_ok=True)
+        prepared.symlink_to(PACK / "acdc.h5")
+    listed = subprocess.run([sys.executable, "-m", "ugpcl.cli", "runs", "--profile", args.profile, "--format", "json",
+                             "--bench", str(out / "bench.json"), "--set", f"paths.results={results}",
+                             *[a for setting in args.set for a in ("--set", setting)]],
+                            cwd=ROOT, env=ours_env, capture_output=True, text=True, timeout=120)
+    if listed.returncode != 0:
+        log(f"`ugpcl runs --bench` failed: {listed.stderr.strip()[-2000:]}", session.logfile)
+        return 1
+    projected = {r["id"]: r.get("projected_s") for r in json.loads(listed.stdout)}
+    stop_margin = 15  # schedule's: runs still going then are stopped
+    available = (deadline - time.monotonic() - stop_margin) * (1 - args.margin)
+    chosen = plan({run: projected.get(run) for run in args.runs}, available, args.overhead)
+    for run, entry in chosen.items():
+        log(f"plan: {run}: " + (f"train (projected {entry['projected_s']:.0f} s)" if entry["chosen"]
+                                else f"left out ({entry['why']})"), session.logfile)
+    runs = [run for run, entry in chosen.items() if entry["chosen"]]
+    extra = {"plan": chosen, "available_s": round(available, 1), "overhead_s": args.overhead}
+    if not runs:
+        write_json(out / "train.json", {"parallel": args.parallel, "runs": {}, **extra})
+        log("no run fits what the budget leaves: nothing trained", session.logfile)
+        return 0
+    train_runs(args, runs, deadline, ours_env, extra)
     return 0
 
 
@@ -690,6 +786,28 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="more overrides for every run's `ugpcl train` (repeatable)")
     t.set_defaults(func=train_command)
+    le = sub.add_parser("lease", help="on the GPU machine, one command of a short lease: `ours` and `theirs`, "
+                                      "then the runs the measured step times say will finish")
+    le.add_argument("runs", nargs="+", help="run ids (ugpcl runs) in the order to take them, e.g. acdc136_ugpcl")
+    le.add_argument("--out", type=Path, required=True)
+    le.add_argument("--budget", type=float, default=540, help="seconds for everything (a device command has 600)")
+    le.add_argument("--overhead", type=float, default=90,
+                    help="seconds added to each run's projection for start-up, compilation and its final "
+                         "evaluations (the smoke step's command_s - train_time_s measures it)")
+    le.add_argument("--margin", type=float, default=0.1, help="fraction of the time left kept free of planned runs")
+    le.add_argument("--parallel", type=positive, default=1, metavar="K", help="runs training at once")
+    le.add_argument("--profile", default="paper")
+    le.add_argument("--device", default="cuda")
+    le.add_argument("--steps", type=int, default=20, help="timed steps per method")
+    le.add_argument("--no-authors", action="store_true", help="skip the authors' code")
+    le.add_argument("--authors-code", type=Path, default=PACK / "authors" / "UGPCL", help="their checkout (pack's)")
+    le.add_argument("--results", type=Path, default=None, help="results folder (default: the checkout's results/)")
+    le.add_argument("--weights", default="auto",
+                    help="ImageNet ResNet-50 file; auto (default): the first that bench's search finds in the "
+                         "machine's caches, else model.pretrained=false; none: model.pretrained=false")
+    le.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="more overrides for every run's `ugpcl train` (repeatable)")
+    le.set_defaults(func=lease_command)
     r = sub.add_parser("report", help="back here: reports/benchmarks.md's section from a session.json")
     r.add_argument("session", type=Path)
     r.set_defaults(func=report_command)
