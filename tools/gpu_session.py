@@ -156,7 +156,8 @@ def pack_command(args) -> int:
         print(f"error: {total:.1f} MiB would travel, over the {LIMIT_MIB} MiB limit\n"
               "  fix: leave the authors' wheels out (bench --no-authors) or carry less", file=sys.stderr)
         return 2
-    log('carry: [".gpu"]; commands: python3 tools/gpu_session.py bench --out $OUT, then train (see --help)')
+    log('carry: [".gpu"]; one command per lease: python3 tools/gpu_session.py lease --out $OUT RUN... '
+        '(or bench, train: see --help)')
     return 0
 
 
