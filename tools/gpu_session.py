@@ -80,6 +80,14 @@ WEIGHT_PATTERNS = ("~/.cache/torch/hub/checkpoints/resnet50-*.pth", "$TORCH_HOME
                    "$HF_HOME/hub/models--timm--resnet50.tv_in1k/snapshots/*/model.safetensors")
 
 
+STOP_MARGIN = 15  # seconds before the deadline at which `schedule` stops the runs still going
+
+
+def set_options(settings) -> list[str]:
+    """KEY=VALUE overrides as `ugpcl` options: --set KEY=VALUE for each."""
+    return [a for setting in settings for a in ("--set", setting)]
+
+
 def log(message: str, logfile: Path | None = None) -> None:
     line = f"[{datetime.now(timezone.utc).strftime('%H:%M:%S')}] {message}"
     print(line, flush=True)
@@ -343,7 +351,7 @@ def ours_and_theirs(session: Session, args, ours_env: dict, theirs_env: dict, se
     tmp = out / "step.json"
     ours = session.step("ours", [py, "-m", "ugpcl.cli", "bench", "--profile", args.profile, "--device", args.device,
                                  "--steps", str(args.steps), "--warmup", "3", "--method", "all", "--json", str(tmp),
-                                 *[a for setting in sets for a in ("--set", setting)]],
+                                 *set_options(sets)],
                         ours_env, 240, tmp)
     if ours and ours.get("result"):  # as `ugpcl bench --json` writes it
         write_json(out / "bench.json", ours["result"])
@@ -383,7 +391,7 @@ def smoke_command(args) -> int:
     argv = [sys.executable, "-m", "ugpcl.cli", "train", "--profile", args.profile, "--run", args.run, "--seed",
             str(SEED), "--device", args.device, "--no-progress",
             *[a for k, v in sets.items() for a in ("--set", f"{k}={v}")],
-            *[a for setting in args.set for a in ("--set", setting)],
+            *set_options(args.set),
             *(["--data", str(args.data)] if args.data else [])]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
@@ -436,7 +444,8 @@ def agreement(a: Path, b: Path) -> dict:
 
 
 def schedule(jobs: dict[str, list[str]], parallel: int, deadline: float, logfile: Path, record: Path,
-             env: dict, logs: Path, start_margin: float = 30, stop_margin: float = 15, grace: float = 45) -> dict:
+             env: dict, logs: Path, start_margin: float = 30, stop_margin: float = STOP_MARGIN,
+             grace: float = 45) -> dict:
     """Run `jobs` (name -> argv) in order, at most `parallel` at a time, until `deadline` (monotonic).
 
     A job is started only while `start_margin` seconds are left; at `stop_margin` every job still
@@ -491,14 +500,14 @@ def schedule(jobs: dict[str, list[str]], parallel: int, deadline: float, logfile
 
 
 def train_runs(args, runs: list[str], deadline: float, ours_env: dict, extra: dict | None = None) -> dict:
-    """`runs` at `--profile`, seed 1337, `--parallel` at a time until `deadline`; $OUT/train.json says
-    how each ended (with `extra` beside), $OUT/runs.tgz holds their records. How each ended."""
+    """Train `runs` at `--profile`, seed 1337, `--parallel` at a time until `deadline`, and return how
+    each ended; $OUT/train.json says so too (with `extra` beside), $OUT/runs.tgz holds their records."""
     out = args.out.resolve()
     logfile = out / "session.log"
     results = (args.results or ROOT / "results").resolve()
     sets = ["--set", f"model.weights={Path(args.weights).resolve()}"] if args.weights \
         else ["--set", "model.pretrained=false"]
-    sets += [a for setting in args.set for a in ("--set", setting)]
+    sets += set_options(args.set)
     if args.results:
         sets += ["--set", f"paths.results={results}"]
     data = PACK / "acdc.h5" if args.profile == "paper" and (PACK / "acdc.h5").exists() else None
@@ -572,14 +581,13 @@ def lease_command(args) -> int:
         prepared.symlink_to(PACK / "acdc.h5")
     listed = subprocess.run([sys.executable, "-m", "ugpcl.cli", "runs", "--profile", args.profile, "--format", "json",
                              "--bench", str(out / "bench.json"), "--set", f"paths.results={results}",
-                             *[a for setting in args.set for a in ("--set", setting)]],
+                             *set_options(args.set)],
                             cwd=ROOT, env=ours_env, capture_output=True, text=True, timeout=120)
     if listed.returncode != 0:
         log(f"`ugpcl runs --bench` failed: {listed.stderr.strip()[-2000:]}", session.logfile)
         return 1
     projected = {r["id"]: r.get("projected_s") for r in json.loads(listed.stdout)}
-    stop_margin = 15  # schedule's: runs still going then are stopped
-    available = (deadline - time.monotonic() - stop_margin) * (1 - args.margin)
+    available = (deadline - time.monotonic() - STOP_MARGIN) * (1 - args.margin)
     chosen = plan({run: projected.get(run) for run in args.runs}, available, args.overhead)
     for run, entry in chosen.items():
         log(f"plan: {run}: " + (f"train (projected {entry['projected_s']:.0f} s)" if entry["chosen"]
