@@ -1,6 +1,7 @@
 """reports/gpu_acdc.md from what GPU leases bring back: the records of paper-scale runs, and their tables.
 
-    python tools/gpu_study.py collect OUT [OUT ...]     # each OUT: a `gpu_session.py train` runs.tgz, or its folder
+    python tools/gpu_study.py collect OUT [OUT ...]     # each OUT: a runs.tgz of `gpu_session.py lease` or
+                                                        # `train`, or the folder holding it
     python tools/gpu_study.py markdown [--profile paper] # the tables of reports/gpu_acdc.md, to stdout
 
 A short lease trains a few runs and brings back `runs.tgz` (records and logs, no checkpoints:
@@ -38,6 +39,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from ugpcl.config import eval_dir, load_config  # noqa: E402
 from ugpcl.errors import UserError  # noqa: E402
 from ugpcl.fileio import atomic_dir  # noqa: E402
+from ugpcl.projection import format_duration  # noqa: E402
 from ugpcl.report import stamp  # noqa: E402
 from ugpcl.report.tables import HD95_KEYS, build_tables, collect_results, fmt_diff, fmt_value, kind  # noqa: E402
 from ugpcl.study import distinct_runs  # noqa: E402
@@ -150,13 +152,6 @@ def fmt(x, digits: int = 2) -> str:
     return "" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
 
 
-def _clock(seconds) -> str:
-    if seconds is None:
-        return ""
-    s = int(round(float(seconds)))
-    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
-
-
 def encoder_start(run_dir: Path) -> str:
     """How the run's ResNet-50 started, from the config.yaml it trained with."""
     model = (yaml.safe_load((run_dir / "config.yaml").read_text()) or {}).get("model", {})
@@ -196,7 +191,7 @@ def run_rows(cfg: dict, results: dict[str, dict[int, dict]]) -> list[str]:
     for (run_id, seed), run_dir in run_dirs(cfg, results).items():
         info = results[run_id][seed]["run"]
         commit = str(info.get("git_commit", ""))[:10] + (" +modified" if info.get("code_modified") else "")
-        facts = [_clock(info.get("wall_time_s")), f"{info.get('device', '')} ({info.get('device_name', '')})",
+        facts = [format_duration(info.get("wall_time_s")), f"{info.get('device', '')} ({info.get('device_name', '')})",
                  str(info.get("torch", "")), commit, encoder_start(run_dir)]
         first = [run_id, str(seed)]
         for checkpoint in ("best", "last"):
