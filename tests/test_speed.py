@@ -388,6 +388,7 @@ def test_runs_sharing_the_device_project_the_study_divided_among_them(tmp_path, 
     assert entry["processes"] == 2 == len(entry["median_step_s_each"]) and entry["images_per_s_total"] > 0
     assert entry["median_step_s"] == pytest.approx(sum(entry["median_step_s_each"]) / 2, abs=1e-4)
     assert entry["eval_s_per_image"] > 0 and runs_at_once(read_bench(shared), shared) == 2
+    assert entry["timed_together_s"] > 0   # both timed at once: the barrier waited for the slower start-up
 
     def total(bench: list[dict], status: int = 0) -> str:
         path = tmp_path / "bench.json"
@@ -403,3 +404,30 @@ def test_runs_sharing_the_device_project_the_study_divided_among_them(tmp_path, 
     two = [{**r, "processes": 2} for r in alone]
     assert total(two).startswith("projected: 5:40:00 2 runs at a time, each as long as measured with 2 sharing")
     assert "results of different numbers of processes sharing the device ([1, 2])" in total([two[0], alone[1]], 2)
+
+
+def test_the_benchmark_barrier_holds_each_process_until_all_have_reached_the_same_point(tmp_path):
+    """`bench --processes K`: the K processes start up in different times; the barrier makes each wait
+    for the last before its timed steps, and names where they waited when one never comes."""
+    import threading
+    import time
+
+    from ugpcl.engine.bench import file_barrier
+
+    passed = {}
+
+    def party(me: int, delay: float) -> None:
+        time.sleep(delay)
+        file_barrier(tmp_path, 3, me)("ugpcl-steps")
+        passed[me] = time.monotonic()
+
+    start = time.monotonic()
+    threads = [threading.Thread(target=party, args=(i, d)) for i, d in enumerate((0.0, 0.05, 0.6))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert min(passed.values()) - start >= 0.6   # nobody went on before the last arrived
+    assert max(passed.values()) - min(passed.values()) < 0.3
+    with pytest.raises(TimeoutError, match="did not reach 'ugpcl-eval' in 0 s"):
+        file_barrier(tmp_path, 2, 0, timeout=0.2)("ugpcl-eval")

@@ -49,6 +49,8 @@ def register(sub) -> None:
                         "(how many training jobs should share one GPU: Snakemake's --resources gpu=K)")
     b.add_argument("--sync-debug", choices=["warn", "error"], default=None,
                    help="CUDA: report (warn) or refuse (error) every host-device synchronisation inside a step")
+    # a process of `--processes K`: the folder of their barrier, K, and this process's number
+    b.add_argument("--barrier", nargs=3, default=None, metavar=("DIR", "K", "I"), help=argparse.SUPPRESS)
     b.set_defaults(func=bench_command)
 
 
@@ -105,7 +107,7 @@ def train_command(args) -> int:
     run_dir = Path(args.out or (run.run_dir(base, seed) if args.run else adhoc_dir(base, run, seed)))
     record = run_dir / "run.json"
     if record.exists() and not args.force:
-        status = read_json(record, fix=f"restore the file, or delete it and retrain with --force").get("status")
+        status = read_json(record, fix="restore the file, or delete it and retrain with --force").get("status")
         if status == "finished":
             refuse_other_settings(run_dir, cfg, run, seed)
             print(f"{run_dir} already holds a finished run; --force retrains it")
@@ -142,10 +144,14 @@ def concurrent_bench(args) -> int:
         procs, files = [], []
         for i in range(args.processes):
             files.append(Path(tmp) / f"{i}.json")
-            cmd = [sys.executable, "-m", "ugpcl.cli", *_without(argv, "--processes", "--json"), "--json", str(files[-1])]
+            # each process waits for the others before its timed steps (engine.bench.file_barrier)
+            cmd = [sys.executable, "-m", "ugpcl.cli", *_without(argv, "--processes", "--json"),
+                   "--json", str(files[-1]), "--barrier", tmp, str(args.processes), str(i)]
             procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL))
-        if any(p.wait() != 0 for p in procs):
-            raise UserError("a benchmark process failed", fix="run the same command without --processes to see why")
+        failed = _wait_all(procs)
+        if failed:
+            raise UserError(f"a benchmark process failed (exit status {failed})",
+                            fix="run the same command without --processes to see why")
         results = [json.loads(f.read_text()) for f in files]
     per_method: dict[str, list[dict]] = {}
     for result in (r for rs in results for r in (rs if isinstance(rs, list) else [rs])):
@@ -156,12 +162,34 @@ def concurrent_bench(args) -> int:
                 "images_per_s_total": round(sum(r["images_per_s"] for r in rs), 2),
                 "median_step_s": round(sum(r["median_step_s"] for r in rs) / len(rs), 4),
                 "median_step_s_each": [r["median_step_s"] for r in rs],
-                "eval_s_per_image": round(sum(r["eval_s_per_image"] for r in rs) / len(rs), 6)}
+                "eval_s_per_image": round(sum(r["eval_s_per_image"] for r in rs) / len(rs), 6),
+                # seconds during which all K were timed at once (the barrier makes it most of each window)
+                "timed_together_s": round(min(r["timed_window"][1] for r in rs)
+                                          - max(r["timed_window"][0] for r in rs), 3)}
                for method, rs in per_method.items()]
     print(json.dumps(summary, indent=2))
     if args.json:
         write_json(args.json, summary)
     return 0
+
+
+def _wait_all(procs, poll: float = 0.1) -> int:
+    """Wait for every process; once one fails, stop the others (they would wait at the barrier
+    for it). The first failure's exit status, 0 when all succeeded."""
+    import time
+
+    while True:
+        codes = [p.poll() for p in procs]
+        failed = next((c for c in codes if c not in (None, 0)), 0)
+        if failed:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+                p.wait()
+            return failed
+        if all(c == 0 for c in codes):
+            return 0
+        time.sleep(poll)
 
 
 def _without(argv: list[str], *options: str) -> list[str]:
@@ -180,15 +208,17 @@ def bench_command(args) -> int:
     if args.processes > 1:
         return concurrent_bench(args)
     from ..device import pick_device
-    from ..engine.bench import benchmark
+    from ..engine.bench import benchmark, file_barrier
     from ..fileio import write_json
     from ..methods import names
 
     cfg, device = config_from_args(args), pick_device(args.device)
+    barrier = file_barrier(Path(args.barrier[0]), int(args.barrier[1]), int(args.barrier[2])) if args.barrier else None
     chosen = names() if args.method == "all" else [args.method]
     results = []
     for name in chosen:
-        results.append(benchmark(cfg, name, device, args.steps, args.warmup, sync_debug=args.sync_debug))
+        results.append(benchmark(cfg, name, device, args.steps, args.warmup, sync_debug=args.sync_debug,
+                                 barrier=barrier))
         print(json.dumps(results[-1], indent=2), flush=True)
     if args.json:
         write_json(args.json, results if args.method == "all" else results[0])

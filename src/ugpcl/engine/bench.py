@@ -6,7 +6,9 @@ import dataclasses
 import resource
 import statistics
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -21,11 +23,15 @@ from .step import make_optimizer, train_step
 
 
 def benchmark(cfg: dict, method_name: str, device: torch.device, steps: int = 10, warmup: int = 2,
-              num_classes: int = 4, in_channels: int = 1, sync_debug: str | None = None) -> dict:
+              num_classes: int = 4, in_channels: int = 1, sync_debug: str | None = None,
+              barrier: Callable[[str], None] | None = None) -> dict:
     """Time `steps` iterations after `warmup`, from the method's steady state (every loss term on).
 
     `sync_debug` ("warn" or "error", CUDA only): torch.cuda.set_sync_debug_mode around each step,
-    so every host-device synchronisation inside it is reported (or raises)."""
+    so every host-device synchronisation inside it is reported (or raises).
+    `barrier` (`ugpcl bench --processes K`): called with a name before the timed steps and before
+    the evaluation pass, it returns once every process sharing the device has reached that point,
+    so the K processes are timed while all K run (their start-ups differ by seconds)."""
     cfg = {**cfg, "model": {**cfg["model"], "pretrained": False}}
     tr, size = cfg["train"], cfg["data"]["image_size"]
     torch.manual_seed(0)
@@ -44,6 +50,10 @@ def benchmark(cfg: dict, method_name: str, device: torch.device, steps: int = 10
     t0 = method.steady_state_iteration()
     with determinism.mode(tr["deterministic"]):
         for step in range(warmup + steps):
+            if step == warmup:
+                if barrier is not None:
+                    barrier(f"{method_name}-steps")
+                window_start = time.time()
             start = time.perf_counter()
             x, y = augment_batch(images, labels, augment)
             if sync_debug and device.type == "cuda":
@@ -58,7 +68,10 @@ def benchmark(cfg: dict, method_name: str, device: torch.device, steps: int = 10
                 torch.cuda.synchronize(device)
             if step >= warmup:
                 times.append(time.perf_counter() - start)
+    window = [round(window_start, 3), round(time.time(), 3)]
     median = statistics.median(times)
+    if barrier is not None:
+        barrier(f"{method_name}-eval")
     eval_s = _eval_seconds_per_image(method.eval_network(), tr["val_batch"], in_channels, size, device, amp)
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated(device) / 2**20
@@ -75,7 +88,24 @@ def benchmark(cfg: dict, method_name: str, device: torch.device, steps: int = 10
         "eval_s_per_image": round(eval_s, 6),
         "date": datetime.now(timezone.utc).date().isoformat(), "torch": torch.__version__,
         "step_s_p10_p90": [round(float(np.percentile(times, 10)), 4), round(float(np.percentile(times, 90)), 4)],
+        "timed_window": window,  # wall-clock seconds (epoch) of the timed steps: K processes' windows overlap
     }
+
+
+def file_barrier(folder: Path, parties: int, me: int, timeout: float = 300) -> Callable[[str], None]:
+    """A barrier of `parties` processes (numbered from 0; this one `me`) through empty files in `folder`:
+    `wait(name)` marks this process as at `name` and returns once all `parties` are."""
+    folder = Path(folder)
+
+    def wait(name: str) -> None:
+        (folder / f"{name}.{me}").touch()
+        deadline = time.monotonic() + timeout
+        while not all((folder / f"{name}.{i}").exists() for i in range(parties)):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{folder}: the other benchmark processes did not reach {name!r} in {timeout:.0f} s")
+            time.sleep(0.005)
+
+    return wait
 
 
 @torch.no_grad()
