@@ -286,10 +286,23 @@ def test_a_lease_measures_then_trains_what_fits_two_at_a_time_and_brings_back_th
     assert {r["method"] for r in json.loads((out / "bench.json").read_text())} >= {"supervised", "mt", "em"}
     record = json.loads((out / "train.json").read_text())
     assert record["parallel"] == 2 and list(record["runs"]) == runs
+    # two at a time, as asked: first measured (the heaviest method of the runs, two processes at once)
+    shared = session["steps"]["processes_2"]
+    assert shared["status"] == "ok" and shared["result"][0]["method"] == record["sharing"]["method"] in ("mt", "em")
+    slowdown = record["sharing"]["slowdown"]["2"]
+    assert list(record["sharing"]["slowdown"]) == ["2"] and slowdown > 0
+    table = gpu_session.report(session).split(f"### {record['sharing']['method']} runs sharing the GPU")[1].splitlines()
+    assert table[4].startswith("| 1 | ") and table[5].startswith("| 2 | ")   # back here: benchmarks.md, K at once
     assert all(r["status"] == "finished" for r in record["runs"].values()), record
     assert record["runs"]["acdc68_em"]["start_s"] > 0 == record["runs"]["acdc68_mt"]["start_s"]
     plan = record["plan"]   # each run's projection from the measured steps (6 iterations, 3 validations)
     assert all(plan[r]["chosen"] and 0 < plan[r]["projected_s"] < 60 for r in runs), plan
+    # the projections as measured with two sharing the device: ours' step time, times the slowdown
+    first = plan["acdc68_supervised"]
+    assert first["done_by_s"] == pytest.approx(first["projected_s"] + 5, abs=0.2)
+    assert plan["acdc68_em"]["done_by_s"] == pytest.approx(min(plan["acdc68_supervised"]["done_by_s"],
+                                                               plan["acdc68_mt"]["done_by_s"])
+                                                           + plan["acdc68_em"]["projected_s"] + 5, abs=0.3)
     assert plan["isic91_nosuchmethod"] == {"chosen": False, "why": gpu_session.plan({"x": None}, 1, 0)["x"]["why"]}
     with tarfile.open(out / "runs.tgz") as tar:
         names = set(tar.getnames())
@@ -314,6 +327,29 @@ def test_the_plan_takes_runs_in_order_while_their_projections_fit():
     assert chosen["e"]["chosen"] and chosen["e"]["done_by_s"] == 270
     assert not chosen["c"]["chosen"] and "no projection" in chosen["c"]["why"]
     assert not any(e["chosen"] for e in gpu_session.plan({"a": 10.0}, available=29, overhead=20).values())
+
+
+def test_runs_sharing_the_device_go_to_the_slot_that_frees_first_and_take_longer():
+    # two slots, each run 1.5 times as long as alone, 20 s overhead: a 170, b 320 (slot 2), c 95 after a
+    chosen = gpu_session.plan({"a": 100.0, "b": 200.0, "c": 50.0, "d": 120.0}, available=330, overhead=20, slots=2,
+                              slowdown=1.5)
+    assert [chosen[r]["done_by_s"] for r in "abc"] == [170, 320, 265] and chosen["a"]["projected_s"] == 150
+    assert chosen["d"] == {"chosen": False, "projected_s": 180, "why": "needs 200 s with the overhead, 65 s left"}
+
+
+def test_a_lease_takes_as_many_runs_at_once_as_finish_the_most_runs_then_the_soonest():
+    projected = {"a": 100.0, "b": 100.0, "c": 100.0, "d": 100.0}
+    # in 250 s one at a time finishes 2 runs (by 200 s); two at a time with no gain (x2) also 2 by 200 s,
+    # four at a time (x3.9) none: the tie goes to the fewer at once
+    k, chosen = gpu_session.choose_parallel(projected, 250, 0, {1: 1.0, 2: 2.0, 4: 3.9})
+    assert k == 1 and sum(e["chosen"] for e in chosen.values()) == 2
+    # two at a time (x1.2) and four (x2.4) both finish all 4 by 240 s: the fewer at once
+    k, chosen = gpu_session.choose_parallel(projected, 250, 0, {1: 1.0, 2: 1.2, 4: 2.4})
+    assert k == 2 and all(e["chosen"] for e in chosen.values())
+    # two at a time (x1.3) finishes 2 (the second pair would end at 260 s), four (x2.2) all 4
+    k, _ = gpu_session.choose_parallel(projected, 250, 0, {1: 1.0, 2: 1.3, 4: 2.2})
+    assert k == 4
+    assert gpu_session.choose_parallel({"a": None}, 250, 0, {1: 1.0, 4: 2.0})[0] == 1
 
 
 def test_train_leaves_the_runs_a_lease_finished_as_they_are_and_bundles_them_again(lease, tmp_path):

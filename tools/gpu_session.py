@@ -30,8 +30,11 @@ On the GPU machine, from the repository root, carrying `.gpu`:
         all that a lease of one command holds (15 minutes of device time, its start included): bench's
         `ours` and `theirs`, then, from ours' step times (`ugpcl runs --bench`), trains those of the
         runs, in the order given, whose projected time plus --overhead fits in what the budget leaves
-        (less --margin), with the ImageNet weights bench's search finds (else from scratch); the plan
-        is in $OUT/train.json and session.log, the runs' records in $OUT/runs.tgz as `train` makes them.
+        (less --margin), with the ImageNet weights bench's search finds (else from scratch). --parallel
+        auto: when they do not all fit one after another, bench's processes_2 and processes_4 steps on
+        the heaviest method say how much longer a step takes while K share the GPU, and the K whose
+        plan finishes the most runs is taken (`choose_parallel`). The plan is in $OUT/train.json and
+        session.log, the runs' records in $OUT/runs.tgz as `train` makes them.
     python3 tools/gpu_session.py smoke --work DIR --json FILE [--data FILE] [--iterations N] [--repeat]
         (bench's `smoke` step) trains one run for N iterations three ways: straight through (a);
         stopped at N/2 at a resume point and resumed by the same command (b); and, when b's
@@ -535,25 +538,55 @@ def train_command(args) -> int:
     return 0
 
 
-def plan(projected: dict[str, float | None], available: float, overhead: float) -> dict[str, dict]:
-    """Which of the runs (in the order given) to train in `available` seconds: a run is taken while its
-    projected time plus `overhead` (start-up, compilation, the final evaluations) fits in what the runs
-    taken before it leave. Sharing the device is assumed to give no more throughput than training one
-    run after another (it gives about as much or more), so the order and `--parallel` do not change
-    what fits. A run with no projection (its method not benchmarked, or no run of the profile) is left out."""
-    used, chosen = 0.0, {}
+def plan(projected: dict[str, float | None], available: float, overhead: float, slots: int = 1,
+         slowdown: float = 1.0) -> dict[str, dict]:
+    """Which of the runs (in the order given) to train in `available` seconds, `slots` at a time: each
+    run goes to the slot that frees first (as `schedule` starts them), and is taken while its projected
+    time, times `slowdown` (how much longer a run's step takes while `slots` runs share the device),
+    plus `overhead` (start-up, compilation, the final evaluations) ends within `available`; a run
+    that does not fit is left out and the next one tried. A run with no projection (its method not
+    benchmarked, or no run of the profile) is left out."""
+    free, chosen = [0.0] * slots, {}
     for run, seconds in projected.items():
         if seconds is None:
             chosen[run] = {"chosen": False, "why": "no projection: not a run of the profile, or its method unmeasured"}
             continue
-        need = seconds + overhead
-        if used + need <= available:
-            used += need
-            chosen[run] = {"chosen": True, "projected_s": round(seconds, 1), "done_by_s": round(used, 1)}
+        slot = min(range(slots), key=free.__getitem__)
+        need = seconds * slowdown + overhead
+        if free[slot] + need <= available:
+            free[slot] += need
+            chosen[run] = {"chosen": True, "projected_s": round(seconds * slowdown, 1),
+                           "done_by_s": round(free[slot], 1)}
         else:
-            chosen[run] = {"chosen": False, "projected_s": round(seconds, 1),
-                           "why": f"needs {need:.0f} s with the overhead, {max(available - used, 0):.0f} s left"}
+            chosen[run] = {"chosen": False, "projected_s": round(seconds * slowdown, 1),
+                           "why": f"needs {need:.0f} s with the overhead, {max(available - free[slot], 0):.0f} s left"}
     return chosen
+
+
+def choose_parallel(projected: dict[str, float | None], available: float, overhead: float,
+                    slowdowns: dict[int, float]) -> tuple[int, dict[str, dict]]:
+    """Of the numbers of runs at once measured (K -> each run's slowdown while K share the device;
+    1 -> 1.0), the K whose plan finishes the most runs, then the earliest, then the smaller K: and its plan."""
+    best = None
+    for k, slowdown in sorted(slowdowns.items()):
+        chosen = plan(projected, available, overhead, k, slowdown)
+        done = [e["done_by_s"] for e in chosen.values() if e["chosen"]]
+        key = (-len(done), max(done, default=0.0), k)
+        if best is None or key < best[0]:
+            best = (key, k, chosen)
+    return best[1], best[2]
+
+
+def measure_sharing(session: Session, args, ours_env: dict, method: str, k: int, alone: float) -> float | None:
+    """Step `processes_K`: `ugpcl bench --processes K` of `method`, as bench's steps of that name; how much
+    longer its step takes while K run at once than alone (`alone`: ours' median step), or None if it failed."""
+    tmp = session.out / "step.json"
+    entry = session.step(f"processes_{k}", [sys.executable, "-m", "ugpcl.cli", "bench", "--profile", args.profile,
+                                            "--device", args.device, "--steps", str(args.steps), "--warmup", "3",
+                                            "--method", method, "--processes", str(k), "--json", str(tmp),
+                                            *set_options(args.set)], ours_env, 150, tmp)
+    shared = _rows((entry or {}).get("result")).get(method)
+    return shared["median_step_s"] / alone if shared and alone > 0 else None
 
 
 def lease_command(args) -> int:
@@ -571,7 +604,8 @@ def lease_command(args) -> int:
         log(f"encoder: {args.weights or 'from scratch (no ImageNet weights found)'}", session.logfile)
     elif args.weights == "none":
         args.weights = None
-    if not ours_and_theirs(session, args, ours_env, theirs_env, args.set):   # measured as they will train
+    ours = _rows(ours_and_theirs(session, args, ours_env, theirs_env, args.set))   # measured as they will train
+    if not ours:
         log("no step times measured (`ours` failed: session.log): nothing trained", session.logfile)
         return 1
     results = (args.results or ROOT / "results").resolve()
@@ -586,14 +620,43 @@ def lease_command(args) -> int:
     if listed.returncode != 0:
         log(f"`ugpcl runs --bench` failed: {listed.stderr.strip()[-2000:]}", session.logfile)
         return 1
-    projected = {r["id"]: r.get("projected_s") for r in json.loads(listed.stdout)}
-    available = (deadline - time.monotonic() - STOP_MARGIN) * (1 - args.margin)
-    chosen = plan({run: projected.get(run) for run in args.runs}, available, args.overhead)
+    listed = {r["id"]: r for r in json.loads(listed.stdout)}
+    projected = {run: listed.get(run, {}).get("projected_s") for run in args.runs}
+
+    def left() -> float:
+        return (deadline - time.monotonic() - STOP_MARGIN) * (1 - args.margin)
+
+    # runs at once: K sharing the device, each run's step `slowdown` times as long as alone, measured on
+    # the heaviest method asked for. auto: 1 when every run fits one after another, else the K of 1, 2, 4
+    # whose plan finishes the most runs. A given K whose measurement fails counts as no gain (slowdown K).
+    steps = {m: r["median_step_s"] for m, r in ours.items() if r.get("median_step_s")}
+    wanted = [m for m in sorted({listed[r]["method"] for r in args.runs if r in listed}) if m in steps] or list(steps)
+    heaviest = max(wanted, key=steps.__getitem__)
+    if args.parallel == "auto":
+        one = plan(projected, left(), args.overhead)
+        candidates = [] if all(e["chosen"] for e in one.values() if "projected_s" in e) else [2, 4]
+        slowdowns = {1: 1.0}
+    else:
+        candidates, slowdowns = ([int(args.parallel)], {}) if int(args.parallel) > 1 else ([], {1: 1.0})
+    for k in candidates:
+        measured = measure_sharing(session, args, ours_env, heaviest, k, steps[heaviest])
+        log(f"sharing: {k} runs of {heaviest} at once, each step " +
+            (f"{measured:.2f} times as long as alone" if measured else "not measured"), session.logfile)
+        if measured:
+            slowdowns[k] = measured
+        elif args.parallel != "auto":
+            slowdowns[k] = float(k)
+    available = left()
+    k, chosen = choose_parallel(projected, available, args.overhead, slowdowns)
+    args.parallel = max(min(k, sum(e["chosen"] for e in chosen.values())), 1)   # no more slots than runs
+    log(f"plan: {args.parallel} at a time (" + ", ".join(f"{k}: x{v:.2f}" for k, v in sorted(slowdowns.items()))
+        + f" step time while sharing; {available:.0f} s available)", session.logfile)
     for run, entry in chosen.items():
         log(f"plan: {run}: " + (f"train (projected {entry['projected_s']:.0f} s)" if entry["chosen"]
                                 else f"left out ({entry['why']})"), session.logfile)
     runs = [run for run, entry in chosen.items() if entry["chosen"]]
-    extra = {"plan": chosen, "available_s": round(available, 1), "overhead_s": args.overhead}
+    extra = {"plan": chosen, "available_s": round(available, 1), "overhead_s": args.overhead,
+             "sharing": {"method": heaviest, "slowdown": {str(k): round(v, 3) for k, v in sorted(slowdowns.items())}}}
     if not runs:
         write_json(out / "train.json", {"parallel": args.parallel, "runs": {}, **extra})
         log("no run fits what the budget leaves: nothing trained", session.logfile)
@@ -659,12 +722,15 @@ def report(record: dict, iterations: int = 6000) -> str:
             if steps.get(key, {}).get("result"):
                 lines += ["", f"### Against taovv/UGPCL (commit {next(iter(theirs.values())).get('commit', '?')[:7]}), "
                           f"ours {title}", "", comparison(steps, key).rstrip()]
-    k_rows = [(1, ours.get("ugpcl"))]  # a row of `bench --processes K`: each run's step while K share the GPU
-    k_rows += [(int(name.split("_")[1]), _rows(e.get("result")).get("ugpcl"))
-               for name, e in steps.items() if name.startswith("processes_")]
+    # rows of `bench --processes K`: each run's step while K share the GPU (bench's steps time UGPCL,
+    # lease's the heaviest method of its runs)
+    sharing = {int(name.split("_")[1]): e for name, e in steps.items() if name.startswith("processes_")}
+    shared = next((m for e in sharing.values() for m in _rows(e.get("result"))), "ugpcl")
+    k_rows = [(1, ours.get(shared))] + [(k, _rows(e.get("result")).get(shared)) for k, e in sharing.items()]
     if len(k_rows) > 1:
-        lines += ["", "### UGPCL runs sharing the GPU", "",
-                  f"| runs at once | total images/s | each run's median step (s) | each run's {iterations} iterations |",
+        lines += ["", f"### {'UGPCL' if shared == 'ugpcl' else shared} runs sharing the GPU", "",
+                  "| runs at once | total images/s | each run's median step (s) "
+                  f"| each run's {iterations} iterations |",
                   "|---|---|---|---|"]
         for k, r in k_rows:
             if r is None:
@@ -740,6 +806,10 @@ def positive(text: str) -> int:
     return value
 
 
+def positive_or_auto(text: str) -> int | str:
+    return text if text == "auto" else positive(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -804,7 +874,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="seconds added to each run's projection for start-up, compilation and its final "
                          "evaluations (the smoke step's command_s - train_time_s measures it)")
     le.add_argument("--margin", type=float, default=0.1, help="fraction of the time left kept free of planned runs")
-    le.add_argument("--parallel", type=positive, default=1, metavar="K", help="runs training at once")
+    le.add_argument("--parallel", type=positive_or_auto, default="auto", metavar="K",
+                    help="runs training at once; auto (default): 1 if every run fits one after another, else "
+                         "the K of 1, 2, 4 whose plan finishes the most runs, from each K's step time measured "
+                         "while K share the device (steps processes_K)")
     le.add_argument("--profile", default="paper")
     le.add_argument("--device", default="cuda")
     le.add_argument("--steps", type=int, default=20, help="timed steps per method")
