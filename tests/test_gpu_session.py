@@ -391,9 +391,20 @@ def test_back_here_the_runs_are_filed_as_results_and_tabled_against_the_paper(le
     again = gpu_study_cli("collect", str(out / "runs.tgz"), "--records", str(records))
     assert again.returncode == 0 and again.stdout.count("already recorded") == 3, again.stdout + again.stderr
 
+    # against the profile alone, the lease's runs (6 iterations) are not the profile's: left out, named
     page = gpu_study_cli("markdown", "--profile", "demo", "--records", str(records))
     assert page.returncode == 0, page.stderr
+    assert "| 68 | mt | 0 | missing |" in page.stdout and "### Table 2" not in page.stdout
+    assert "**Left out of the tables above:** 3 run-seeds trained with settings other than the demo profile's," \
+        in page.stdout
+    mt = next(line for line in page.stdout.splitlines() if line.startswith("| acdc68_mt | 1337 | best |"))
+    assert mt.endswith("| random (no ImageNet) | train.iterations=6, train.val_every=3 |"), mt   # as trained
+    # with the settings the lease trained them with (its --set), they are the table's
+    page = gpu_study_cli("markdown", "--profile", "demo", "--records", str(records), "--set", "train.iterations=6",
+                         "--set", "train.val_every=3")
+    assert page.returncode == 0, page.stderr
     text = page.stdout
+    assert "Left out of the tables" not in text
     assert text.startswith("3 finished run-seeds trained ") and "written " in text.splitlines()[0]
     assert "**Caveat:** every run here started its ResNet-50 encoder from random weights" in text
     best = json.loads((trained / "acdc68_mt" / "seed1337" / "eval" / "summary.json").read_text())

@@ -2,7 +2,8 @@
 
     python tools/gpu_study.py collect OUT [OUT ...]     # each OUT: a runs.tgz of `gpu_session.py lease` or
                                                         # `train`, or the folder holding it
-    python tools/gpu_study.py markdown [--profile paper] # the tables of reports/gpu_acdc.md, to stdout
+    python tools/gpu_study.py markdown [--profile paper] [--set KEY=VALUE ...]
+                                                        # the tables of reports/gpu_acdc.md, to stdout
 
 A short lease trains a few runs and brings back `runs.tgz` (records and logs, no checkpoints:
 tools/gpu_session.py). `collect` files each finished run-seed of one or several such bundles under
@@ -19,6 +20,9 @@ ACDC rows against the paper (every cell, "missing" where no run is recorded yet)
 where any of their runs is, and every run: Dice, Jaccard, HD95 and ASD of the best and the last
 checkpoint, the best iteration, wall time, device, torch, commit and how the encoder started (the
 paper's was initialised from ImageNet). The numbers are the report's own (ugpcl.report.tables).
+Only runs trained with the profile's settings (plus `--set`; `study.settings_changes`, the
+workflows' rerun trigger) go into the tables against the paper, whatever started their encoder: a
+run a lease made with other settings (fewer iterations, say) is listed with the keys that differ.
 """
 
 from __future__ import annotations
@@ -42,12 +46,14 @@ from ugpcl.fileio import atomic_dir  # noqa: E402
 from ugpcl.projection import format_duration  # noqa: E402
 from ugpcl.report import stamp  # noqa: E402
 from ugpcl.report.tables import HD95_KEYS, build_tables, collect_results, fmt_diff, fmt_value, kind  # noqa: E402
-from ugpcl.study import distinct_runs  # noqa: E402
+from ugpcl.study import distinct_runs, settings_changes  # noqa: E402
 
 RECORDS = ROOT / "reports" / "gpu_acdc"
 # what a run's folder keeps (as written by `ugpcl train`); checkpoints never come back from a lease
 RECORD_FILES = ("run.json", "config.yaml", "log.jsonl", "val.jsonl", "eval/summary.json", "eval/per_case.csv",
                 "eval-last/summary.json", "eval-last/per_case.csv")
+# how the encoder started: its own column and caveat, not a reason to leave a run out of the tables
+ENCODER_KEYS = ("model.pretrained", "model.weights")
 MEMBER = re.compile(r"runs/([A-Za-z0-9][A-Za-z0-9_.-]*)/seed(\d+)/(.+)")
 
 
@@ -182,17 +188,31 @@ def run_dirs(cfg: dict, results: dict[str, dict[int, dict]]) -> dict[tuple[str, 
     return {(run_id, seed): by_id[run_id].run_dir(cfg, seed) for run_id, seeds in results.items() for seed in seeds}
 
 
-def run_rows(cfg: dict, results: dict[str, dict[int, dict]]) -> list[str]:
+def other_settings(cfg: dict, results: dict[str, dict[int, dict]]) -> dict[tuple[str, int], str]:
+    """(run id, seed) -> `key=value, ...` as trained, for each recorded run-seed whose settings differ
+    from `cfg`'s in more than how its encoder started."""
+    by_id = {run.id: run for run in distinct_runs(cfg)}
+    out = {}
+    for (run_id, seed), run_dir in run_dirs(cfg, results).items():
+        trained = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+        changes = [(key, old) for key, old, _ in settings_changes(trained, cfg, by_id[run_id], seed)
+                   if key not in ENCODER_KEYS]
+        if changes:
+            out[(run_id, seed)] = ", ".join(f"{key}={old}" for key, old in changes)
+    return out
+
+
+def run_rows(cfg: dict, results: dict[str, dict[int, dict]], other: dict[tuple[str, int], str]) -> list[str]:
     """Two rows per run-seed, its best and its last checkpoint; the run's facts on the first."""
     hd95_key = HD95_KEYS[cfg["evaluation"]["hd95"]]
     head = ["run", "seed", "checkpoint", "Dice (%)", "Jaccard (%)", "HD95", "ASD", "unit", "at iteration",
-            "wall time", "device", "torch", "commit", "encoder start"]
+            "wall time", "device", "torch", "commit", "encoder start", "settings other than the profile's"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for (run_id, seed), run_dir in run_dirs(cfg, results).items():
         info = results[run_id][seed]["run"]
         commit = str(info.get("git_commit", ""))[:10] + (" +modified" if info.get("code_modified") else "")
         facts = [format_duration(info.get("wall_time_s")), f"{info.get('device', '')} ({info.get('device_name', '')})",
-                 str(info.get("torch", "")), commit, encoder_start(run_dir)]
+                 str(info.get("torch", "")), commit, encoder_start(run_dir), other.get((run_id, seed), "")]
         first = [run_id, str(seed)]
         for checkpoint in ("best", "last"):
             path = eval_dir(run_dir, checkpoint) / "summary.json"
@@ -207,13 +227,17 @@ def run_rows(cfg: dict, results: dict[str, dict[int, dict]]) -> list[str]:
     return lines
 
 
-def markdown(profile: str = "paper", records: Path = RECORDS) -> str:
-    """The tables of reports/gpu_acdc.md from the records under `records`/<profile>."""
-    cfg = load_config(profile=profile, overrides=[f"paths.results={Path(records).resolve()}"])
+def markdown(profile: str = "paper", records: Path = RECORDS, overrides: list[str] = ()) -> str:
+    """The tables of reports/gpu_acdc.md from the records under `records`/<profile>, against the
+    profile's settings with `overrides` (`--set`)."""
+    cfg = load_config(profile=profile, overrides=[*overrides, f"paths.results={Path(records).resolve()}"])
     results = {run: seeds for run, seeds in collect_results(cfg).items() if seeds}
+    other = other_settings(cfg, results)
+    same = {run: kept for run, seeds in results.items()
+            if (kept := {seed: r for seed, r in seeds.items() if (run, seed) not in other})}
     known = {p.parent.name for p in (Path(records) / profile / "runs").glob("*/seed*")}
     stray = sorted(known - set(results))
-    tables = build_tables(cfg, results)
+    tables = build_tables(cfg, same)
     hd95 = cfg["evaluation"]["hd95"]
     infos = stamp.finished_runs(results)
     source = Path(records).resolve() / profile
@@ -231,7 +255,12 @@ def markdown(profile: str = "paper", records: Path = RECORDS) -> str:
     for table, keys in (("table2", ["row"]), ("table3", ["feature", "resolution"])):
         if any(c.dice for c in tables[table]):
             lines += [f"### Table {table[-1]}, ACDC-136", "", *cell_rows(tables[table], keys), ""]
-    lines += ["### Every run", "", *run_rows(cfg, results), ""]
+    if other:
+        lines += [f"**Left out of the tables above:** {len(other)} run-seed{'s' if len(other) > 1 else ''} trained "
+                  f"with settings other than the {profile} profile's" + (f" (with {', '.join(overrides)})"
+                                                                          if overrides else "")
+                  + ", named in the last column below.", ""]
+    lines += ["### Every run", "", *run_rows(cfg, results, other), ""]
     if stray:
         lines += [f"Recorded but not in the {profile} profile's experiments (left out above): {', '.join(stray)}.", ""]
     return "\n".join(lines)
@@ -247,12 +276,15 @@ def main(argv: list[str] | None = None) -> int:
     m = sub.add_parser("markdown", help="the tables of reports/gpu_acdc.md, to stdout")
     m.add_argument("--profile", default="paper")
     m.add_argument("--records", type=Path, default=RECORDS, help="where the records are (default: %(default)s)")
+    m.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                   help="settings the runs were meant to have beyond the profile's (repeatable); runs trained "
+                        "with others are left out of the tables against the paper")
     args = parser.parse_args(argv)
     try:
         if args.command == "collect":
             print("\n".join(collect(args.sources, args.records, args.replace)))
         else:
-            sys.stdout.write(markdown(args.profile, args.records))
+            sys.stdout.write(markdown(args.profile, args.records, args.overrides))
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
