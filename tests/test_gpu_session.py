@@ -441,6 +441,10 @@ def test_back_here_the_runs_are_filed_as_results_and_tabled_against_the_paper(le
     text = gpu_study.markdown("demo", records)
     assert "Recorded but not in the demo profile's experiments (left out above): acdc68_mt_old." in text
     assert text.startswith("3 finished run-seeds")
+    (records / "demo" / "runs" / "acdc68_em" / "seed1337" / "config.yaml").write_text("model: {pretrained: false}\n")
+    em = next(line for line in gpu_study.markdown("demo", records, ["train.iterations=6", "train.val_every=3"])
+              .splitlines() if line.startswith("| acdc68_em | 1337 | best |"))
+    assert em.endswith("| unknown: config.yaml not comparable (KeyError) |"), em   # left out, not a crash
 
 
 def test_a_run_made_from_a_copy_without_git_records_the_commit_it_is_given(tmp_path, monkeypatch):

@@ -194,9 +194,13 @@ def other_settings(cfg: dict, results: dict[str, dict[int, dict]]) -> dict[tuple
     by_id = {run.id: run for run in distinct_runs(cfg)}
     out = {}
     for (run_id, seed), run_dir in run_dirs(cfg, results).items():
-        trained = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
-        changes = [(key, old) for key, old, _ in settings_changes(trained, cfg, by_id[run_id], seed)
-                   if key not in ENCODER_KEYS]
+        try:
+            trained = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+            changes = [(key, old) for key, old, _ in settings_changes(trained, cfg, by_id[run_id], seed)
+                       if key not in ENCODER_KEYS]
+        except (OSError, yaml.YAMLError, KeyError, TypeError, AttributeError, UserError) as exc:
+            out[(run_id, seed)] = f"unknown: config.yaml not comparable ({type(exc).__name__})"
+            continue
         if changes:
             out[(run_id, seed)] = ", ".join(f"{key}={old}" for key, old in changes)
     return out
