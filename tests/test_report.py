@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+import yaml
 
 from ugpcl.config import load_config, prepared_path
 from ugpcl.data.prepared import write_prepared
@@ -54,7 +55,7 @@ def fake_run(cfg, run_id, seed, dice, jaccard=None, status="finished", last=None
             "finished": "2026-01-01T01:02:05+00:00", "git_commit": "0123456789abcdef", "data_source": "official",
             "protocol": "volume", "status": status}
     (run_dir / "run.json").write_text(json.dumps(info))
-    (run_dir / "config.yaml").write_text("profile: paper\n")
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(run.config(cfg, seed)))   # as `ugpcl train` writes it
     jaccard = dice - 0.1 if jaccard is None else jaccard
     rows = per_case_rows(run.dataset, dice, spread)
     with (run_dir / "eval" / "per_case.csv").open("w", newline="") as f:
@@ -291,6 +292,42 @@ def test_list_runs_reports_status(tmp_path):
     assert runs["acdc136_ugpcl"]["seeds"]["1337"]["status"] == "finished"
     assert runs["acdc68_mt"]["seeds"]["1337"]["status"] == "started"
     assert runs["acdc68_cps"]["seeds"]["1337"]["status"] == "missing"
+
+
+def test_runs_trained_with_other_settings_are_named_and_left_out_of_the_report(tmp_path, capsys):
+    """A run trained by hand with `--set` into the matrix's folder, or before params.yaml changed, is not
+    the configuration's: the report does not compare it with the paper, and says which keys differ."""
+    from ugpcl.cli import main
+
+    cfg = make_cfg(tmp_path)
+    fake_run(cfg, "acdc136_ugpcl", 1337, 0.88)
+    fake_run(cfg, "acdc136_mt", 1337, 0.86)
+    fake_run(cfg, "acdc136_em", 1337, 0.84)
+    mt = find_run(cfg, "acdc136_mt").run_dir(cfg, 1337)
+    trained = find_run(cfg, "acdc136_mt").config(make_cfg(tmp_path, "paper", "train.iterations=300",
+                                                           "methods.mt.ema_decay=0.9"), 1337)
+    (mt / "config.yaml").write_text(yaml.safe_dump(trained))
+    (find_run(cfg, "acdc136_em").run_dir(cfg, 1337) / "config.yaml").unlink()
+    runs = {r["id"]: r for r in list_runs(cfg)}
+    assert runs["acdc136_ugpcl"]["seeds"]["1337"]["status"] == "finished"
+    assert runs["acdc136_mt"]["seeds"]["1337"] == {"status": "other settings", "dir": str(mt),
+                                                   "settings": "methods.mt.ema_decay=0.9, train.iterations=300"}
+    assert runs["acdc136_em"]["seeds"]["1337"]["settings"] == "unknown: config.yaml missing"
+
+    files = write_report(cfg)
+    table1 = files["table1_md"].read_text()
+    assert "| acdc | 136 | ugpcl | acdc136_ugpcl | 1/1 | 88.00 ± – |" in table1
+    assert "| acdc | 136 | mt | acdc136_mt | 0/1 | missing |" in table1 and "| 136 | em | acdc136_em | 0/1 |" in table1
+    page = files["html"].read_text()
+    assert ("<b>Left out:</b> 2 finished run-seeds trained with settings other than this configuration's (see Runs "
+            "for the keys): acdc136_em seed 1337, acdc136_mt seed 1337.") in page
+    assert "left out: trained with methods.mt.ema_decay=0.9, train.iterations=300" in page
+
+    assert main(["runs", "--profile", "paper", "--set", f"paths.results={tmp_path}/results"]) == 0
+    out = capsys.readouterr().out
+    assert ("acdc136_mt seed 1337: finished with other settings than these (methods.mt.ema_decay=0.9, "
+            "train.iterations=300), left out of the report; `ugpcl train --run acdc136_mt --seed 1337 --force` "
+            "retrains it with these") in out
 
 
 # --- figures ------------------------------------------------------------------------------

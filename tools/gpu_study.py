@@ -20,9 +20,9 @@ ACDC rows against the paper (every cell, "missing" where no run is recorded yet)
 where any of their runs is, and every run: Dice, Jaccard, HD95 and ASD of the best and the last
 checkpoint, the best iteration, wall time, device, torch, commit and how the encoder started (the
 paper's was initialised from ImageNet). The numbers are the report's own (ugpcl.report.tables).
-Only runs trained with the profile's settings (plus `--set`; `study.settings_changes`, the
-workflows' rerun trigger) go into the tables against the paper, whatever started their encoder: a
-run a lease made with other settings (fewer iterations, say) is listed with the keys that differ.
+Only runs trained with the profile's settings (plus `--set`; `report.tables.split_by_settings`, as
+`ugpcl report` does) go into the tables against the paper, whatever started their encoder: a run a
+lease made with other settings (fewer iterations, say) is listed with the keys that differ.
 """
 
 from __future__ import annotations
@@ -45,8 +45,9 @@ from ugpcl.errors import UserError  # noqa: E402
 from ugpcl.fileio import atomic_dir  # noqa: E402
 from ugpcl.projection import format_duration  # noqa: E402
 from ugpcl.report import stamp  # noqa: E402
-from ugpcl.report.tables import HD95_KEYS, build_tables, collect_results, fmt_diff, fmt_value, kind  # noqa: E402
-from ugpcl.study import distinct_runs, settings_changes  # noqa: E402
+from ugpcl.report.tables import (HD95_KEYS, build_tables, collect_results, fmt_diff, fmt_value, kind,  # noqa: E402
+                                 split_by_settings)
+from ugpcl.study import distinct_runs  # noqa: E402
 
 RECORDS = ROOT / "reports" / "gpu_acdc"
 # what a run's folder keeps (as written by `ugpcl train`); checkpoints never come back from a lease
@@ -188,24 +189,6 @@ def run_dirs(cfg: dict, results: dict[str, dict[int, dict]]) -> dict[tuple[str, 
     return {(run_id, seed): by_id[run_id].run_dir(cfg, seed) for run_id, seeds in results.items() for seed in seeds}
 
 
-def other_settings(cfg: dict, results: dict[str, dict[int, dict]]) -> dict[tuple[str, int], str]:
-    """(run id, seed) -> `key=value, ...` as trained, for each recorded run-seed whose settings differ
-    from `cfg`'s in more than how its encoder started."""
-    by_id = {run.id: run for run in distinct_runs(cfg)}
-    out = {}
-    for (run_id, seed), run_dir in run_dirs(cfg, results).items():
-        try:
-            trained = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
-            changes = [(key, old) for key, old, _ in settings_changes(trained, cfg, by_id[run_id], seed)
-                       if key not in ENCODER_KEYS]
-        except (OSError, yaml.YAMLError, KeyError, TypeError, AttributeError, UserError) as exc:
-            out[(run_id, seed)] = f"unknown: config.yaml not comparable ({type(exc).__name__})"
-            continue
-        if changes:
-            out[(run_id, seed)] = ", ".join(f"{key}={old}" for key, old in changes)
-    return out
-
-
 def run_rows(cfg: dict, results: dict[str, dict[int, dict]], other: dict[tuple[str, int], str]) -> list[str]:
     """Two rows per run-seed, its best and its last checkpoint; the run's facts on the first."""
     hd95_key = HD95_KEYS[cfg["evaluation"]["hd95"]]
@@ -236,9 +219,7 @@ def markdown(profile: str = "paper", records: Path = RECORDS, overrides: list[st
     profile's settings with `overrides` (`--set`)."""
     cfg = load_config(profile=profile, overrides=[*overrides, f"paths.results={Path(records).resolve()}"])
     results = {run: seeds for run, seeds in collect_results(cfg).items() if seeds}
-    other = other_settings(cfg, results)
-    same = {run: kept for run, seeds in results.items()
-            if (kept := {seed: r for seed, r in seeds.items() if (run, seed) not in other})}
+    same, other = split_by_settings(cfg, results, ENCODER_KEYS)
     known = {p.parent.name for p in (Path(records) / profile / "runs").glob("*/seed*")}
     stray = sorted(known - set(results))
     tables = build_tables(cfg, same)

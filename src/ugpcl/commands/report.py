@@ -57,6 +57,11 @@ def runs_command(args) -> int:
         hours = f" {format_duration(r['projected_s']):>14}" if args.bench else ""
         print(f"{r['id']:<{width}}  {done:>4}/{len(r['seeds']):<3}{hours}  {', '.join(r['tables'])}")
     print(f"{len(runs)} distinct runs x {len(runs[0]['seeds']) if runs else 0} seed(s)")
+    for r in runs:
+        for seed, s in r["seeds"].items():
+            if s["status"] == "other settings":
+                print(f"{r['id']} seed {seed}: finished with other settings than these ({s['settings']}), left out "
+                      f"of the report; `ugpcl train --run {r['id']} --seed {seed} --force` retrains it with these")
     if args.bench:
         seeds = len(cfg["experiments"]["seeds"])
         known = [r["projected_s"] for r in runs if r["projected_s"] is not None]

@@ -11,15 +11,19 @@ from . import html, stamp, stats, tables
 
 
 def list_runs(cfg: dict) -> list[dict]:
-    """Every distinct run: its id, what it is, the tables it serves, each seed's status and directory."""
+    """Every distinct run: its id, what it is, the tables it serves, each seed's status and directory.
+    A seed finished with settings other than `cfg`'s has the status "other settings" and, under
+    `settings`, the keys that differ as it was trained (tables.other_settings): the report leaves it out."""
     out = []
     for run in distinct_runs(cfg):
         seeds = {}
         for seed in cfg["experiments"]["seeds"]:
             run_dir = run.run_dir(cfg, seed)
             finished = tables.read_finished(run_dir, cfg["evaluation"]["checkpoint"])
-            status = "finished" if finished else ("started" if run_dir.exists() else "missing")
-            seeds[str(seed)] = {"status": status, "dir": str(run_dir)}
+            differs = tables.other_settings(cfg, run, seed) if finished else None
+            status = ("other settings" if differs else "finished") if finished else \
+                ("started" if run_dir.exists() else "missing")
+            seeds[str(seed)] = {"status": status, "dir": str(run_dir), **({"settings": differs} if differs else {})}
         out.append({"id": run.id, "dataset": run.dataset, "regime": run.regime, "method": run.method,
                     "overrides": run.overrides, "tables": run.tables, "seeds": seeds})
     return out
@@ -30,7 +34,8 @@ def write_report(cfg: dict, paper_dir: Path = tables.PAPER_DIR) -> dict[str, Pat
     bar charts and report.html from whatever runs have finished."""
     from . import figures  # matplotlib and the networks: not for `ugpcl runs`, which lists runs with this module
 
-    results = tables.collect_results(cfg)
+    # only runs trained with cfg's settings are compared with the paper; the others are named in the page
+    results, other = tables.split_by_settings(cfg, tables.collect_results(cfg))
     cells = tables.build_tables(cfg, results, paper_dir)
     paired = stats.pair_cells(cells["table1"])
     files = tables.report_outputs(cfg)
@@ -50,7 +55,7 @@ def write_report(cfg: dict, paper_dir: Path = tables.PAPER_DIR) -> dict[str, Pat
         for name, values in tables.metrics_files(cfg, cells).items():
             write_json(folder / f"{name}.json", values)
     bars = {name: files[f"{name}_bars"] for name in cells}
-    write_text(files["html"], html.render(cfg, cells, results, tables.figure_outputs(cfg), bars, paired))
+    write_text(files["html"], html.render(cfg, cells, results, tables.figure_outputs(cfg), bars, paired, other))
     return files
 
 

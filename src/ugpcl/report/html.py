@@ -120,9 +120,12 @@ def linked_rows(rows: list[dict], label: str) -> list[dict]:
     return out
 
 
-def settings_rows(cfg: dict, results: dict[str, dict[int, dict]], base: Path) -> tuple[list[dict], list[str]]:
+def settings_rows(cfg: dict, results: dict[str, dict[int, dict]], base: Path,
+                  other: dict[tuple[str, int], str] | None = None) -> tuple[list[dict], list[str]]:
     """One row per run and seed: its files (links relative to `base`), where, how long, from which
-    code and data; and the rows' ids (the first seed of a run carries the run's anchor)."""
+    code and data; and the rows' ids (the first seed of a run carries the run's anchor). `other`:
+    run-seeds finished with other settings (tables.split_by_settings), left out of the tables."""
+    other = other or {}
     rows, ids = [], []
     for run in distinct_runs(cfg):
         for i, seed in enumerate(cfg["experiments"]["seeds"]):
@@ -135,7 +138,8 @@ def settings_rows(cfg: dict, results: dict[str, dict[int, dict]], base: Path) ->
             ids.append(run_anchor(run.id) if i == 0 else "")
             row = {"run": run.id, "seed": str(seed), "files": Raw(files)}
             if info is None:
-                rows.append({**row, "status": "missing", "device": "", "iterations": "", "wall time": "",
+                status = f"left out: trained with {other[(run.id, seed)]}" if (run.id, seed) in other else "missing"
+                rows.append({**row, "status": status, "device": "", "iterations": "", "wall time": "",
                              "data source": "", "finished": "", "commit": ""})
                 continue
             wall = float(info.get("wall_time_s") or 0)
@@ -174,10 +178,13 @@ def per_class_html(cfg: dict, cells: list[Cell]) -> list[str]:
 
 
 def render(cfg: dict, tables: dict[str, list[Cell]], results: dict[str, dict[int, dict]], figures: dict[str, Path],
-           bars: dict[str, Path], paired: list[dict] | None = None) -> str:
+           bars: dict[str, Path], paired: list[dict] | None = None,
+           other: dict[tuple[str, int], str] | None = None) -> str:
     """The report as one HTML string. `figures`: figure_outputs(cfg); `bars`: table -> bar chart PNG;
-    `paired`: stats.pair_cells' rows."""
+    `paired`: stats.pair_cells' rows; `other`: run-seeds finished with other settings than `cfg`'s
+    (tables.split_by_settings), named and left out."""
     paired = paired or []
+    other = other or {}
     profile = cfg["profile"]
     base = Path(figures["curves"]).parent.parent  # the report's folder: links are relative to it
     hd95 = cfg["evaluation"]["hd95"]
@@ -201,6 +208,12 @@ def render(cfg: dict, tables: dict[str, list[Cell]], results: dict[str, dict[int
     parts.append(f"<p class=\"note\">{escape(made)} ({done} of {planned} planned run-seeds "
                  f"finished). {with_code(VERDICTS.replace('**', ''))} Every score is the mean ± std "
                  "over the finished seeds (± –: one seed, no std); seeds: finished / planned.</p>")
+    if other:
+        plural = "s" if len(other) > 1 else ""
+        parts.append(f"<p class=\"note\"><b>Left out:</b> {len(other)} finished run-seed{plural} "
+                     "trained with settings other than this configuration's (see Runs for the keys): "
+                     f"{escape(', '.join(f'{run} seed {seed}' for run, seed in sorted(other)))}. "
+                     "<code>ugpcl train --run RUN --seed SEED --force</code> retrains one with these settings.</p>")
     parts.append(f"<p class=\"note\">{with_code(protocol_note(cfg))}</p>")
     parts.append(f"<p class=\"note\">{escape(columns_note(cfg))}</p>")
 
@@ -248,7 +261,7 @@ def render(cfg: dict, tables: dict[str, list[Cell]], results: dict[str, dict[int
     parts.append(image_tag(figures["loss_terms"], "loss terms"))
 
     parts.append('<h2 id="runs-section">Runs</h2>')
-    rows, ids = settings_rows(cfg, results, base)
+    rows, ids = settings_rows(cfg, results, base, other)
     parts.append(html_table(rows, "runs", verdict_column="status", row_ids=ids))
 
     parts.append('<h2 id="settings-section">Settings</h2>')

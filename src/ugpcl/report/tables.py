@@ -23,9 +23,11 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+
 from ..config import REPO_ROOT, dataset_names, dataset_source, eval_dir, reports_dir, results_dir
 from ..errors import UserError
-from ..study import Run, distinct_runs
+from ..study import Run, distinct_runs, settings_changes
 
 TOLERANCE = 2.0  # Dice points (%): |ours - paper| <= TOLERANCE reads "matches"
 HD95_KEYS = {"medpy": "hd95_medpy", "monai": "hd95"}  # evaluation.hd95 -> the summary.json key tables show
@@ -179,6 +181,37 @@ def collect_results(cfg: dict) -> dict[str, dict[int, dict]]:
                 per_seed[seed] = result
         results[run.id] = per_seed
     return results
+
+
+def other_settings(cfg: dict, run: Run, seed: int, ignore: tuple[str, ...] = ()) -> str | None:
+    """`key=value, ...` (as trained) where the run-seed's config.yaml differs from `cfg` in what the run
+    trains and is evaluated with (study.settings_changes, the workflows' rerun trigger), keys in
+    `ignore` aside; None where it does not. A config.yaml that is missing or cannot be compared (not
+    this version's) says so: such a run is not known to have `cfg`'s settings either."""
+    path = run.run_dir(cfg, seed) / "config.yaml"
+    try:
+        trained = yaml.safe_load(path.read_text()) or {}
+        changes = [(key, old) for key, old, _ in settings_changes(trained, cfg, run, seed) if key not in ignore]
+    except (OSError, yaml.YAMLError, KeyError, TypeError, AttributeError, UserError) as exc:
+        return f"unknown: {path.name} {'missing' if isinstance(exc, FileNotFoundError) else 'not comparable'}"
+    return ", ".join(f"{key}={old}" for key, old in changes) or None
+
+
+def split_by_settings(cfg: dict, results: dict[str, dict[int, dict]], ignore: tuple[str, ...] = ()
+                      ) -> tuple[dict[str, dict[int, dict]], dict[tuple[str, int], str]]:
+    """`results` (collect_results) split into the run-seeds trained with `cfg`'s settings, which the
+    tables compare with the paper, and {(run id, seed): other_settings} of the others, which they leave out."""
+    by_id = {run.id: run for run in distinct_runs(cfg)}
+    same, other = {}, {}
+    for run_id, seeds in results.items():
+        same[run_id] = {}
+        for seed, result in seeds.items():
+            differs = other_settings(cfg, by_id[run_id], seed, ignore)
+            if differs:
+                other[(run_id, seed)] = differs
+            else:
+                same[run_id][seed] = result
+    return same, other
 
 
 RESTORE_PAPER = "restore it from git (workflow/resources/paper/ holds the paper's tables as CSV)"
