@@ -359,6 +359,7 @@ def save_tiny_checkpoint(cfg, run_id, seed):
     torch.manual_seed(seed)
     method = build_method(run_cfg, run.method, 4, 1)
     save_method(run.run_dir(cfg, seed) / "checkpoints" / "best.pt", method, run_cfg, info, 30)
+    (run.run_dir(cfg, seed) / "config.yaml").write_text(yaml.safe_dump(run_cfg))   # as `ugpcl train` writes it
 
 
 def test_pixel_sample_is_fixed_and_capped():
@@ -399,6 +400,10 @@ def test_figures_from_tiny_networks(tmp_path, acdc_dir, monkeypatch):
     for run_id in ("acdc136_mt", "acdc136_ugpcl", "acdc136_ugpcl_contrast-none", "acdc136_ugpcl_contrast-pseudo"):
         save_tiny_checkpoint(cfg, run_id, seed)   # acdc136_cps left out: its panel reads "run missing"
     fake_run(cfg, "acdc68_em", seed, 0.5)
+    fake_run(cfg, "acdc68_mt", seed, 0.5)   # finished with other settings: its curves are left out
+    other = find_run(cfg, "acdc68_mt")
+    (other.run_dir(cfg, seed) / "config.yaml").write_text(yaml.safe_dump(other.config(
+        make_cfg(tmp_path, "demo", "train.iterations=7"), seed)))
     files = figures.make_figures(cfg, "cpu")
 
     assert set(files) == set(tables.figure_outputs(cfg))
@@ -422,6 +427,12 @@ def test_figures_from_tiny_networks(tmp_path, acdc_dir, monkeypatch):
     terms = files["curves_terms"].read_text().splitlines()
     assert terms[0] == "step\tvalue\tterm\tsetting\trun\tseed" and len(terms) == 1 + 2 * 10
     assert terms[11].split("\t") == ["1", "0.5", "sup", "acdc-68", "em", str(seed)]
+    # a checkpoint of a run trained with other settings is not drawn in Figures 3 and 4 either
+    assert figures._load(find_run(cfg, "acdc136_mt"), cfg, "cpu") is not None
+    mt = find_run(cfg, "acdc136_mt")
+    (mt.run_dir(cfg, seed) / "config.yaml").write_text(yaml.safe_dump(mt.config(make_cfg(tmp_path, "demo",
+                                                                                           "train.lr=0.5"), seed)))
+    assert figures._load(mt, cfg, "cpu") is None
 
 
 def test_loss_terms_are_read_from_the_logs_with_the_weighted_consistency_term(tmp_path, monkeypatch):

@@ -37,7 +37,7 @@ from ..models.unet import EMBED_STAGES  # noqa: E402
 from ..study import distinct_runs  # noqa: E402
 from . import stamp as provenance  # noqa: E402
 from .tables import (collect_results, curve_groups, figure3_runs, figure4_runs, figure_datasets,  # noqa: E402
-                     figure_outputs, synthetic)
+                     figure_outputs, other_settings, split_by_settings, synthetic)
 
 CLASS_COLOURS = np.array([
     [0.0, 0.0, 0.0],      # background (not drawn in overlays)
@@ -438,10 +438,19 @@ def figure4(panels: dict[str, tuple[np.ndarray, np.ndarray] | None], class_names
 
 # --- everything, from the study's runs ----------------------------------------------------
 def _load(run, cfg: dict, device):
-    """The run's first seed, loaded, or None if it has not finished."""
-    run_dir = run.run_dir(cfg, cfg["experiments"]["seeds"][0])
+    """The run's first seed, loaded, or None if it has not finished or was trained with other
+    settings than `cfg`'s (tables.other_settings: the report leaves it out)."""
+    seed = cfg["experiments"]["seeds"][0]
+    run_dir = run.run_dir(cfg, seed)
     ckpt = run_dir / "checkpoints" / f"{cfg['evaluation']['checkpoint']}.pt"
-    return load_run(run_dir, cfg["evaluation"]["checkpoint"], device=device) if ckpt.is_file() else None
+    if not ckpt.is_file() or other_settings(cfg, run, seed):
+        return None
+    return load_run(run_dir, cfg["evaluation"]["checkpoint"], device=device)
+
+
+def _results(cfg: dict) -> dict:
+    """The finished run-seeds trained with `cfg`'s settings, as the report's tables take them."""
+    return split_by_settings(cfg, collect_results(cfg))[0]
 
 
 def _figure_inputs(cfg: dict, prepared, runs: dict, slices: int, device):
@@ -459,7 +468,7 @@ def _stamp(results: dict, runs, cfg: dict, first_seed: bool = False) -> str:
 
 def make_figure3(cfg: dict, prepared, path: Path, device, results: dict | None = None) -> Path:
     runs = figure3_runs(cfg)
-    stamp = _stamp(collect_results(cfg) if results is None else results, runs.values(), cfg, first_seed=True)
+    stamp = _stamp(_results(cfg) if results is None else results, runs.values(), cfg, first_seed=True)
     if prepared is None or all(r is None for r in runs.values()):
         return placeholder(path, "Figure 3 needs the prepared ACDC data and the ACDC-136 runs of MT, CPS and UGPCL",
                            synthetic(cfg), stamp)
@@ -471,7 +480,7 @@ def make_figure3(cfg: dict, prepared, path: Path, device, results: dict | None =
 
 def make_figure4(cfg: dict, prepared, path: Path, device, results: dict | None = None) -> Path:
     runs = figure4_runs(cfg)
-    stamp = _stamp(collect_results(cfg) if results is None else results, runs.values(), cfg, first_seed=True)
+    stamp = _stamp(_results(cfg) if results is None else results, runs.values(), cfg, first_seed=True)
     if prepared is None or all(r is None for r in runs.values()):
         return placeholder(path, "Figure 4 needs the prepared ACDC data and the Table 2 runs of rows 4, 6 and 7",
                            synthetic(cfg), stamp)
@@ -492,11 +501,15 @@ def make_figures(cfg: dict, device: str = "auto") -> dict[str, Path]:
     """Write every figure of figure_outputs(cfg); return them."""
     torch_device = pick_device(device)
     files = figure_outputs(cfg)
+    # runs still training are drawn as far as they got; finished ones trained with other settings
+    # than cfg's are left out, as the report's tables leave them out
+    results, other = split_by_settings(cfg, collect_results(cfg))
     logs: dict[str, RunLogs] = {}
     for run in distinct_runs(cfg):
         dirs = {seed: run.run_dir(cfg, seed) for seed in cfg["experiments"]["seeds"]}
-        logs[run.id] = {seed: (read_jsonl(d / "log.jsonl"), read_jsonl(d / "val.jsonl")) for seed, d in dirs.items()}
-    results = collect_results(cfg)
+        logs[run.id] = {seed: ([], []) if (run.id, seed) in other else (read_jsonl(d / "log.jsonl"),
+                                                                        read_jsonl(d / "val.jsonl"))
+                        for seed, d in dirs.items()}
     curves, table1_curves = curve_groups(cfg), curve_groups(cfg, ablations=False)
     groups = {name: [(label, logs[run.id]) for label, run in entries] for name, entries in curves.items()}
     training_curves(groups, files["curves"], synthetic(cfg),
