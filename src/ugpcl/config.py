@@ -28,12 +28,17 @@ def deep_merge(base: dict, override: dict) -> dict:
     return out
 
 
+# PyYAML's safe loader on libyaml's parser where PyYAML was built with it (its wheels are): the same
+# documents read the same, about seven times faster (the report reads every run's config.yaml)
+FAST_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def read_yaml(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise UserError("config file not found", path=path, fix="pass --config pointing at params.yaml")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=FAST_SAFE_LOADER)
     except yaml.YAMLError as exc:
         raise UserError(f"not valid YAML ({exc})", path=path, fix="correct the YAML syntax") from exc
     if not isinstance(data, dict):

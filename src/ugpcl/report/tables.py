@@ -23,9 +23,7 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
-from ..config import REPO_ROOT, dataset_names, dataset_source, eval_dir, reports_dir, results_dir
+from ..config import REPO_ROOT, dataset_names, dataset_source, eval_dir, read_yaml, reports_dir, results_dir
 from ..errors import UserError
 from ..study import Run, distinct_runs, settings_changes
 
@@ -189,11 +187,13 @@ def other_settings(cfg: dict, run: Run, seed: int, ignore: tuple[str, ...] = ())
     `ignore` aside; None where it does not. A config.yaml that is missing or cannot be compared (not
     this version's) says so: such a run is not known to have `cfg`'s settings either."""
     path = run.run_dir(cfg, seed) / "config.yaml"
+    if not path.is_file():
+        return f"unknown: {path.name} missing"
     try:
-        trained = yaml.safe_load(path.read_text()) or {}
-        changes = [(key, old) for key, old, _ in settings_changes(trained, cfg, run, seed) if key not in ignore]
-    except (OSError, yaml.YAMLError, KeyError, TypeError, AttributeError, UserError) as exc:
-        return f"unknown: {path.name} {'missing' if isinstance(exc, FileNotFoundError) else 'not comparable'}"
+        changes = [(key, old) for key, old, _ in settings_changes(read_yaml(path), cfg, run, seed)
+                   if key not in ignore]
+    except (OSError, KeyError, TypeError, AttributeError, UserError):
+        return f"unknown: {path.name} not comparable"
     return ", ".join(f"{key}={old}" for key, old in changes) or None
 
 
