@@ -8,8 +8,9 @@
 A short lease trains a few runs and brings back `runs.tgz` (records and logs, no checkpoints:
 tools/gpu_session.py). `collect` files each finished run-seed of one or several such bundles under
 reports/gpu_acdc/<profile>/runs/<run>/seed<seed>/ (RECORD_FILES), the layout of a results folder,
-so that the whole report can be made from them as well:
-`ugpcl report --profile paper --set paths.results=reports/gpu_acdc --set paths.reports=R`.
+so that the whole report can be made from them as well: `ugpcl report --profile paper --set
+paths.results=reports/gpu_acdc --set paths.reports=R`, with `--set model.pretrained=false` where the
+runs started from random weights (the report compares only runs trained with its settings).
 Bundles from several leases merge. A run-seed recorded already with the same files is left as it is;
 a different record of it is refused unless `--replace` is given (nothing recorded is lost
 silently). Runs that did not finish (stopped for time, failed) are named and left out. Every bundle
