@@ -283,12 +283,15 @@ def test_a_lease_measures_then_trains_what_fits_two_at_a_time_and_brings_back_th
     runs = LEASE_RUNS
     session = json.loads((out / "session.json").read_text())
     assert session["steps"]["ours"]["status"] == "ok" and "theirs" not in session["steps"]
-    assert {r["method"] for r in json.loads((out / "bench.json").read_text())} >= {"supervised", "mt", "em"}
+    bench = {r["method"]: r["median_step_s"] for r in json.loads((out / "bench.json").read_text())}
+    assert set(bench) >= {"supervised", "mt", "em"}
     record = json.loads((out / "train.json").read_text())
     assert record["parallel"] == 2 and list(record["runs"]) == runs
-    # two at a time, as asked: first measured (the heaviest method of the runs, two processes at once)
+    # two at a time, as asked: first measured (the heaviest method of the runs, two processes at once); which
+    # method measured heaviest on a shared CPU is noise (supervised has been), so the rule is what is checked
+    heaviest = max(("supervised", "mt", "em"), key=bench.__getitem__)
     shared = session["steps"]["processes_2"]
-    assert shared["status"] == "ok" and shared["result"][0]["method"] == record["sharing"]["method"] in ("mt", "em")
+    assert shared["status"] == "ok" and shared["result"][0]["method"] == record["sharing"]["method"] == heaviest
     slowdown = record["sharing"]["slowdown"]["2"]
     assert list(record["sharing"]["slowdown"]) == ["2"] and slowdown > 0
     table = gpu_session.report(session).split(f"### {record['sharing']['method']} runs sharing the GPU")[1].splitlines()
