@@ -290,9 +290,9 @@ def test_a_lease_measures_then_trains_what_fits_two_at_a_time_and_brings_back_th
     assert record["parallel"] == 2 and list(record["runs"]) == runs
     # two at a time, as asked: first measured (the heaviest method of the runs, two processes at once); which
     # method measured heaviest on a shared CPU is noise (supervised has been), so the rule is what is checked
-    heaviest = max(("supervised", "mt", "em"), key=bench.__getitem__)
     shared = session["steps"]["processes_2"]
-    assert shared["status"] == "ok" and shared["result"][0]["method"] == record["sharing"]["method"] == heaviest
+    assert shared["status"] == "ok" and shared["result"][0]["method"] == record["sharing"]["method"]
+    assert bench[record["sharing"]["method"]] == max(bench[m] for m in ("supervised", "mt", "em"))   # ties: any
     slowdown = record["sharing"]["slowdown"]["2"]
     assert list(record["sharing"]["slowdown"]) == ["2"] and slowdown > 0
     table = gpu_session.report(session).split(f"### {record['sharing']['method']} runs sharing the GPU")[1].splitlines()
