@@ -9,6 +9,7 @@ from html.parser import HTMLParser
 
 import h5py
 import matplotlib.image
+from matplotlib.container import ErrorbarContainer
 import numpy as np
 import pytest
 import torch
@@ -572,6 +573,22 @@ def test_demo_figures_are_marked_synthetic_on_the_png(tmp_path):
         rgb = matplotlib.image.imread(path)[..., :3]
         red.append(int(((rgb[..., 0] > 0.6) & (rgb[..., 1] < 0.15) & (rgb[..., 2] < 0.2)).sum()))
     assert red[0] == 0 and red[1] > 100
+
+
+def test_bar_chart_draws_the_spread_only_of_several_seeds(tmp_path, monkeypatch):
+    """A one-seed result has no std ("± –" in the tables): no error bar, not a zero-length one."""
+    drawn = []
+    monkeypatch.setattr(figures, "save", lambda fig, path, **kw: drawn.append(fig) or path)
+
+    def error_bars(groups):
+        figures.bar_chart(groups, "t", tmp_path / "bars.png")
+        ax = drawn.pop().axes[0]
+        spread, = (c for c in ax.containers if isinstance(c, ErrorbarContainer))  # ours only: the paper's has none
+        return [len(s) for s in spread.lines[2][0].get_segments()], ax.get_legend_handles_labels()[1][0]
+
+    mixed = {"acdc-68": [("mt", [40.0], 74.2), ("ugpcl", [45.0, 47.0], 80.05), ("cps", [], 74.76)]}
+    assert error_bars(mixed) == ([0, 2, 0], "ours (mean ± std over seeds)")
+    assert error_bars({"acdc-68": [("mt", [40.0], 74.2), ("ugpcl", [45.0], 80.05)]}) == ([0, 0], "ours (one seed)")
 
 
 def test_a_method_of_our_own_sits_at_the_end_of_each_table1_setting(tmp_path):

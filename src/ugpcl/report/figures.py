@@ -125,20 +125,24 @@ def bar_chart(groups: dict[str, list[tuple[str, list[float], float | None]]], ti
               synthetic: bool = False, stamp: str = "") -> Path:
     """One panel per group (two per row); per entry (label, our Dice per seed, paper Dice) two bars.
 
-    Ours is the mean with the std over seeds as error bar; a missing result draws no bar
-    and is labelled "missing" on the axis. The legend stands above the panels, clear of the bars.
+    Ours is the mean with the std over seeds as error bar; a result of one seed has no std (the
+    tables print "± –") and draws no error bar, rather than a zero-length one that would read as
+    no spread. A missing result draws no bar and is labelled "missing" on the axis. The legend
+    stands above the panels, clear of the bars.
     """
     ncols = min(2, len(groups))
     nrows = -(-len(groups) // ncols)
     widest = max(len(entries) for entries in groups.values())
     fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * (0.6 * widest + 1.5), 3.0 * nrows), squeeze=False,
                              sharey=True)
+    several = any(len(v) > 1 for entries in groups.values() for _, v, _ in entries)
+    ours_label = "ours (mean ± std over seeds)" if several else "ours (one seed)"
     for ax, (name, entries) in zip(axes.flat, groups.items()):
         x = np.arange(len(entries))
         ours = np.array([np.mean(v) if v else np.nan for _, v, _ in entries])
-        std = np.array([np.std(v, ddof=1) if len(v) > 1 else 0.0 for _, v, _ in entries])
+        std = np.array([np.std(v, ddof=1) if len(v) > 1 else np.nan for _, v, _ in entries])
         paper = np.array([np.nan if p is None else p for _, _, p in entries])
-        ax.bar(x - 0.2, ours, 0.4, yerr=std, label="ours (mean ± std over seeds)", color="tab:blue", capsize=2)
+        ax.bar(x - 0.2, ours, 0.4, yerr=std, label=ours_label, color="tab:blue", capsize=2)
         ax.bar(x + 0.2, paper, 0.4, label="paper", color="tab:gray")
         ax.set_xticks(x, [label + ("\n(missing)" if not v else "") for label, v, _ in entries], rotation=45, ha="right",
                       fontsize=8)
