@@ -582,9 +582,13 @@ def test_bar_chart_draws_the_spread_only_of_several_seeds(tmp_path, monkeypatch)
 
     def error_bars(groups):
         figures.bar_chart(groups, "t", tmp_path / "bars.png")
-        ax = drawn.pop().axes[0]
+        fig = drawn.pop()
+        ax = fig.axes[0]
         spread, = (c for c in ax.containers if isinstance(c, ErrorbarContainer))  # ours only: the paper's has none
-        return [len(s) for s in spread.lines[2][0].get_segments()], ax.get_legend_handles_labels()[1][0]
+        segments = [len(s) for s in spread.lines[2][0].get_segments()]
+        label = ax.get_legend_handles_labels()[1][0]
+        figures.plt.close(fig)  # what the replaced `save` would have done
+        return segments, label
 
     mixed = {"acdc-68": [("mt", [40.0], 74.2), ("ugpcl", [45.0, 47.0], 80.05), ("cps", [], 74.76)]}
     assert error_bars(mixed) == ([0, 2, 0], "ours (mean ± std over seeds)")
