@@ -3,6 +3,8 @@ augmentation and UGPCL's rotation task: exact quarter turns and one-kernel affin
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
 import torch.nn.functional as F
 
@@ -19,12 +21,21 @@ def warp(images: torch.Tensor, labels: torch.Tensor | None, theta: torch.Tensor,
     """
     if mode not in INTERPOLATIONS:
         raise ValueError(f"interpolation {mode!r} is not one of {INTERPOLATIONS}")
-    grid = F.affine_grid(theta.to(images.dtype), list(images.shape), align_corners=False)
-    images = F.grid_sample(images, grid, mode=mode, padding_mode="zeros", align_corners=False)
-    if labels is not None:
-        lab = F.grid_sample(labels[:, None].float(), grid[: labels.shape[0]].float(), mode="nearest", align_corners=False)
-        labels = lab[:, 0].round().to(labels.dtype)
+    # All in float32 whatever autocast is on: under bf16 autocast (UGPCL's turns run inside the training
+    # step's) affine_grid's matmul would round the sampling positions to bf16, up to 0.9 px off at 224.
+    with _without_autocast(images.device.type):
+        grid = F.affine_grid(theta.float(), list(images.shape), align_corners=False)
+        images = F.grid_sample(images.float(), grid, mode=mode, padding_mode="zeros",
+                               align_corners=False).to(images.dtype)
+        if labels is not None:
+            lab = F.grid_sample(labels[:, None].float(), grid[: labels.shape[0]], mode="nearest", align_corners=False)
+            labels = lab[:, 0].round().to(labels.dtype)
     return images, labels
+
+
+def _without_autocast(device_type: str):
+    """Autocast off on `device_type` (a device with no autocast, e.g. meta, needs nothing)."""
+    return torch.autocast(device_type, enabled=False) if torch.amp.is_autocast_available(device_type) else nullcontext()
 
 
 def rotation_theta(angles_deg: torch.Tensor, quarter_turns: torch.Tensor | None = None) -> torch.Tensor:
