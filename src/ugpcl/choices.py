@@ -75,7 +75,9 @@ CHOICES: tuple[Choice, ...] = (
            "(ours: that batch is left out)", "METHODS §4"),
     Choice("evaluation.checkpoint", "not stated", "UGPCL: checkpoints every 1000 iterations, scored by test.py on "
            "the same validation slices (selection and score on one set); SSL4MIS: best on val, reported on test. "
-           "Here: best on the validation cases it is scored on; best and last both evaluated, tables show both",
+           "Here: best on the validation cases it is scored on (chosen by a quick score, mean foreground Dice per case at "
+           "the network's input size; tables score the original resolution); best and last both evaluated, tables "
+           "show both",
            "METHODS §1, §4"),
     Choice("evaluation.hd95", "not reported", "SSL4MIS: medpy hd95 (both directed distance sets pooled) in voxels; "
            "UGPCL: none. Ours in mm where the data gives spacing", "METHODS §4"),

@@ -3,8 +3,10 @@ results written to `eval/` (best checkpoint) and `eval-last/` (last iteration), 
 record `run.json` when training has finished.
 
 The best checkpoint is selected during training on the very cases it is scored on here (the
-validation set, as the authors select and report on one set: SSL4MIS's best-on-val, METHODS
-§1, §4), which flatters it; the last iteration's score, evaluated beside it, shows by how much.
+validation set: the authors' code selects and reports on one set, SSL4MIS selects on val and
+reports on test, METHODS §1, §4), which flatters it; the last iteration's score, evaluated beside
+it, shows by how much. The selection uses a quick score (`metrics.validation_dice`: Dice at the
+network's input size), this module the protocol at the original resolution.
 Every network a method evaluates (`Method.evaluated`: CPS's two) is scored: `summary.json`
 holds the first network's scores at the top and every network's under `networks`;
 `per_case.csv` has a `network` column. The best checkpoint is the first network's best, so the
