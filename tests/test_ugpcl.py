@@ -43,6 +43,7 @@ def test_ugpcl_learns_real_acdc_slices(tiny_acdc, tmp_path):
     ({"contrast": "sup"}, {"contrast", "con", "rot"}, set()),
     ({"contrast": "pseudo"}, {"contrast"}, set()),
     ({"contrast": "ugpcl", "embed_stage": "conv4"}, {"contrast", "threshold"}, set()),
+    ({"equivariance_turns": "all", "contrast": "none"}, {"sup", "con", "rot"}, {"contrast"}),
 ])
 def test_every_ablation_switch_trains(overrides, expected, absent):
     cfg = load_config(profile="demo", overrides=["methods.ugpcl.contrast_start=0"] +
@@ -75,6 +76,33 @@ def test_rotation_follows_the_equivariance_switch_and_its_option(equivariance, r
     torch.manual_seed(1)
     method.compute_loss(Batch(image, (image[:2, 0] > 0.5).long() * 3, 2), t=0)
     assert torch.equal(seen[0], image) != rotates
+
+
+@pytest.mark.parametrize("turns", ["one", "all"])
+def test_equivariance_loss_is_one_turn_or_eq_12s_mean_over_all_four(turns, monkeypatch):
+    """`one` (both codes): the CE of each image's own turn k; `all`: eq. 12's mean over the four turns,
+    k + j for j = 0..3, computed here image by image with torch.rot90 (eval mode: no dropout)."""
+    import torch.nn.functional as F
+    import ugpcl.methods.ugpcl as module
+
+    cfg = load_config(profile="demo", overrides=[f"methods.ugpcl.equivariance_turns={turns}",
+                                                 "methods.ugpcl.contrast=none"])
+    torch.manual_seed(0)
+    method = build_method(cfg, "ugpcl", 4, 1)
+    method.eval()
+    drawn, draw = [], module.random_turns
+    monkeypatch.setattr(module, "random_turns", lambda *a: drawn.append(draw(*a)) or drawn[-1])
+    image = torch.rand(4, 1, 64, 64)
+    _, logs = method.compute_loss(Batch(image, torch.randint(0, 4, (2, 64, 64)), 2), t=5)
+    turned, _, k = drawn[0]
+    net = method.model
+    terms = []
+    with torch.no_grad():
+        for j in range(4 if turns == "all" else 1):
+            logits = net.rotation_head(net.encode(torch.rot90(turned, j, dims=(-2, -1)))[5])
+            terms.append(F.cross_entropy(logits, (k + j) % 4))
+    assert len(set(k.tolist())) > 1
+    assert logs["rot"].item() == pytest.approx(torch.stack(terms).mean().item(), rel=1e-5)
 
 
 @pytest.mark.parametrize("augment_rotation", [False, True])

@@ -62,6 +62,10 @@ CHOICES: tuple[Choice, ...] = (
     Choice("methods.ugpcl.rotate_without_equivariance", "rotation is the transformation of l_e (eqs. 10-12)",
            "rotates only when cls_weight >= 0: cls_weight 0 rotates without l_e (true), a negative one does "
            "neither (false); the configs of Table 2's rows without l_e are not published", TRAINER),
+    Choice("methods.ugpcl.equivariance_turns", "l_e is the mean of the rotation CE over all four turns of each "
+           "image (eq. 12, C = 4)", "one random turn k per image, its CE alone: a one-sample estimate of that mean "
+           "(`one`); `all` adds the other three turns, through the encoder and the rotation head only",
+           f"METHODS §3.3 step 1; {TRAINER}"),
     Choice("methods.ugpcl.contrast_start", "not stated", "contrast on for t > 1000", "METHODS §3.3 step 6"),
     Choice("methods.ugpcl.memory_size", "not stated", "500 (ACDC-136 config)", "METHODS §3.7"),
     Choice("methods.ugpcl.pseudo_labels", "pseudo-label contrast (Table 2 row 6)",

@@ -7,6 +7,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .geometry import rot90
+
 
 def class_map(logits: torch.Tensor) -> torch.Tensor:
     """The class of every pixel of N x C x ... scores: `logits.argmax(1)`, the first maximal index
@@ -52,6 +54,22 @@ def dice_loss(logits: torch.Tensor, target: torch.Tensor, include_background: bo
 def ce_dice(logits: torch.Tensor, target: torch.Tensor, include_background: bool = False) -> torch.Tensor:
     """L_seg = 0.5 CE + 0.5 Dice (paper eq. 4)."""
     return 0.5 * cross_entropy(logits, target) + 0.5 * dice_loss(logits, target, include_background)
+
+
+def equivariance_loss(logits: torch.Tensor, k: torch.Tensor, images: torch.Tensor | None = None,
+                      classify=None) -> torch.Tensor:
+    """UGPCL's l_e (eq. 12): the cross-entropy of the rotation head's `logits` for each image's turn class k.
+
+    That one term is what the authors' code takes: a one-sample estimate of eq. 12's mean over the four
+    turns. With `classify` (images -> rotation logits) the mean itself: each of `images` (those already
+    turned by k) turned j = 1..3 more quarter turns, class (k + j) mod 4, classified as one batch.
+    """
+    own = F.cross_entropy(logits.float(), k)
+    if classify is None:
+        return own
+    extra = torch.arange(1, 4, device=k.device).repeat_interleave(images.shape[0])  # 1..1, 2..2, 3..3
+    others = classify(rot90(images.repeat(3, 1, 1, 1), extra))
+    return (own + 3 * F.cross_entropy(others.float(), (k.repeat(3) + extra) % 4)) / 4
 
 
 def sigmoid_rampup(current: float, length: float) -> float:

@@ -2,7 +2,7 @@
 
     loss = L_sup(CNN) + alpha L_sup(Swin)                      eq. 3, labeled images
          + lambda_t(t) MSE(p_cnn, p_swin)                      eq. 5, unlabeled images
-         + lambda_2 CE(rotation head, k)                       eq. 12, all images
+         + lambda_2 CE(rotation head, k)                       eq. 12, all images (one k each; `all`: 4)
          + lambda_1 [t > contrast_start] InfoNCE(anchors, queue)   eqs. 6-9
 
 Images and labels are first turned by k quarter turns (the rotation class) and a small angle, as in
@@ -14,11 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-import torch.nn.functional as F
-
 from ..contrast import MemoryQueue, certainty_pseudo_labels, downsample_labels, pixel_contrast_loss, sample_anchors
 from ..geometry import random_turns
-from ..losses import class_map, softmax_mse
+from ..losses import class_map, equivariance_loss, softmax_mse
 from .base import Batch, Method, RampHParams, register
 from .hparams import hparam
 
@@ -56,6 +54,7 @@ class UGPCL(Method):
             True, f"{TRAINER}: rotates when cls_weight >= 0, so cls_weight 0 rotates without l_e (true), -1 does not")
         pseudo_labels: Literal["cnn", "mean"] = hparam(
             "cnn", f"{TRAINER}: contrast_type 'pseudo' uses the CNN head's argmax on every image")
+        equivariance_turns: Literal["one", "all"] = hparam("one", f"{TRAINER}: one turn each; all: eq. 12's 4")
         self_mask_quirk: bool = hparam(False, "authors' pixel_contras_loss.py zeroes P[i, i]; off: paper eq. 8")
         augment_rotation: bool = hparam(False, f"{CONFIG}: p_flip 0, p_rot 0 (the baselines': 0.5)")
 
@@ -89,7 +88,8 @@ class UGPCL(Method):
             loss = loss + weight * con
             logs.update(con=con.detach(), weight=weight)
         if hp.equivariance_loss:
-            rot = F.cross_entropy(out["rot"].float(), k)
+            classify = self.model.rotation_logits if hp.equivariance_turns == "all" else None  # eq. 12 as written
+            rot = equivariance_loss(out["rot"], k, image, classify)
             loss = loss + hp.rotation_weight * rot
             logs["rot"] = rot.detach()
         if self.queue is not None and t > hp.contrast_start:

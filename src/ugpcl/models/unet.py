@@ -161,6 +161,10 @@ class UNetR50(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.encode(x))
 
+    def rotation_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The rotation head on x, through the encoder alone (UGPCL's eq. 12 over all four turns)."""
+        return self.rotation_head(self.encode(x)[5])
+
     def forward_heads(self, x: torch.Tensor) -> dict:
         features = self.encode(x)
         out = {"seg": self.decoder(features), "features": features}
