@@ -10,7 +10,9 @@ Masks and predicted labels are always resized by nearest neighbour.
 
 One pixel grid for every direction: pixel centres aligned (OpenCV's INTER_NEAREST_EXACT here,
 torch's `nearest-exact` when evaluation and `ugpcl predict` resize predictions back,
-`metrics.resize_labels`), as INTER_LINEAR and INTER_AREA align them. OpenCV's INTER_NEAREST takes
+`metrics.resize_labels`), as INTER_LINEAR and INTER_AREA align them (they differ only where a centre
+falls exactly on a pixel edge, e.g. rows 3, 10, 17, 24, 80, ... of 224 from 256: OpenCV takes the
+lower pixel, torch the upper). OpenCV's INTER_NEAREST takes
 the pixel at the corner instead (floor(dst x scale)): down with it and back centred, ACDC's own
 labels scored Dice 0.953 against themselves at 224 px (0.891 at 96); on one grid, 0.993 (0.934), as
 SSL4MIS's scipy zoom (order 0) both ways, which aligns the corner pixels' centres instead. Both
