@@ -152,16 +152,27 @@ def nifti_gz(volume_zyx: np.ndarray, zooms=(1.0, 1.0, 1.0)) -> bytes:
     return gzip.compress(img.to_bytes(), compresslevel=1)
 
 
+def es_frame(patient: str) -> int:
+    """The end-systolic frame number a fake archive gives a patient (10-18, as real ones vary)."""
+    return 10 + int(patient[-3:]) % 9
+
+
 def fake_acdc_zip(path: Path, volumes: dict[str, tuple[np.ndarray, np.ndarray]], extra: dict[str, bytes] = {},
                   zooms=(1.0, 1.0, 1.0)) -> Path:
-    """A Creatis-layout zip holding the given (image, label) volumes, (Z, Y, X) each."""
+    """A Creatis-layout zip holding the given (image, label) volumes, (Z, Y, X) each, named as in
+    SSL4MIS's lists (frame01 end-diastolic, frame02 end-systolic). In the zip, as in the real one,
+    each frame is named by its number in the cine, which the patient's Info.cfg gives: ED 1, ES
+    `es_frame(patient)`."""
     with zipfile.ZipFile(path, "w") as zf:
         for patient in dict.fromkeys(case[:10] for case in volumes):
-            zf.writestr(f"ACDC/database/training/{patient}/Info.cfg", "ED: 1\n")
+            zf.writestr(f"ACDC/database/training/{patient}/Info.cfg",
+                        f"ED: 1\nES: {es_frame(patient)}\nGroup: NOR\nNbFrame: 30\n")
         for case, (image, label) in volumes.items():
-            prefix = f"ACDC/database/training/{case[:10]}/"
-            zf.writestr(prefix + f"{case}.nii.gz", nifti_gz(image, zooms))
-            zf.writestr(prefix + f"{case}_gt.nii.gz", nifti_gz(label, zooms))
+            patient, phase = case[:10], case[-2:]
+            raw = f"{patient}_frame{1 if phase == '01' else es_frame(patient):02d}"
+            prefix = f"ACDC/database/training/{patient}/"
+            zf.writestr(prefix + f"{raw}.nii.gz", nifti_gz(image, zooms))
+            zf.writestr(prefix + f"{raw}_gt.nii.gz", nifti_gz(label, zooms))
         for name, data in extra.items():
             zf.writestr(name, data)
     return path

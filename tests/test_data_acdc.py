@@ -108,7 +108,7 @@ def test_official_zip_matches_ssl4mis_orientation(acdc_dir, tmp_path):
     scaled = {c: (img * 700 + 13, lab) for c, (img, lab) in volumes.items()}  # raw scanner-like units
     archive = fake_acdc_zip(tmp_path / "ACDC.zip", scaled, extra={"ACDC/database/testing/README": b"x"},
                             zooms=(1.5, 1.25, 10.0))
-    train_slices = [f"{c}_slice_{k}" for c in cases[:4] for k in reversed(range(len(volumes[c][0])))]
+    train_slices = [f"{c}_slice_{k}" for c in cases[:4] for k in reversed(range(1, len(volumes[c][0]) + 1))]
     lists = write_lists(tmp_path / "lists", train_slices, cases[4:5], cases[5:])
     out = tmp_path / "acdc.h5"
     run_cli("prepare", "acdc", "--out", str(out), "--set", "data.image_size=224",
@@ -123,10 +123,46 @@ def test_official_zip_matches_ssl4mis_orientation(acdc_dir, tmp_path):
     for i, name in enumerate(p.train.names):
         case, k = name.rsplit("_slice_", 1)
         image, label = volumes[case]
-        np.testing.assert_allclose(p.train.images[i, 0] / 255, cv2.resize(image[int(k)], (224, 224)),
+        np.testing.assert_allclose(p.train.images[i, 0] / 255, cv2.resize(image[int(k) - 1], (224, 224)),
                                    atol=0.5 / 255 + 1e-5)
-        assert np.array_equal(p.train.labels[i], cv2.resize(label[int(k)], (224, 224), interpolation=cv2.INTER_NEAREST_EXACT))
+        assert np.array_equal(p.train.labels[i],
+                              cv2.resize(label[int(k) - 1], (224, 224), interpolation=cv2.INTER_NEAREST_EXACT))
     assert p.train.images.shape[1:] == (1, 224, 224) and p.val.labels.shape[1:] == (224, 224)
     for case in cases[4:]:
         assert np.array_equal(p.val_original[case], volumes[case][1])
         assert p.val_spacing[case] == (10.0, 1.25, 1.5)  # the NIfTI voxel size, as (z, y, x) like the arrays
+
+
+def test_creatis_zip_and_ssl4mis_folder_prepare_the_same_file(acdc_dir, tmp_path):
+    """The shipped lists name cases and slices as SSL4MIS's data: frame01/frame02 for ED/ES, which
+    the Creatis zip names by their cine frame numbers (Info.cfg), and slices counted from 1. Two
+    real training patients, rebuilt as whole volumes from their slices 1..depth (which cover each
+    volume: 1312 + the validation volumes' 590 = ACDC's 1902 slices), and two validation volumes,
+    written as the Creatis zip, prepare to the same arrays as from the SSL4MIS folder."""
+    from data_helpers import mini_acdc_folder
+
+    folder, lists = mini_acdc_folder(acdc_dir, tmp_path / "ssl4mis", train_patients=2, val_cases=2)
+    names = (lists / "train_slices.list").read_text().split()
+    volumes = {}
+    for case in dict.fromkeys(n.rsplit("_slice_", 1)[0] for n in names):
+        depth = sum(n.startswith(case + "_slice_") for n in names)
+        pairs = [read_h5(folder / "data" / "slices" / f"{case}_slice_{k}.h5") for k in range(1, depth + 1)]
+        volumes[case] = np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+    for list_name in ("val.list", "test.list"):
+        for case in (lists / list_name).read_text().split():
+            volumes[case] = read_h5(folder / "data" / f"{case}.h5")
+    assert {c[-7:] for c in volumes} == {"frame01", "frame02"}
+    archive = fake_acdc_zip(tmp_path / "ACDC.zip", volumes)
+    common = ["--set", "data.image_size=64", "--set", f"data.acdc.lists={lists}", "--set", 'data.acdc.regimes={"1": 1}']
+    run_cli("prepare", "acdc", "--out", str(tmp_path / "zip.h5"), *common, "--set", f"data.acdc.archive={archive}",
+            "--set", f"data.acdc.sha256='{sha256(archive)}'")
+    run_cli("prepare", "acdc", "--out", str(tmp_path / "folder.h5"), *common, "--set", "data.acdc.source=local",
+            "--set", f"data.acdc.local_dir={folder}")
+    z, f = load_prepared(tmp_path / "zip.h5"), load_prepared(tmp_path / "folder.h5")
+    assert z.attrs["source"] == "official" and f.attrs["source"] == "local"
+    assert z.train.names == f.train.names == names
+    assert np.array_equal(z.train.images, f.train.images) and np.array_equal(z.train.labels, f.train.labels)
+    assert z.val.names == f.val.names
+    assert np.array_equal(z.val.images, f.val.images) and np.array_equal(z.val.labels, f.val.labels)
+    for case in z.val_original:
+        assert np.array_equal(z.val_original[case], f.val_original[case])

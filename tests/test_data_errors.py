@@ -90,7 +90,7 @@ def acdc_zip(acdc_dir, tmp_path):
     """Real volumes of 1 patient (train) + 1 (val, test) for a Creatis-layout zip, and its config."""
     cases = (acdc_dir / "test.list").read_text().split()[:4]
     volumes = {c: read_h5(acdc_dir / "data" / f"{c}.h5") for c in cases}
-    train = [f"{c}_slice_{k}" for c in cases[:2] for k in range(len(volumes[c][0]))]
+    train = [f"{c}_slice_{k}" for c in cases[:2] for k in range(1, len(volumes[c][0]) + 1)]  # from 1, as SSL4MIS
     lists = write_lists(tmp_path / "lists", train, cases[2:3], cases[3:])
 
     def configured(archive, digest=None):
@@ -427,3 +427,28 @@ def test_an_error_while_decoding_closes_the_progress_bar_before_it_propagates(ca
     assert set(tqdm._instances) <= open_before   # closed, not left to be redrawn after the message
     assert capsys.readouterr().err.endswith("\n")
     assert progress_map(decode, [0, 1], 2, "cases") == [0, 1]
+
+
+def test_acdc_zip_info_cfg_without_phases(acdc_zip, tmp_path):
+    """The zip's frames are matched to the lists' frame01/frame02 through Info.cfg's ED and ES."""
+    volumes, configured, out = acdc_zip
+    member = f"ACDC/database/training/{next(iter(volumes))[:10]}/Info.cfg"
+    archive = fake_acdc_zip(tmp_path / "ACDC.zip", volumes)
+    with zipfile.ZipFile(archive) as zf:
+        kept = {i.filename: zf.read(i) for i in zf.infolist() if i.filename != member}
+    with zipfile.ZipFile(archive, "w") as zf:
+        for name, data in {**kept, member: b"ED: 1\nGroup: NOR\n"}.items():
+            zf.writestr(name, data)
+    text = fails_cleanly(out, lambda: stage.prepare(configured(archive), "acdc", out), f"{archive}::{member}")
+    assert "no ED and ES frame numbers" in text
+
+
+def test_acdc_list_naming_slice_0_is_refused(acdc_zip, tmp_path):
+    """SSL4MIS's lists count slices from 1: a slice 0 (a list counting from 0) is named, not read."""
+    volumes, configured, out = acdc_zip
+    archive = fake_acdc_zip(tmp_path / "ACDC.zip", volumes)
+    cfg = configured(archive)
+    lists = tmp_path / "lists" / "train_slices.list"
+    lists.write_text(lists.read_text().replace("_slice_1\n", "_slice_0\n", 1))
+    text = fails_cleanly(out, lambda: stage.prepare(cfg, "acdc", out), archive, "the list names slice 0")
+    assert "count slices from 1" in text

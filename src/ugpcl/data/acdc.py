@@ -3,6 +3,12 @@
 The split is SSL4MIS's: training = the slices in `train_slices.list` (70 patients), validation
 = the volumes in `val.list` + `test.list` (30 patients). A labeled regime of n patients is the
 shortest prefix of `train_slices.list` that holds n whole patients.
+
+The lists name cases and slices as SSL4MIS's data does, whatever the source: `patientNNN_frame01` is
+the end-diastolic frame and `frame02` the end-systolic one, and `_slice_k` is the volume's k-th slice
+counted from 1 (1312 training slices numbered 1..depth, which with the 590 of the validation volumes
+make ACDC's 1902). The Creatis zip names each frame by its number in the cine (`patient001_frame12`)
+and says which is which in the patient's `Info.cfg` (`ED: 1`, `ES: 12`): `ZipVolumes` translates.
 """
 
 from __future__ import annotations
@@ -30,6 +36,8 @@ LIST_FILES = ("train.list", "val.list", "test.list", "train_slices.list")
 CASE_RE = re.compile(r"patient\d{3}_frame\d{2}")
 SLICE_RE = re.compile(r"(patient\d{3}_frame\d{2})_slice_(\d+)")
 NIFTI_RE = re.compile(r"(?:^|/)training/patient\d{3}/(patient\d{3}_frame\d{2})(_gt)?\.nii\.gz")
+INFO_RE = re.compile(r"(?:^|/)training/(patient\d{3})/Info\.cfg")
+PHASES = ("ED", "ES")  # SSL4MIS's frame01 and frame02
 
 
 def patient_of(name: str) -> str:
@@ -137,18 +145,27 @@ def minmax(volume: np.ndarray, where) -> np.ndarray:
 
 
 class ZipVolumes:
-    """The NIfTI volumes of the Creatis zip (or the demo zip), read without extracting."""
+    """The NIfTI volumes of the Creatis zip (or the demo zip), read without extracting; cases and
+    slices named as in SSL4MIS's lists (module docstring)."""
 
     workers = 4  # gzip decoding and resizing release the GIL
 
     def __init__(self, path: Path):
         self.path = path
-        self.members: dict[tuple[str, bool], str] = {}  # (case, is ground truth) -> member name
+        self.members: dict[tuple[str, bool], str] = {}  # (SSL4MIS case, is ground truth) -> member name
         self.zooms: dict[str, tuple[float, ...]] = {}     # case -> voxel size (z, y, x) in mm, once read
+        frames, infos = {}, {}
         with open_zip(path) as zf:
             for name in zf.namelist():
                 if m := NIFTI_RE.search(name):
-                    self.members[(m[1], bool(m[2]))] = name
+                    frames[(m[1], bool(m[2]))] = name
+                elif m := INFO_RE.search(name):
+                    infos[m[1]] = read_member(zf, name), f"{path}::{name}"
+        for patient, (text, where) in infos.items():
+            for i, frame in enumerate(_phase_frames(text, where), 1):
+                for gt in (False, True):
+                    if (raw := (f"{patient}_frame{frame:02d}", gt)) in frames:
+                        self.members[(f"{patient}_frame{i:02d}", gt)] = frames[raw]
 
     def check(self, lists: AcdcLists) -> None:
         cases = {_parse_slice(n)[0] for n in lists.train_slices} | set(lists.val_cases)
@@ -156,7 +173,7 @@ class ZipVolumes:
         if missing:
             raise UserError(
                 f"{len(missing)} volumes named in the lists of {lists.folder} are not in the archive, "
-                f"e.g. {missing[0]}",
+                f"e.g. {missing[0]} (frame01 is the frame Info.cfg names ED, frame02 the one it names ES)",
                 path=self.path,
                 fix="use the complete ACDC training archive or lists that match it",
             )
@@ -189,11 +206,14 @@ class ZipVolumes:
         return self.zooms[case]
 
     def slices(self, case: str, ks: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """Slices ks of a case, counted from 1 as in SSL4MIS's lists."""
         image, label = self.volume(case)
-        if max(ks) >= len(image):
-            raise UserError(f"{case} has {len(image)} slices, the list names slice {max(ks)}", path=self.path,
-                            fix="use lists that match the archive")
-        return image[ks], label[ks]
+        if min(ks) < 1 or max(ks) > len(image):
+            bad = min(ks) if min(ks) < 1 else max(ks)
+            raise UserError(f"{case} has slices 1..{len(image)}, the list names slice {bad}", path=self.path,
+                            fix="use lists that match the archive (SSL4MIS's count slices from 1)")
+        index = np.asarray(ks) - 1
+        return image[index], label[index]
 
 
 class FolderVolumes:
@@ -247,6 +267,16 @@ class FolderVolumes:
                 raise UserError(f"slice shape {image.shape} differs from the volume's {pairs[0][0].shape}",
                                 path=self.slice_file(case, k), fix="replace the file with an intact copy")
         return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+
+
+def _phase_frames(info: bytes, where: str) -> tuple[int, int]:
+    """The ED and ES frame numbers of a Creatis `Info.cfg` (`ED: 1`, `ES: 12`, one per line)."""
+    values = dict(line.split(":", 1) for line in info.decode("utf-8", "replace").splitlines() if ":" in line)
+    try:
+        return tuple(int(values[phase].strip()) for phase in PHASES)
+    except (KeyError, ValueError) as exc:
+        raise UserError(f"no ED and ES frame numbers ({exc})", path=where,
+                        fix="the archive is incomplete or corrupt: download it again") from exc
 
 
 def _parse_slice(name: str) -> tuple[str, int]:

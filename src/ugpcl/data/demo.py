@@ -24,6 +24,7 @@ from .layout import ACDC_ZIP_PREFIX, ISIC_GT_FOLDER as GT_FOLDER, ISIC_INPUT_FOL
 from .volumeio import nifti_zyx
 
 STAMP = "demo.json"
+LAYOUT = 2  # what a configuration makes; a stamp of another layout is remade (2: ACDC lists named as SSL4MIS's)
 
 
 def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> np.ndarray:
@@ -114,16 +115,14 @@ def make_demo_acdc(out_dir: str | Path, *, seed: int, acdc_train_patients: int, 
         es_frame = int(rng.integers(8, 16))
         prefix = f"{ACDC_ZIP_PREFIX}{patient}/"
         members[prefix + "Info.cfg"] = f"ED: 1\nES: {es_frame}\nGroup: NOR\nNbFrame: 30\n".encode()
-        cases = []
-        for frame, systole in ((1, False), (es_frame, True)):
-            case = f"{patient}_frame{frame:02d}"
+        for frame, systole in ((1, False), (es_frame, True)):  # the zip names frames as Creatis does
             image, label = phantom_volume(rng, anatomy, acdc_slices, systole)
-            members[prefix + f"{case}.nii.gz"] = _nifti_gz(np.round(image), np.int16)
-            members[prefix + f"{case}_gt.nii.gz"] = _nifti_gz(label, np.uint8)
-            cases.append(case)
-        volumes[patient] = cases
-        if len(volumes) <= acdc_train_patients:  # SSL4MIS: a patient's slices together, shuffled
-            train_slices += rng.permutation([f"{c}_slice_{k}" for c in cases for k in range(acdc_slices)]).tolist()
+            members[prefix + f"{patient}_frame{frame:02d}.nii.gz"] = _nifti_gz(np.round(image), np.int16)
+            members[prefix + f"{patient}_frame{frame:02d}_gt.nii.gz"] = _nifti_gz(label, np.uint8)
+        volumes[patient] = cases = [f"{patient}_frame01", f"{patient}_frame02"]  # the lists as SSL4MIS (ED, ES)
+        if len(volumes) <= acdc_train_patients:  # SSL4MIS: a patient's slices together, shuffled, from 1
+            names = [f"{c}_slice_{k}" for c in cases for k in range(1, acdc_slices + 1)]
+            train_slices += rng.permutation(names).tolist()
     held_out = patients[acdc_train_patients:]
     n_val = max(1, len(held_out) // 3)
     lists = {
@@ -188,14 +187,14 @@ def make_demo_isic(out_dir: str | Path, *, seed: int, isic_images: int, isic_siz
 
 def _ensure(folder: Path, params: dict, outputs: list[Path], make) -> None:
     """Run `make` unless `folder` already holds outputs made with exactly these parameters."""
-    stamp = folder / STAMP
+    stamp, made = folder / STAMP, {**params, "layout": LAYOUT}
     try:
-        current = json.loads(stamp.read_text()) == params and all(p.exists() for p in outputs)
+        current = json.loads(stamp.read_text()) == made and all(p.exists() for p in outputs)
     except (OSError, ValueError):
         current = False
     if not current:
         make(folder, **params)
-        write_text(stamp, json.dumps(params, sort_keys=True) + "\n")
+        write_text(stamp, json.dumps(made, sort_keys=True) + "\n")
 
 
 def demo_settings(demo_cfg: dict, kind: str) -> dict:
