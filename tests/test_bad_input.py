@@ -408,6 +408,7 @@ def test_resume_on_other_data_is_refused(tiny_acdc, tmp_path):
 def test_predict_writes_every_good_input_and_summarises_the_failed_ones(tmp_path):
     from test_predict import threshold_net
 
+    from ugpcl import predict
     from ugpcl.predict import PredictionFailed, predict_files
 
     good = tmp_path / "good.png"
@@ -428,8 +429,33 @@ def test_predict_writes_every_good_input_and_summarises_the_failed_ones(tmp_path
     assert str(err.value).count("Fix:") == 1 and "(fix: " in str(err.value)  # each input's fix in parentheses
     written = ["good_mask.png", "good_overlay.png", "vol_overlay.png", "vol_pred.h5", "vol_pred.nii.gz"]
     assert sorted(p.name for p in err.value.written) == written
-    assert sorted(p.name for p in out.iterdir()) == sorted([*written, "notes.txt"])
+    assert sorted(p.name for p in out.iterdir()) == sorted([*written, "notes.txt", predict.MANIFEST])
     assert (out / "notes.txt").read_text() == "the user's"
+
+
+def test_predict_refuses_to_replace_a_file_it_did_not_write_and_replaces_its_own(tmp_path):
+    """A mask named as predict names its outputs (`<stem>_mask.png`, the README's own mask pattern)
+    beside its image: predicting that image into the same folder is refused before any work, the
+    mask left as it was; a folder of predict's own outputs is predicted into again."""
+    from test_predict import threshold_net
+
+    from ugpcl import predict
+
+    images = tmp_path / "images"
+    images.mkdir()
+    cv2.imwrite(str(images / "case0.png"), np.full((16, 16), 200, np.uint8))
+    cv2.imwrite(str(images / "case1.png"), np.full((16, 16), 20, np.uint8))
+    cv2.imwrite(str(images / "case1_mask.png"), np.full((16, 16), 255, np.uint8))  # the user's annotation
+    before = folder_state(images)
+    with pytest.raises(UserError, match="would replace case1_mask.png, which `ugpcl predict` did not write") as err:
+        predict.predict_files(threshold_net(), [images / "case0.png", images / "case1.png"], images, 32)
+    assert str(images / "case1_mask.png") in str(err.value) and "another --out folder" in str(err.value)
+    assert folder_state(images) == before, "nothing written, the annotation untouched"
+    out = tmp_path / "out"
+    first = predict.predict_files(threshold_net(), [images / "case0.png"], out, 32)
+    again = predict.predict_files(threshold_net(), [images / "case0.png", images / "case1.png"], out, 32)
+    assert set(first) < set(again)
+    assert sorted(p.name for p in out.iterdir()) == sorted([p.name for p in again] + [predict.MANIFEST])
 
 
 def test_an_inputs_outputs_are_written_together_or_not_at_all(tmp_path, monkeypatch):

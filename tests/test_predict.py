@@ -218,5 +218,5 @@ def test_out_defaults_under_results_of_the_runs_profile(tmp_path, capsys):
     assert run_cli(predict_command, ["predict", "--run-dir", str(tmp_path / "run"), str(tmp_path / "x.png"),
                                      "--device", "cpu"]) == 0
     out = results / "demo" / "predictions" / "test-run" / "seed1" / "best"
-    assert sorted(p.name for p in out.iterdir()) == ["x_mask.png", "x_overlay.png"]
+    assert sorted(p.name for p in out.iterdir()) == [predict.MANIFEST, "x_mask.png", "x_overlay.png"]
     assert capsys.readouterr().out.split() == [str(out / "x_mask.png"), str(out / "x_overlay.png")]

@@ -25,6 +25,7 @@ back to the slice's own size (nearest), so outputs have the inputs' shapes.
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -39,11 +40,12 @@ from .data.imageio import read_image as decode_image
 from .data.resize import Resizing, resize_slices
 from .data.volumeio import nifti_zyx, volume_zyx
 from .errors import UserError, warn_once
-from .fileio import atomic_path
+from .fileio import atomic_path, write_json
 from .metrics import predict_slices, resize_labels
 
 KINDS = {".png": "image", ".jpg": "image", ".jpeg": "image", ".tif": "image", ".tiff": "image", ".bmp": "image",
          ".nii": "nifti", ".nii.gz": "nifti", ".h5": "hdf5", ".hdf5": "hdf5"}
+MANIFEST = ".ugpcl-predict.json"  # in an output folder: the files predict wrote there, which it may replace
 BINARY_FOREGROUND = 255  # a two-class mask PNG: 0 background, 255 foreground (ISIC's ground truth)
 # Overlay colours (RGB) of classes 1, 2, ...: ACDC RV red, Myo green, LV blue; ISIC lesion red.
 PALETTE = np.array([[0, 0, 0], [230, 25, 75], [60, 180, 75], [0, 130, 200], [255, 225, 25], [145, 30, 180]],
@@ -306,8 +308,10 @@ def predict_files(net: nn.Module, inputs, out_dir: str | Path, image_size: int, 
     """Segment every input (files or folders; checked first: types, existence, distinct output names).
 
     An input that fails (unreadable, wrong channels, ...) does not stop the others; each input's
-    outputs are complete or absent (`predict_file`), and no existing file is deleted. If any
-    input failed, a UserError lists them after all the others are done."""
+    outputs are complete or absent (`predict_file`), and no file it did not write is replaced (an
+    output name taken by another file, such as a mask `<stem>_mask.png` beside its image, is refused
+    before any work; the files it wrote are listed in out_dir/MANIFEST, so a rerun replaces them).
+    If any input failed, a UserError lists them after all the others are done."""
     inputs, out_dir = expand_inputs(inputs), Path(out_dir)
     writers: dict[Path, Path] = {}
     for path in inputs:
@@ -316,11 +320,23 @@ def predict_files(net: nn.Module, inputs, out_dir: str | Path, image_size: int, 
                 raise UserError(f"inputs {writers[out]} and {path} would both write {out.name}", path=path,
                                 fix="rename one of them or predict them into different --out folders")
             writers[out] = path
+    ours = predicted_before(out_dir)
+    foreign = [out for out in writers if out.exists() and out.name not in ours]
+    if foreign:
+        more = f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""
+        raise UserError(
+            f"predicting {writers[foreign[0]]} would replace {foreign[0].name}{more}, which `ugpcl predict` did not "
+            "write (a ground-truth mask named like its outputs?)", path=foreign[0],
+            fix="predict into another --out folder (outputs: <stem>_mask.png, <stem>_pred.*, <stem>_overlay.png), "
+                "or move those files away")
     classes = output_classes(net, network_in_channels(net), image_size, device)
     written, failed, warn = [], [], warn_once()  # one warning per kind of conversion, not per file
     for path in inputs:
         try:
-            written += predict_file(net, path, out_dir, image_size, batch_size, device, resizing, classes, warn)
+            outputs = predict_file(net, path, out_dir, image_size, batch_size, device, resizing, classes, warn)
+            written += outputs
+            ours |= {out.name for out in outputs}
+            write_json(out_dir / MANIFEST, {"written by ugpcl predict": sorted(ours)})
         except UserError as exc:
             failed.append(f"{exc.problem} (fix: {exc.fix})" if exc.fix else exc.problem)  # one "Fix:": the list's
     if failed:
@@ -330,6 +346,15 @@ def predict_files(net: nn.Module, inputs, out_dir: str | Path, image_size: int, 
             "complete; nothing written for the failed ones):\n  " + "\n  ".join(failed),
             fix="correct or remove the failed inputs and predict them again", written=written)
     return written
+
+
+def predicted_before(out_dir: Path) -> set[str]:
+    """The names of the files earlier `ugpcl predict` commands wrote into out_dir (MANIFEST); an
+    unreadable manifest counts as none, so nothing is replaced on its word."""
+    try:
+        return set(json.loads((out_dir / MANIFEST).read_text())["written by ugpcl predict"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return set()
 
 
 class PredictionFailed(UserError):
