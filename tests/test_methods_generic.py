@@ -47,6 +47,25 @@ def batch_for(method: Method, batch: Batch) -> Batch:
     return batch if method.uses_unlabeled else Batch(batch.labeled, batch.label, batch.labeled_bs)
 
 
+def check_starts_as_the_baselines(name: str, cfg: dict) -> None:
+    """At one seed every method's network starts from the supervised baseline's weights (on the
+    parameters they share), so a table compares methods, not initial draws: a second network built
+    before the main one (or the main one built twice) would shift the draw."""
+    torch.manual_seed(0)
+    reference = build_method(cfg, "supervised", CLASSES, 1).model.state_dict()
+    torch.manual_seed(0)
+    weights = build_method(cfg, name, CLASSES, 1).model.state_dict()
+    shared = [k for k in reference if k in weights and weights[k].shape == reference[k].shape]
+    assert len(shared) == len(reference), f"{name}'s network lacks parameters of the shared UNet"
+    differ = [k for k in shared if not torch.equal(weights[k], reference[k])]
+    assert not differ, f"{name} starts from other weights than the supervised baseline at the same seed: {differ[:3]}"
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_every_method_starts_from_the_baselines_weights(name):
+    check_starts_as_the_baselines(name, load_config(profile="demo"))
+
+
 def check_trains(name: str, batch: Batch, cfg: dict) -> None:
     torch.manual_seed(0)
     method = build_method(cfg, name, CLASSES, batch.image.shape[1])
@@ -133,6 +152,7 @@ def test_readme_example_method_registers_trains_resumes_and_evaluates(acdc_batch
         name = next(n for n, c in base._REGISTRY.items() if c.__module__ == "ugpcl.methods.readme_example")
         cfg = fast_cfg()
         cfg["methods"].update(yaml.safe_load(params)["methods"])
+        check_starts_as_the_baselines(name, cfg)
         check_trains(name, acdc_batch, cfg)
         check_resumes_and_evaluates(name, cfg, tiny_acdc, tmp_path)
     finally:
