@@ -7,6 +7,7 @@ import json
 import shutil
 
 import cv2
+import nibabel as nib
 import numpy as np
 import pytest
 import yaml
@@ -289,3 +290,27 @@ def test_readme_example_prepares_and_trains_as_written(isic_dir, tmp_path, monke
     assert json.loads((run_dir / "run.json").read_text())["data_source"] == "folder"
     cfg = deep_merge(load_config(params, "demo"), {})
     assert cfg["data"]["mydata"]["classes"] == {0: "background", 255: "lesion"}
+
+
+def test_nifti_voxel_size_makes_distances_millimetres(acdc_dir, tmp_path):
+    """The NIfTI header's voxel size (here 1.5 x 1.25 x 10 mm, and a header in metres) is kept per
+    validation volume, so HD95 and ASD come out in mm as for ACDC's Creatis files."""
+    from ugpcl.metrics import distance_unit
+
+    cases = (acdc_dir / "val.list").read_text().split()[:4]
+    folder = nifti_volumes(acdc_dir, tmp_path / "scans", cases)
+    for i, case in enumerate(cases):
+        for name in (f"{case}.nii.gz", f"{case}_gt.nii.gz"):
+            img = nib.load(str(folder / name))
+            data = np.asanyarray(img.dataobj)
+            scale = 1000 if i == 0 else 1
+            scaled = nib.Nifti1Image(data, np.diag([1.5 / scale, 1.25 / scale, 10.0 / scale, 1.0]))
+            scaled.header.set_xyzt_units("meter" if i == 0 else "mm")
+            nib.save(scaled, str(folder / name))
+    cfg = folder_config("heart", nifti_entry(folder, group=r"^(patient\d+)_", split=[1, 1], regimes={"1": 1}),
+                        f"data.image_size={SIZE}")
+    p = load_prepared(stage.prepare(cfg, "heart", tmp_path / "heart.h5")["out"])
+    assert p.val_spacing and set(p.val_spacing) == set(p.case_slices())
+    for spacing in p.val_spacing.values():
+        assert spacing == pytest.approx((10.0, 1.25, 1.5))
+    assert distance_unit(p, "volume") == "mm"

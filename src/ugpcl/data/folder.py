@@ -49,7 +49,7 @@ from .prepared import write_prepared
 from .resize import Resizing, resize_slices
 from .split import labeled_ids, write_split_csv
 from .survey import CaseStats, case_stats, dataset_warnings, survey_report
-from .volumeio import read_h5, read_nifti
+from .volumeio import nifti_spacing, read_h5, read_nifti
 
 WORKERS = 4  # decoding and resizing release the GIL
 
@@ -58,6 +58,7 @@ WORKERS = 4  # decoding and resizing release the GIL
 class Raw:
     image: np.ndarray   # Z x H x W (grey) or Z x H x W x 3 (RGB), as stored
     mask: np.ndarray    # Z x H x W, the stored values
+    spacing: tuple[float, ...] | None = None  # voxel size (z, y, x) in mm: a NIfTI image's header
 
 
 @dataclass
@@ -65,6 +66,7 @@ class Converted:
     images: np.ndarray             # Z x C x S x S, uint8 (8-bit 2D images) or float32 in [0, 1]
     labels: np.ndarray             # Z x S x S uint8 class indices
     original: np.ndarray | None    # Z x H x W uint8 class indices (NIfTI/HDF5 cases), else None
+    spacing: tuple[float, ...] | None = None  # of `original`, (z, y, x) in mm, when the file gives it
 
 
 # --- reading --------------------------------------------------------------------------------
@@ -99,7 +101,8 @@ def read_raw(case: Case) -> Raw:
     if case.image == case.mask and suffix(case.image) not in (".h5", ".hdf5"):
         raise UserError("image_pattern and mask_pattern name the same file", path=case.image,
                         fix="give masks their own names (e.g. '{id}_mask.png'); only an HDF5 file holds both")
-    return Raw(_read(case.image, "image"), _read(case.mask, "mask"))
+    spacing = nifti_spacing(case.image) if suffix(case.image) in (".nii", ".nii.gz") else None
+    return Raw(_read(case.image, "image"), _read(case.mask, "mask"), spacing)
 
 
 def _values_text(values) -> str:
@@ -147,7 +150,7 @@ def convert(case: Case, raw: Raw, spec: FolderSpec, size: int) -> Converted:
     resized = resize_slices(image, size, rule.volumes if case.volume else rule.image_files)
     resized = resized[:, None] if resized.ndim == 3 else resized.transpose(0, 3, 1, 2)
     small = resize_slices(labels, size, "nearest")
-    return Converted(resized, small, labels if case.volume else None)
+    return Converted(resized, small, labels if case.volume else None, raw.spacing if case.volume else None)
 
 
 def load_case(case: Case, spec: FolderSpec, size: int) -> tuple[Converted, CaseStats]:
@@ -231,6 +234,7 @@ def prepare_spec(spec: FolderSpec, out: str | Path, size: int, *, source: str = 
         val_names=val_names,
         val_cases=[c.id for c in val for _ in range(depth[c.id])],
         val_original={c.id: conv.original for c, conv in zip(val, converted[n:]) if conv.original is not None},
+        val_spacing={c.id: conv.spacing for c, conv in zip(val, converted[n:]) if conv.spacing is not None},
         source=source,
         provenance={"images": str(spec.images), "masks": str(spec.masks), "cases": len(cases), **(provenance or {})},
     )

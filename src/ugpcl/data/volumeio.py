@@ -47,6 +47,21 @@ def read_nifti(path: Path) -> np.ndarray:
     return volume_zyx(np.asarray(data), path)
 
 
+LENGTH_UNITS_MM = {"mm": 1.0, "meter": 1000.0, "micron": 0.001, "unknown": 1.0}  # unknown: taken as mm
+
+
+def nifti_spacing(path: Path) -> tuple[float, float, float]:
+    """The voxel size of a .nii / .nii.gz file in mm, in `read_nifti`'s (z, y, x) order (a 2D file: z 1)."""
+    try:
+        header = nib.load(str(path)).header
+        zooms = [float(z) for z in header.get_zooms()[:3]]
+        scale = LENGTH_UNITS_MM.get(header.get_xyzt_units()[0], 1.0)
+    except Exception as exc:
+        raise UserError(f"not a readable NIfTI file ({exc})", path=path, fix=REPLACE) from exc
+    zooms += [1.0] * (3 - len(zooms))
+    return tuple(scale * z for z in zooms[::-1])
+
+
 def read_h5(path: Path, key: str) -> np.ndarray:
     """Dataset `key` of an HDF5 file as Z x H x W (an H x W array is one slice)."""
     try:
