@@ -339,6 +339,21 @@ def test_log_rows_for_every_iteration_read_back_every_log_every(tiny_acdc, tmp_p
     assert all(isinstance(r["loss"], float) and {"sup", "unsup", "weight", "lr"} <= r.keys() for r in rows)
 
 
+def test_a_regime_smaller_than_the_labeled_batch_names_the_dataset_regime_and_fix(tiny_acdc, tmp_path):
+    """The README's own folder example has a regime of 4 images; the paper's labeled half is 8."""
+    from ugpcl.data.prepared import load_prepared
+
+    labeled = len(load_prepared(tiny_acdc).labeled_indices("tiny"))
+    cfg = demo_cfg(f"train.labeled_bs={labeled + 1}", f"train.batch_size={2 * labeled + 2}",
+                   'data.isic.regimes={"91": 40, "181": 40}', "data.demo.isic_images=200")  # the config's own check
+    info = {"run_id": "t", "method": "supervised", "dataset": "acdc", "regime": "tiny", "seed": 1,
+            "profile": "demo", "overrides": {}}
+    with pytest.raises(UserError, match=f"regime 'tiny' of acdc has {labeled} labeled images") as err:
+        Trainer(cfg, info, tmp_path, data=tiny_acdc)
+    assert "data.acdc.regimes" in str(err.value) and str(tiny_acdc) in str(err.value)
+    assert not any(tmp_path.iterdir()), "nothing written"
+
+
 def test_a_nan_loss_stops_training_at_the_next_read_back(tiny_acdc, tmp_path):
     cfg = demo_cfg("train.iterations=6", "train.log_every=2", "train.lr=1.0e+30", "train.min_lr=1.0e+30")
     info = {"run_id": "t", "method": "supervised", "dataset": "acdc", "regime": "tiny", "seed": 1,

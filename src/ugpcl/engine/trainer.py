@@ -126,8 +126,14 @@ class Trainer:
         regime = info["regime"]
         unlabeled = self.data.unlabeled_indices(regime) if self.method.uses_unlabeled else np.array([], dtype=np.int64)
         batch_size = self.tr["batch_size"] if self.method.uses_unlabeled else self.tr["labeled_bs"]
-        self.sampler = TwoStreamSampler(self.data.labeled_indices(regime), unlabeled, batch_size,
-                                        self.tr["labeled_bs"], self.tr["seed"])
+        labeled, labeled_bs = self.data.labeled_indices(regime), self.tr["labeled_bs"]
+        if len(labeled) < labeled_bs:
+            name = info["dataset"]
+            raise UserError(f"regime {regime!r} of {name} has {len(labeled)} labeled images, fewer than the "
+                            f"labeled half of a batch (train.labeled_bs: {labeled_bs})", path=self.data.path,
+                            fix=f"label at least {labeled_bs} images in it (data.{name}.regimes, then `ugpcl prepare "
+                                f"{name}` again) or lower train.labeled_bs")
+        self.sampler = TwoStreamSampler(labeled, unlabeled, batch_size, labeled_bs, self.tr["seed"])
         self.images = torch.from_numpy(self.data.train.images).to(self.device)
         self.labels = torch.from_numpy(self.data.train.labels).to(self.device)
         self.amp = self.device.type == "cuda" and self.tr["amp"] == "bf16"
