@@ -114,6 +114,30 @@ def test_train_names_the_settings_a_finished_run_differs_in(tmp_path):
                                    "methods.ugpcl.temperature=0.5", "--run", "acdc136_ugpcl"]) == 0
 
 
+def test_train_names_a_finished_run_trained_on_a_prepared_file_made_again_since(tmp_path):
+    """New masks, `ugpcl prepare` again: `ugpcl train` of a finished run no longer says there is
+    nothing to do (the report leaves that run out, `ugpcl evaluate` refuses it)."""
+    import hashlib
+
+    from ugpcl.config import prepared_path
+
+    base = ["--profile", "demo", "--set", f"paths.results={tmp_path / 'res'}"]
+    cfg = load_config(profile="demo", overrides=[f"paths.results={tmp_path / 'res'}"])
+    run, seed = Run("acdc", "136", "ugpcl"), cfg["train"]["seed"]
+    run_dir, data = run.run_dir(cfg, seed), prepared_path(cfg, "acdc")
+    run_dir.mkdir(parents=True)
+    data.parent.mkdir(parents=True, exist_ok=True)
+    data.write_bytes(b"prepared with the old masks")
+    record = {"status": "finished", "data": {"sha256": hashlib.sha256(data.read_bytes()).hexdigest()}}
+    (run_dir / "run.json").write_text(json.dumps(record))
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(run.config(cfg, seed), sort_keys=False))
+    assert run_cli(train_command, ["train", *base, "--run", "acdc136_ugpcl"]) == 0  # the same file: nothing to do
+    data.write_bytes(b"prepared with the new masks")
+    with pytest.raises(UserError, match="already holds a finished run, trained on another version of") as err:
+        run_cli(train_command, ["train", *base, "--run", "acdc136_ugpcl"])
+    assert str(run_dir) in str(err.value) and str(data) in str(err.value) and "--force" in str(err.value)
+
+
 def test_settings_changes_name_params_keys_and_stop_at_five_in_the_message(tmp_path):
     from ugpcl.study import settings_changes
 

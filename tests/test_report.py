@@ -331,6 +331,39 @@ def test_runs_trained_with_other_settings_are_named_and_left_out_of_the_report(t
             "retrains it with these") in out
 
 
+def test_runs_trained_on_a_prepared_file_made_again_since_are_left_out(tmp_path):
+    """New masks, `ugpcl prepare` again: a run trained on the old file is not this configuration's
+    (as `ugpcl evaluate` refuses it), so it is named and left out beside the runs trained on the new one."""
+    import hashlib
+
+    from ugpcl.config import prepared_path
+
+    cfg = make_cfg(tmp_path)
+    data = prepared_path(cfg, "acdc")
+    data.parent.mkdir(parents=True)
+    data.write_bytes(b"the prepared file, old masks")
+    old = hashlib.sha256(data.read_bytes()).hexdigest()
+    for run_id, dice in (("acdc136_ugpcl", 0.88), ("acdc136_mt", 0.86), ("acdc136_em", 0.84)):
+        record = fake_run(cfg, run_id, 1337, dice) / "run.json"
+        info = json.loads(record.read_text())
+        if run_id != "acdc136_em":  # a run from before runs recorded their data: not known to differ
+            info["data"] = {"path": str(data), "sha256": old}
+        record.write_text(json.dumps(info))
+    runs = {r["id"]: r["seeds"]["1337"] for r in list_runs(cfg)}
+    assert all(runs[i]["status"] == "finished" for i in ("acdc136_ugpcl", "acdc136_mt", "acdc136_em"))
+    data.write_bytes(b"the prepared file, new masks")
+    new = hashlib.sha256(data.read_bytes()).hexdigest()
+    ugpcl_run = find_run(cfg, "acdc136_ugpcl").run_dir(cfg, 1337) / "run.json"
+    ugpcl_run.write_text(json.dumps({**json.loads(ugpcl_run.read_text()), "data": {"sha256": new}}))  # retrained
+    runs = {r["id"]: r["seeds"]["1337"] for r in list_runs(cfg)}
+    assert runs["acdc136_ugpcl"]["status"] == "finished" and runs["acdc136_em"]["status"] == "finished"
+    assert runs["acdc136_mt"]["status"] == "other settings"
+    assert runs["acdc136_mt"]["settings"] == f"data={old[:12]} (the prepared file is {new[:12]} now)"
+    table1 = write_report(cfg)["table1_md"].read_text()
+    assert "| acdc | 136 | mt | acdc136_mt | 0/1 | missing |" in table1
+    assert "| acdc | 136 | ugpcl | acdc136_ugpcl | 1/1 | 88.00 ± – |" in table1
+
+
 # --- figures ------------------------------------------------------------------------------
 def prepared_acdc(cfg, acdc_dir, size):
     """A small prepared ACDC file from two real validation volumes, resized to `size`."""

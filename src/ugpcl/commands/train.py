@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..config import dataset_config
+from ..config import dataset_config, prepared_path
 from ..errors import UserError
 from . import MethodNames, add_config_args, config_from_args
 
@@ -94,6 +94,17 @@ def refuse_other_settings(run_dir: Path, cfg: dict, run: Run, seed: int, shown: 
                             "or give another --out to keep it")
 
 
+def refuse_other_data(run_dir: Path, data: Path) -> None:
+    """UserError where the finished run in `run_dir` was trained on another prepared file than `data` is now."""
+    from ..data.provenance import data_changed
+
+    changed = data_changed(run_dir, data)
+    if changed:
+        raise UserError(f"already holds a finished run, trained on another version of {data} (SHA-256 "
+                        f"{changed[0][:12]} then, {changed[1][:12]} now: prepared again since)", path=run_dir,
+                        fix="retrain it with --force (on the file as it is now), or give another --out to keep it")
+
+
 def train_command(args) -> int:
     from ..engine.runfiles import RunFiles
     from ..engine.trainer import Trainer
@@ -110,6 +121,7 @@ def train_command(args) -> int:
         status = read_json(record, fix="restore the file, or delete it and retrain with --force").get("status")
         if status == "finished":
             refuse_other_settings(run_dir, cfg, run, seed)
+            refuse_other_data(run_dir, Path(args.data) if args.data else prepared_path(cfg, run.dataset))
             print(f"{run_dir} already holds a finished run; --force retrains it")
             return 0
     info = {"run_id": run.id, "method": run.method, "dataset": run.dataset, "regime": run.regime, "seed": seed,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -24,3 +25,22 @@ def data_record(prepared: Prepared) -> dict:
         provenance = {"unparsed": str(prepared.attrs.get("provenance"))}
     return {"path": str(path), "bytes": path.stat().st_size, "sha256": file_sha256(path),
             "dataset": prepared.dataset, "source": str(prepared.attrs.get("source", "")), "provenance": provenance}
+
+
+def data_changed(run_dir: str | Path, current: str | Path) -> tuple[str, str] | None:
+    """(SHA-256 trained on, SHA-256 now) where the run in run_dir was trained on another prepared file
+    than `current` is now (prepared again since); None where they agree or either is unknown (no
+    run.json data record, no file)."""
+    try:
+        trained = json.loads((Path(run_dir) / "run.json").read_text())["data"]["sha256"]
+        stat = Path(current).stat()
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    now = _cached_sha256(str(current), stat.st_size, stat.st_mtime_ns)
+    return None if trained == now else (trained, now)
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_sha256(path: str, size: int, mtime_ns: int) -> str:
+    """file_sha256 once per version of a file (its size and modification time) per process."""
+    return file_sha256(path)

@@ -23,7 +23,8 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import REPO_ROOT, dataset_names, dataset_source, eval_dir, read_yaml, reports_dir, results_dir
+from ..config import (REPO_ROOT, dataset_names, dataset_source, eval_dir, prepared_path, read_yaml, reports_dir,
+                      results_dir)
 from ..errors import UserError
 from ..study import Run, distinct_runs, settings_changes
 
@@ -194,7 +195,16 @@ def other_settings(cfg: dict, run: Run, seed: int, ignore: tuple[str, ...] = ())
                    if key not in ignore]
     except (OSError, KeyError, TypeError, AttributeError, UserError):
         return f"unknown: {path.name} not comparable"
-    return ", ".join(f"{key}={old}" for key, old in changes) or None
+    return ", ".join([*(f"{key}={old}" for key, old in changes), *other_data(cfg, run, seed)]) or None
+
+
+def other_data(cfg: dict, run: Run, seed: int) -> list[str]:
+    """`data=<SHA-256> (...)` where the run-seed was trained on another prepared file than the one its
+    dataset has now (prepared again since: new masks, cases, sizes), as `ugpcl evaluate` refuses it."""
+    from ..data.provenance import data_changed
+
+    changed = data_changed(run.run_dir(cfg, seed), prepared_path(cfg, run.dataset))
+    return [f"data={changed[0][:12]} (the prepared file is {changed[1][:12]} now)"] if changed else []
 
 
 def split_by_settings(cfg: dict, results: dict[str, dict[int, dict]], ignore: tuple[str, ...] = ()
