@@ -318,6 +318,7 @@ def test_keys_that_contradict_each_other_are_refused_at_load_naming_them(overrid
         load_config(profile="demo", overrides=overrides)
     for key in keys:
         assert key in str(err.value)
+    assert f"(with --set {', --set '.join(overrides)})" in str(err.value)  # where the values may come from
 
 
 def test_labeled_batch_as_large_as_the_batch_no_longer_reaches_training(tiny_acdc, tmp_path):

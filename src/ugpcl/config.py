@@ -106,7 +106,7 @@ def validate(cfg: dict, source: str | Path = "params.yaml", overrides: list[Over
             path=source if from_file else None,
             fix="; ".join(fixes + [f"correct {what} (the schema is {SCHEMA_PATH.relative_to(REPO_ROOT)})"]),
         )
-    config_checks.check(cfg, source)
+    config_checks.check(cfg, source, [o.text for o in overrides])
 
 
 def load_config(path: str | Path | None = None, profile: str | None = None, overrides: list[str] = ()) -> dict:

@@ -128,10 +128,13 @@ def warnings_in(cfg: dict) -> list[str]:
     return [w for check in WARNINGS for w in check(cfg)]
 
 
-def check(cfg: dict, source="params.yaml") -> None:
+def check(cfg: dict, source="params.yaml", overrides: list[str] = ()) -> None:
+    """UserError listing every constraint between keys that `cfg` breaks; `overrides` (the --set
+    options applied, as typed) are named in it, as they may be where a value came from."""
     found = problems(cfg)
     if found:
-        raise UserError("inconsistent configuration:\n" + "\n".join(f"  {p}" for p in found), path=source,
-                        fix="change these keys so that they agree (in params.yaml, its profile, or --set)")
+        applied = f"\n  (with --set {', --set '.join(overrides)})" if overrides else ""
+        raise UserError("inconsistent configuration:\n" + "\n".join(f"  {p}" for p in found) + applied,
+                        path=source, fix="change these keys so that they agree (in params.yaml, its profile, or --set)")
     for warning in warnings_in(cfg):
         _warn(f"{source}: {warning}")
