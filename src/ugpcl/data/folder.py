@@ -123,6 +123,10 @@ def case_problems(case: Case, raw: Raw, stats: CaseStats, spec: FolderSpec) -> l
         shown = ", ".join(map(str, unexpected[:5])) + (f", ... ({len(unexpected)} in all)" if len(unexpected) > 5 else "")
         message = f"mask values other than {_values_text(spec.classes)}: [{shown}]"
         fix = spec.mask_fix or f"correct the mask, or name these values' classes in {spec.key('classes')}"
+        if 255 in unexpected and 255 not in spec.classes and len(spec.classes) == 2:  # the usual binary slip
+            background, other = sorted(spec.classes)
+            fix = (f"the masks look binary 0/255: write {spec.key('classes')} as {{{background}: "
+                   f"{spec.classes[background]}, 255: {spec.classes[other]}}}, or {fix}")
         if suffix(case.mask) in (".jpg", ".jpeg"):
             message += "; JPEG's lossy compression changes a mask's values (around the edges between classes)"
             fix = "save the masks as PNG (lossless)" + ("" if spec.mask_fix else
