@@ -492,3 +492,18 @@ def test_a_wrong_checksum_archive_the_user_placed_is_moved_aside_not_deleted(tmp
     assert f"moved aside to {aside}" in str(err.value)
     assert not placed.exists() and aside.read_bytes() == b"an 11 GB archive, cut short"
     assert sorted(p.name for p in tmp_path.iterdir()) == [aside.name]
+
+
+def test_ctrl_c_outside_training_says_how_to_go_on(monkeypatch, capsys):
+    """Ctrl-C during training names the iteration (engine.lifetime.Interrupted); anywhere else (an
+    evaluation that ends a training, a report) the command still says what is kept and what to do."""
+    from ugpcl import cli
+    from ugpcl.commands import report
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(report, "choices_command", interrupted)
+    assert cli.main(["choices"]) == 130
+    assert capsys.readouterr().err.strip() == ("interrupted: nothing half-written is kept (outputs are written whole "
+                                               "or not at all); run the same command again to go on")

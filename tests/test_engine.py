@@ -175,7 +175,7 @@ def test_the_gpu_generator_is_restored_onto_the_gpu_the_resumed_run_has(monkeypa
 
 def test_resume_refuses_a_run_dir_with_another_configuration(tiny_acdc, tmp_path):
     Trainer(tiny_cfg(iterations=8), INFO, tmp_path, data=tiny_acdc).fit(stop_after=2, progress=False)
-    with pytest.raises(UserError, match="different configuration"):
+    with pytest.raises(UserError, match=r"different configuration \(train.iterations: 8 in it, 9 now\)"):
         Trainer(tiny_cfg(iterations=9), INFO, tmp_path, data=tiny_acdc).resume()
 
 

@@ -57,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:  # Interrupted says where and how to go on
-        print(str(exc) if isinstance(exc, Interrupted) else "interrupted", file=sys.stderr)
+        print(str(exc) if isinstance(exc, Interrupted) else "interrupted: nothing half-written is kept (outputs are "
+              "written whole or not at all); run the same command again to go on", file=sys.stderr)
         return 130
     except lifetime.Terminated as exc:
         print(f"stopped: {exc}", file=sys.stderr)

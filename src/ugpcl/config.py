@@ -109,6 +109,23 @@ def validate(cfg: dict, source: str | Path = "params.yaml", overrides: list[Over
     config_checks.check(cfg, source, [o.text for o in overrides])
 
 
+def flat_keys(tree: dict, prefix: str = "") -> dict:
+    """{"a.b.c": leaf} of a nested dict (lists are leaves)."""
+    out = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        out.update(flat_keys(value, f"{name}.") if isinstance(value, dict) and value else {name: value})
+    return out
+
+
+class _NotSet:
+    def __repr__(self) -> str:
+        return "(not set)"
+
+
+NOT_SET = _NotSet()  # a key one configuration lacks (written by an older version)
+
+
 def load_config(path: str | Path | None = None, profile: str | None = None, overrides: list[str] = ()) -> dict:
     """Read params.yaml, merge `profiles[profile]` and KEY=VALUE overrides, validate.
 

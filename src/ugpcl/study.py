@@ -14,8 +14,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import (DEFAULT_CONFIG, dataset_config, dataset_kind, dataset_names, deep_merge, load_config,
-                     parse_override, results_dir)
+from .config import (DEFAULT_CONFIG, NOT_SET, dataset_config, dataset_kind, dataset_names, deep_merge, flat_keys,
+                     load_config, parse_override, results_dir)
 from .data.demo import demo_settings
 from .data.prepared import FORMAT_VERSION
 from .errors import UserError
@@ -82,22 +82,6 @@ def settings_digest(settings: dict) -> str:
     """A short, stable digest of `settings` (what the workflows compare to decide a rerun)."""
     return hashlib.sha1(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
-
-def flat_keys(tree: dict, prefix: str = "") -> dict:
-    """{"a.b.c": leaf} of a nested dict (lists are leaves)."""
-    out = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        out.update(flat_keys(value, f"{name}.") if isinstance(value, dict) and value else {name: value})
-    return out
-
-
-class _NotSet:
-    def __repr__(self) -> str:
-        return "(not set)"
-
-
-NOT_SET = _NotSet()  # a key one configuration lacks (written by an older version)
 
 
 def settings_changes(trained: dict, wanted: dict, run: Run, seed: int) -> list[tuple[str, object, object]]:

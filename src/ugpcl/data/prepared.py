@@ -90,7 +90,8 @@ class Prepared:
                 f"labeled regime {regime!r} not in this file (has {', '.join(sorted(self.labeled))})",
                 path=self.path,
                 fix=f"configure it under data.{self.dataset}.regimes in params.yaml (regime -> number labeled), "
-                    f"then prepare the file again (`ugpcl prepare {self.dataset}`); or use one of the regimes it has",
+                    f"then prepare the file again (`ugpcl prepare {self.dataset}`, with the --profile you train "
+                    "with); or use one of the regimes it has",
             )
         return self.labeled[regime]
 

@@ -86,6 +86,16 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def differences(then: dict, now: dict, shown: int = 5) -> str:
+    """`key: value in the unfinished run, value now; ...` of two configurations, at most `shown` keys."""
+    from ..config import NOT_SET, flat_keys
+
+    old, new = flat_keys(then), flat_keys(now)
+    keys = sorted(k for k in old.keys() | new.keys() if old.get(k, NOT_SET) != new.get(k, NOT_SET))
+    listed = "; ".join(f"{k}: {old.get(k, NOT_SET)!r} in it, {new.get(k, NOT_SET)!r} now" for k in keys[:shown])
+    return listed + ("; ..." if len(keys) > shown else "")
+
+
 class Trainer:
     """Trains one run (a method on a dataset regime with a seed) into `run_dir`."""
 
@@ -195,7 +205,8 @@ class Trainer:
         ckpt = checkpoint.read(path, map_location="cpu")  # RNG states must stay CPU tensors
         fresh = f"use --fresh to discard it (or delete {self.files.progress}), or choose another --out"
         if ckpt["cfg"] != self.cfg or ckpt["info"] != self.info:
-            raise UserError("this run directory holds an unfinished run with a different configuration",
+            raise UserError("this run directory holds an unfinished run with a different configuration ("
+                            f"{differences({**ckpt['cfg'], 'run': ckpt['info']}, {**self.cfg, 'run': self.info})})",
                             path=path, fix=fresh)
         if ckpt.get("data") != self.data_record["sha256"]:
             raise UserError(f"this unfinished run was trained on other data (SHA-256 {ckpt.get('data')}) than "
