@@ -31,12 +31,12 @@ import torch
 from . import choices
 from .config import eval_dir, prepared_path, results_dir
 from .data.prepared import Prepared, load_prepared
-from .data.provenance import file_sha256
+from .data.provenance import file_sha256, trained_data_sha256
 from .engine import determinism
 from .engine.checkpoint import LoadedRun, load_run
 from .engine.runfiles import RunFiles
 from .errors import UserError
-from .fileio import read_json, write_json
+from .fileio import write_json
 from .lifetime import git_commit
 from .metrics import METRICS, evaluate_network, write_evaluation
 
@@ -122,16 +122,6 @@ def check_data_fits(prepared: Prepared, cfg: dict, info: dict, checkpoint_path: 
                             path=prepared.path,
                             fix=f"pass the {info.get('dataset')} file it was trained on with --data (prepared "
                                 f"with data.image_size {cfg.get('data', {}).get('image_size')})")
-
-
-def trained_data_sha256(run_dir: str | Path) -> str | None:
-    """The SHA-256 of the prepared file the run was trained on (run.json's `data` record, written
-    when training finished), or None where the run records none."""
-    record = Path(run_dir) / "run.json"
-    if not record.is_file():
-        return None
-    data = read_json(record, fix="restore the file, or retrain the run (`ugpcl train ... --force`)").get("data")
-    return data.get("sha256") if isinstance(data, dict) else None
 
 
 def check_same_data(run_dir: str | Path, path: str | Path, sha256: str, *, explicit: bool) -> None:

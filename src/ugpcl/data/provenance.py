@@ -7,6 +7,8 @@ import hashlib
 import json
 from pathlib import Path
 
+from ..errors import UserError
+from ..fileio import read_json
 from .prepared import Prepared
 
 
@@ -27,14 +29,26 @@ def data_record(prepared: Prepared) -> dict:
             "dataset": prepared.dataset, "source": str(prepared.attrs.get("source", "")), "provenance": provenance}
 
 
+def trained_data_sha256(run_dir: str | Path) -> str | None:
+    """The SHA-256 of the prepared file the run was trained on (run.json's `data` record, written
+    when training finished), or None where the run records none."""
+    record = Path(run_dir) / "run.json"
+    if not record.is_file():
+        return None
+    data = read_json(record, fix="restore the file, or retrain the run (`ugpcl train ... --force`)").get("data")
+    return data.get("sha256") if isinstance(data, dict) else None
+
+
 def data_changed(run_dir: str | Path, current: str | Path) -> tuple[str, str] | None:
     """(SHA-256 trained on, SHA-256 now) where the run in run_dir was trained on another prepared file
     than `current` is now (prepared again since); None where they agree or either is unknown (no
-    run.json data record, no file)."""
+    run.json data record, an unreadable one, no file)."""
     try:
-        trained = json.loads((Path(run_dir) / "run.json").read_text())["data"]["sha256"]
+        trained = trained_data_sha256(run_dir)
         stat = Path(current).stat()
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, UserError):
+        return None
+    if trained is None:
         return None
     now = _cached_sha256(str(current), stat.st_size, stat.st_mtime_ns)
     return None if trained == now else (trained, now)
