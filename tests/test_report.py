@@ -283,6 +283,14 @@ def test_demo_report_says_it_is_synthetic(tmp_path):
         assert files[f"{table}_md"].read_text().startswith(f"> **{tables.SYNTHETIC_WARNING}**")
 
 
+def test_real_data_under_the_demo_profile_is_not_marked_synthetic():
+    """The demo profile is a small model and a short run, not the data: a user's real datasets trained
+    under it are not stamped SYNTHETIC, and one demo dataset in the study still marks it."""
+    real = load_config(profile="demo", overrides=["data.acdc.source=official", "data.isic.source=official"])
+    assert not tables.synthetic(real)
+    assert tables.synthetic(load_config(profile="demo", overrides=["data.acdc.source=official"]))
+
+
 def test_list_runs_reports_status(tmp_path):
     cfg = make_cfg(tmp_path)
     fake_run(cfg, "acdc136_ugpcl", 1337, 0.88)
