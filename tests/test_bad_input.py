@@ -242,6 +242,29 @@ def test_a_mistyped_key_in_set_names_the_override_and_the_closest_key_not_params
 
 
 
+FOLDER_ENTRY = ("\n  mydata:\n    kind: folder\n    images: data/mine\n    image_pattern: '{id}.png'\n"
+                "    mask_pattern: '{id}_mask.png'\n    seed: 0\n    regimes: {\"4\": 4}\n")
+
+
+@pytest.mark.parametrize("entry, says, takes", [
+    ("    classes: {0: background, 255: lesion}\n    split: 0.7\n",
+     "data.mydata.split: 0.7 is not valid under any of the given schemas",
+     "data.mydata.split takes train : validation as two whole numbers, e.g. [7, 3], or {train: FILE, val: FILE}"),
+    ("    classes: {background: 0, lesion: 255}\n    split: [7, 3]\n",
+     "data.mydata.classes: 'background' does not match",
+     "data.mydata.classes takes mask value -> class name, at least two, e.g. {0: background, 255: lesion}"),
+], ids=["split", "classes"])
+def test_a_wrong_folder_dataset_value_says_what_the_key_takes(tmp_path, entry, says, takes):
+    """Schema errors for a folder dataset's split and classes said only "not valid under any of the
+    given schemas"; the fix now quotes the schema's description of the key, with an example."""
+    bad = tmp_path / "params.yaml"
+    bad.write_text(DEFAULT_CONFIG.read_text().replace("\ndata:\n", "\ndata:\n" + FOLDER_ENTRY[1:] + entry, 1))
+    with pytest.raises(UserError, match=re.escape(says)) as err:
+        load_config(bad)
+    assert err.value.path == bad and takes in err.value.fix
+    assert "quote the value" not in err.value.fix   # name: value swapped is not a number to quote
+
+
 @pytest.mark.parametrize("override, says", [
     ("methods.mt.consistensy=0.2", "unknown hyper-parameter of mt (did you mean consistency?)"),
     ("methods.mt.consistency=-1", "-1 is less than the minimum of 0"),

@@ -93,10 +93,13 @@ def validate(cfg: dict, source: str | Path = "params.yaml", overrides: list[Over
     schema = yaml.safe_load(SCHEMA_PATH.read_text())
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(cfg), key=lambda e: list(map(str, e.absolute_path)))
+    # A map whose keys are wrong (classes written name: value) also has wrong values: name only the keys.
+    wrong_keys = {tuple(e.absolute_path) for e in errors if "propertyNames" in e.absolute_schema_path}
+    errors = [e for e in errors if not (e.validator == "type" and tuple(e.absolute_path)[:-1] in wrong_keys)]
     if errors:
         lines, fixes, from_file = [], [], False
         for err in errors[:10]:
-            line, origin, specific = describe(err, list(overrides))
+            line, origin, specific = describe(err, list(overrides), schema)
             lines.append(f"  --set {origin.text}: {line}" if origin else f"  {line}")
             from_file |= origin is None
             fixes += [f for f in specific if f not in fixes]

@@ -1,6 +1,7 @@
 """Schema violations of the configuration as messages that name where the value came from
 (params.yaml or a `--set` override) and the fix: the closest valid key for a mistyped one, quotes
-for a number where text is expected, a dot for YAML 1.1's scientific notation."""
+for a number where text is expected, a dot for YAML 1.1's scientific notation, and for a wrong value
+what the key takes (the schema's description of it)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ from dataclasses import dataclass
 # A number in scientific notation without a dot (1e-3, 5E-4, -2e+1), which YAML 1.1 (PyYAML) reads
 # as text; `config` reads --set values with it as floats.
 SCIENTIFIC = re.compile(r"[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+")
+# Validators about a key's value (not about which keys an object has): their fix says what the key takes.
+VALUE_VALIDATORS = frozenset({"type", "oneOf", "anyOf", "pattern", "propertyNames", "minProperties", "minItems",
+                              "maxItems", "minimum", "maximum", "exclusiveMinimum", "enum", "const", "minLength"})
 
 
 @dataclass
@@ -63,12 +67,37 @@ def _wants(err, kind: str) -> bool:
     return kind in types
 
 
-def describe(err, overrides: list[Override]) -> tuple[str, Override | None, list[str]]:
-    """(the message line, the override the offending value came from or None, specific fixes)."""
+def expectation(root: dict, err) -> tuple[str, str] | None:
+    """(the key, its description) for an error about a value: the schema's description of the innermost key
+    on the error's schema path (`$ref`s followed), or None where that key has none."""
+    if err.validator not in VALUE_VALIDATORS:
+        return None
+    node, key, found = root, None, None
+    steps = list(err.absolute_schema_path)
+    for i, step in enumerate(steps):
+        while isinstance(node, dict) and step not in node and "$ref" in node:
+            node = root["$defs"][node["$ref"].rsplit("/", 1)[-1]]
+            found = node.get("description", found) if key is not None else None
+        node = node[step]
+        if i > 0 and steps[i - 1] == "properties":
+            key, found = step, None
+        if key is not None and isinstance(node, dict):
+            found = node.get("description", found)
+    if found is None:
+        return None
+    location = [str(p) for p in err.absolute_path]
+    where = location[:len(location) - location[::-1].index(key)] if key in location else location
+    return ".".join(where), " ".join(found.split())
+
+
+def describe(err, overrides: list[Override], root: dict | None = None) -> tuple[str, Override | None, list[str]]:
+    """(the message line, the override the offending value came from or None, specific fixes); `root`,
+    the whole schema, gives the description of the key a wrong value is for."""
     location = [str(p) for p in err.absolute_path]
     where = ".".join(location) or "(top level)"
     extra = unexpected_keys(err)
-    origin = _origin(location + [str(extra[0])] if extra else location, overrides)
+    named = [str(extra[0])] if extra else [str(err.instance)] if "propertyNames" in err.absolute_schema_path else []
+    origin = _origin(location + named, overrides)
     line, fixes = f"{where}: {err.message}", []
     for key in extra:
         close = difflib.get_close_matches(str(key), list(err.schema.get("properties", {})), n=1)
@@ -90,4 +119,7 @@ def describe(err, overrides: list[Override]) -> tuple[str, Override | None, list
     if origin is None and _wants(err, "number") and isinstance(value, str) and SCIENTIFIC.fullmatch(value):
         fixes.append(f"write {where} as {yaml11_float(value)} (YAML 1.1 reads {value} as text: it wants a dot in the "
                      f"number and a sign in the exponent)")
+    expected = expectation(root, err) if root is not None else None
+    if expected is not None:
+        fixes.append(f"{expected[0]} takes {expected[1]}")
     return line, origin, fixes
