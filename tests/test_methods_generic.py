@@ -19,6 +19,7 @@ import yaml
 
 from ugpcl.config import load_config
 from ugpcl.device import processor_name
+from ugpcl.errors import UserError
 from ugpcl.engine.step import make_optimizer, train_step
 from ugpcl.engine.trainer import Trainer
 from ugpcl.evaluation import evaluate_run
@@ -223,3 +224,19 @@ def test_a_method_file_without_register_is_named_with_the_fix(tmp_path):
     assert out.returncode != 0 and "Traceback" not in out.stderr
     assert f"methods.{name}: no such method" in out.stderr
     assert f"methods/{name}.py registers no method called '{name}'" in out.stderr and "@register" in out.stderr
+
+
+@pytest.mark.parametrize("source, says", [
+    ("import numpy\n\nx = numpy.not_there\n", "at line 3: AttributeError"),
+    ("def f(:\n    pass\n", "at line 1: SyntaxError"),
+], ids=["raises", "syntax"])
+def test_a_method_module_that_fails_to_import_is_named_with_its_line(tmp_path, monkeypatch, source, says):
+    """A method being written that does not import stops every command: with the file and line, not a traceback."""
+    import ugpcl.methods as methods
+
+    (tmp_path / "halfway.py").write_text(source)
+    monkeypatch.setattr(methods, "__path__", [*methods.__path__, str(tmp_path)])
+    with pytest.raises(UserError, match=re.escape(says)) as err:
+        methods.registry()
+    assert err.value.path == tmp_path / "halfway.py" and "python -c 'import ugpcl.methods.halfway'" in err.value.fix
+    assert "ugpcl.methods.halfway" not in sys.modules

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import traceback
 from pathlib import Path
 
 from ..config import resolve_path
@@ -24,8 +25,24 @@ def registry() -> dict[str, type[Method]]:
     """name -> Method class, for every method module in this package."""
     for info in pkgutil.iter_modules(__path__):
         if not info.name.startswith("_") and info.name not in NOT_METHODS:
-            importlib.import_module(f"{__name__}.{info.name}")
+            _import(info)
     return dict(_REGISTRY)
+
+
+def _import(info: pkgutil.ModuleInfo) -> None:
+    """Import one method module; one that fails (a method being written) is a UserError naming the file,
+    the line and the exception, as it stops every command."""
+    name = f"{__name__}.{info.name}"
+    try:
+        importlib.import_module(name)
+    except Exception as exc:
+        path = Path(info.module_finder.path) / f"{info.name}.py"
+        frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == str(path)]
+        line = exc.lineno if isinstance(exc, SyntaxError) else frames[-1].lineno if frames else None
+        raise UserError(f"the method module failed to import{f' at line {line}' if line else ''}: "
+                        f"{type(exc).__name__}: {exc}", path=path,
+                        fix=f"correct it (python -c 'import {name}' shows the traceback), or move it out of "
+                            f"{path.parent} while you work on it: every module there is imported as a method") from exc
 
 
 def names() -> list[str]:
