@@ -526,6 +526,18 @@ def test_loss_terms_are_read_from_the_logs_with_the_weighted_consistency_term(tm
     assert figures.loss_term_rows({"acdc-68": [("mt", {1: ([], [])})]}) == "step\tvalue\tterm\tsetting\trun\tseed\n"
 
 
+def test_training_curves_say_which_setting_has_no_log_yet(tmp_path, monkeypatch):
+    """A setting none of whose runs has started (or validated) says so in its panels, not empty axes."""
+    drawn = {}
+    monkeypatch.setattr(figures, "save", lambda fig, path, **kw: drawn.setdefault("fig", fig) and path)
+    log = [{"t": t, "lr": 0.01, "loss": 1.0 - 0.1 * t} for t in range(4)]
+    figures.training_curves({"acdc-68": [("mt", {1: (log, [{"t": 3, "val_dice": 0.5}])})],
+                             "acdc-136": [("mt", {1: (log, [])})],
+                             "isic-91": [("mt", {1: ([], [])}), ("em", {1: ([], [])})]}, tmp_path / "c.png")
+    said = [[" ".join(t.get_text() for t in ax.texts) for ax in drawn["fig"].axes[i:i + 2]] for i in (0, 2, 4)]
+    assert said == [["", ""], ["", "no validation yet"], ["no training log yet", "no validation yet"]]
+
+
 def test_a_dataset_of_our_own_gets_its_own_table_without_the_papers_columns(tmp_path):
     mine = {"kind": "folder", "images": str(tmp_path), "image_pattern": "{id}.png", "mask_pattern": "{id}_m.png",
             "classes": {0: "background", 255: "lesion"}, "split": [7, 3], "seed": 0, "regimes": {"4": 4}}

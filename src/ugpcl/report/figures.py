@@ -196,9 +196,13 @@ def training_curves(groups: dict[str, list[tuple[str, RunLogs]]], path: Path, sy
                                 marker=".", ms=3, color=colour, lw=1)
         ax_loss.set_title(f"{name}: training loss", fontsize=9)
         ax_val.set_title(f"{name}: validation Dice (%)", fontsize=9)
-        for ax in (ax_loss, ax_val):
+        for ax, what in ((ax_loss, "no training log yet"), (ax_val, "no validation yet")):
             ax.tick_params(labelsize=7)
             ax.grid(alpha=0.3)
+            if not any(len(line.get_xdata()) for line in ax.lines):  # a setting none of whose runs has begun
+                ax.text(0.5, 0.5, what, ha="center", va="center", fontsize=8, color="grey", transform=ax.transAxes)
+                ax.set_xticks([])
+                ax.set_yticks([])
         ax_val.legend(*ax_loss.get_legend_handles_labels(), fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5),
                       frameon=False, ncol=1 + (len(entries) > 8))
     seeds = max(len(logs) for entries in groups.values() for _, logs in entries)
