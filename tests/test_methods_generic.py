@@ -188,7 +188,9 @@ def test_new_method_file_runs_through_the_cli_with_no_other_edit(tiny_acdc, tmp_
     run = ["train", *common, "--method", name, "--dataset", "acdc", "--regime", "tiny", "--data", str(tiny_acdc),
            "--out", str(tmp_path / "run"), "--no-progress"]
     assert "stopped after 2" in ugpcl(*run, "--stop-after", "2")
-    assert "finished" in ugpcl(*run)
+    finished = ugpcl(*run)  # the Dice in % as the progress line and `evaluate` print it, both checkpoints named
+    assert re.search(r"finished \S+: mean Dice \d+\.\d\d% \(best checkpoint; best \d+\.\d\d%, last \d+\.\d\d%; \d+ s",
+                     finished), finished
     assert json.loads((tmp_path / "run" / "run.json").read_text())["method"] == name
     ugpcl("evaluate", "--run-dir", str(tmp_path / "run"), "--data", str(tiny_acdc), "--out", str(tmp_path / "ev"))
     assert json.loads((tmp_path / "ev" / "summary.json").read_text())["method"] == name

@@ -138,7 +138,8 @@ def train_command(args) -> int:
             return 0
         result = finish_run(run_dir, cfg, trainer.info, trainer.facts(), trainer.data, trainer.device)
     attempts = len(result["attempts"])
-    print(f"finished {run.id}: Dice {result['dice']:.4f} ({result['wall_time_s']:.0f} s"
+    print(f"finished {run.id}: mean Dice {100 * result['dice']:.2f}% ({cfg['evaluation']['checkpoint']} checkpoint; "
+          f"best {100 * result['dice_best']:.2f}%, last {100 * result['dice_last']:.2f}%; {result['wall_time_s']:.0f} s"
           f"{f' over {attempts} attempts' if attempts > 1 else ''})")
     return 0
 
