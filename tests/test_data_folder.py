@@ -317,11 +317,13 @@ def test_nifti_voxel_size_makes_distances_millimetres(acdc_dir, tmp_path):
 
 
 def test_binary_masks_saved_as_0_255_with_classes_0_1_get_the_classes_to_write(isic_dir, tmp_path):
-    """The usual slip: masks 0/255 (ISIC's own), classes {0: background, 1: lesion}."""
+    """The usual slip: masks 0/255 (ISIC's own), classes {0: background, 1: lesion}. Every mask has it:
+    `inspect` says it once, naming how many files and the first five, not once per mask."""
     images = tmp_path / "data"
-    isic_pngs(isic_dir, images, images, 2, size=40, image_name="{id}.png", mask_name="{id}_mask.png")
+    ids = isic_pngs(isic_dir, images, images, 7, size=40, image_name="{id}.png", mask_name="{id}_mask.png")
     cfg = folder_config("mine", entry(images=str(images), image_pattern="{id}.png", mask_pattern="{id}_mask.png",
                                       classes={0: "background", 1: "lesion"}), "data.image_size=32")
-    errors = "\n".join(stage.inspect(cfg, "mine")["errors"])
-    assert "mask values other than 0 and 1: [255]" in errors
-    assert "the masks look binary 0/255: write data.mine.classes as {0: background, 255: lesion}" in errors
+    [error] = stage.inspect(cfg, "mine")["errors"]
+    named = ", ".join(f"{i}_mask.png" for i in sorted(ids)[:5])
+    assert error.startswith(f"7 files in {images} ({named} and 2 more): mask values other than 0 and 1: [255]. Fix: ")
+    assert "the masks look binary 0/255: write data.mine.classes as {0: background, 255: lesion}" in error

@@ -48,7 +48,7 @@ from .parallel import progress_map
 from .prepared import write_prepared
 from .resize import Resizing, resize_slices
 from .split import labeled_ids, write_split_csv
-from .survey import CaseStats, case_stats, dataset_warnings, survey_report
+from .survey import CaseStats, case_stats, dataset_warnings, grouped, survey_report
 from .volumeio import nifti_spacing, read_h5, read_nifti
 
 WORKERS = 4  # decoding and resizing release the GIL
@@ -265,15 +265,15 @@ def inspect_spec(spec: FolderSpec, size: int) -> dict:
     except UserError as exc:
         report["errors"].append(str(exc))
         return report
-    errors = [str(p) for p in problems]
+    errors: list[UserError] = list(problems)
 
     def survey(case: Case):
         try:
             raw = read_raw(case)
             stats = case_stats(case, raw.image, raw.mask)
-            return stats, [str(p) for p in case_problems(case, raw, stats, spec)]
+            return stats, case_problems(case, raw, stats, spec)
         except UserError as exc:
-            return None, [str(exc)]
+            return None, [exc]
 
     surveyed = progress_map(survey, cases, WORKERS, f"{spec.name} cases")
     stats = [s for s, _ in surveyed if s is not None]
@@ -284,7 +284,7 @@ def inspect_spec(spec: FolderSpec, size: int) -> dict:
         train = [c for c in cases if side[c.id] == "train"]
         labeled = labeled_ids([c.group for c in train], spec.regimes, spec.seed, spec.key("regimes"), _unit(train))
     except UserError as exc:
-        errors.append(str(exc))
+        errors.append(exc)
         labeled = {}
     depth = {s.id: s.depth for s in stats}
     if side:
@@ -293,7 +293,7 @@ def inspect_spec(spec: FolderSpec, size: int) -> dict:
         report["split"]["labeled"] = {r: counts_text(sub := [c for c in parts["train"] if c.group in set(g)],
                                                      sum(depth.get(c.id, 0) for c in sub)) for r, g in labeled.items()}
     report.update(survey_report(stats, spec, size, side))
-    report["errors"] = errors
+    report["errors"] = grouped(errors)
     report["warnings"] = dataset_warnings(stats, spec, size, side)
     return report
 

@@ -7,10 +7,14 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
+from ..errors import UserError
+
 SHOWN = 20  # errors listed by `describe` before "... and N more"
+NAMED = 5  # files named in one line of problems that several files share
 
 
 @dataclass
@@ -99,6 +103,26 @@ def dataset_warnings(stats: list[CaseStats], spec, size: int, side: dict[str, st
     flat = [s.id for s in stats if s.finite and s.vmin == s.vmax]
     if flat:
         out.append(f"{len(flat)} images are constant: {', '.join(flat[:5])}")
+    return out
+
+
+def grouped(problems: list[UserError]) -> list[str]:
+    """The problems' texts, in order; those saying the same of several files (same message and fix:
+    masks saved 0/255 under classes {0, 1}, say) as one line naming how many files and the first few."""
+    groups: dict[tuple, list[UserError]] = {}
+    for p in problems:
+        groups.setdefault((p.message, p.fix) if p.path is not None else (id(p),), []).append(p)
+    out = []
+    for same in groups.values():
+        if len(same) == 1:
+            out.append(str(same[0]))
+            continue
+        paths = [Path(p.path) for p in same]
+        folders = {p.parent for p in paths}
+        names = [p.name if len(folders) == 1 else str(p) for p in paths]
+        listed = ", ".join(names[:NAMED]) + (f" and {len(names) - NAMED} more" if len(names) > NAMED else "")
+        where = f"{len(paths)} files in {folders.pop()}" if len(folders) == 1 else f"{len(paths)} files"
+        out.append(str(UserError(same[0].message, path=f"{where} ({listed})", fix=same[0].fix)))
     return out
 
 
