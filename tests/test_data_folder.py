@@ -4,9 +4,11 @@ fractions; `ugpcl inspect`; and the README's example, prepared and trained as wr
 
 import csv
 import json
+import re
 import shutil
 
 import cv2
+import h5py
 import nibabel as nib
 import numpy as np
 import pytest
@@ -151,6 +153,36 @@ def test_without_a_group_each_volume_is_its_own(nifti_scans, tmp_path):
     p = load_prepared(stage.prepare(cfg, "heart", tmp_path / "heart.h5")["out"])
     val_cases = set(p.case_slices())
     assert len(val_cases) == 4 and set(p.train_groups) == set(cases) - val_cases
+
+
+def test_hdf5_volumes_holding_image_and_label_with_their_spacing(acdc_dir, tmp_path):
+    """SSL4MIS's own ACDC volumes (`image` and `label` in one .h5 file) as a folder dataset: the same
+    slices and labels as the files hold; a `spacing` attribute (of `image`, or of the file) is the voxel
+    size in mm of that volume, so distances are in mm; one that is not one size per axis names the file."""
+    from ugpcl.metrics import distance_unit
+
+    cases = (acdc_dir / "val.list").read_text().split()[:4]
+    folder = tmp_path / "volumes"
+    folder.mkdir()
+    for i, case in enumerate(cases):
+        shutil.copy(acdc_dir / "data" / f"{case}.h5", folder)
+        with h5py.File(folder / f"{case}.h5", "a") as f:
+            (f["image"].attrs if i % 2 else f.attrs)["spacing"] = [10.0, 1.25 + i, 1.5]
+    mine = entry(images=str(folder), image_pattern="{id}.h5", mask_pattern="{id}.h5", classes=ACDC_CLASSES,
+                 group=r"^(patient\d+)_")
+    cfg = folder_config("heart", mine, f"data.image_size={SIZE}")
+    p = load_prepared(stage.prepare(cfg, "heart", tmp_path / "heart.h5")["out"])
+    assert set(p.case_slices()) | {n.rsplit("_slice_", 1)[0] for n in p.train.names} == set(cases)
+    for case in p.case_slices():
+        assert np.array_equal(p.val_original[case], read_h5(acdc_dir / "data" / f"{case}.h5")[1])
+        assert p.val_spacing[case] == pytest.approx((10.0, 1.25 + cases.index(case), 1.5))
+    assert distance_unit(p, "volume") == "mm"
+
+    with h5py.File(folder / f"{cases[0]}.h5", "a") as f:
+        f.attrs["spacing"] = [1.5, 1.5]
+    with pytest.raises(UserError, match=re.escape("does not give one positive size per axis of `image` (3)")) as err:
+        stage.prepare(cfg, "heart", tmp_path / "again.h5")
+    assert str(folder / f"{cases[0]}.h5") in str(err.value) and not (tmp_path / "again.h5").exists()
 
 
 # ---------------------------------------------------------------- user lists, fractions

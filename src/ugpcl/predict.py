@@ -38,7 +38,7 @@ from torch import nn
 
 from .data.imageio import read_image as decode_image
 from .data.resize import Resizing, resize_slices
-from .data.volumeio import nifti_zyx, volume_zyx
+from .data.volumeio import h5_spacing, nifti_zyx, volume_zyx
 from .errors import UserError, warn_once
 from .fileio import atomic_path, write_json
 from .metrics import predict_slices, resize_labels
@@ -227,19 +227,6 @@ def write_overlay(tmp: Path, slices: np.ndarray, labels: np.ndarray, target: Pat
     write_png(tmp, cv2.cvtColor(tiles[0] if len(tiles) == 1 else montage(tiles), cv2.COLOR_RGB2BGR), target)
 
 
-def h5_spacing(path: Path, ndim: int) -> tuple[float, ...] | None:
-    """The `spacing` attribute of the file or of its `image` dataset (array axis order), if any."""
-    with h5py.File(path, "r") as f:
-        for attrs in (f["image"].attrs, f.attrs):
-            if "spacing" in attrs:
-                spacing = tuple(float(v) for v in np.ravel(attrs["spacing"]))
-                if len(spacing) == ndim and all(np.isfinite(spacing)) and min(spacing) > 0:
-                    return spacing
-                raise UserError(f"`spacing` {spacing} does not give one positive size per axis of `image` ({ndim})",
-                                path=path, fix="store the voxel size in the array's axis order, or remove it")
-    return None
-
-
 def nifti_of(pred_zyx: np.ndarray, spacing_zyx: tuple[float, ...] | None) -> nib.Nifti1Image:
     """A uint8 NIfTI image of Z x Y x X (or Y x X) labels, stored X x Y x Z as the Creatis files,
     with the voxel size (z, y, x) on the affine's diagonal (1 where unknown)."""
@@ -298,7 +285,7 @@ def predict_file(net: nn.Module, path: Path, out_dir: Path, image_size: int, bat
             pred = labels.reshape(image.shape)
             with h5py.File(staged[0], "w") as f:
                 f.create_dataset("pred", data=pred, compression="gzip")
-            nib.save(nifti_of(pred, h5_spacing(path, image.ndim)), str(staged[1]))
+            nib.save(nifti_of(pred, h5_spacing(path)), str(staged[1]))
         write_overlay(staged[-1], shown, labels, outputs[-1])
     return outputs
 

@@ -49,7 +49,7 @@ from .prepared import write_prepared
 from .resize import Resizing, resize_slices
 from .split import labeled_ids, write_split_csv
 from .survey import CaseStats, case_stats, dataset_warnings, grouped, survey_report
-from .volumeio import nifti_spacing, read_h5, read_nifti
+from .volumeio import h5_spacing, nifti_spacing, read_h5, read_nifti
 
 WORKERS = 4  # decoding and resizing release the GIL
 
@@ -58,7 +58,7 @@ WORKERS = 4  # decoding and resizing release the GIL
 class Raw:
     image: np.ndarray   # Z x H x W (grey) or Z x H x W x 3 (RGB), as stored
     mask: np.ndarray    # Z x H x W, the stored values
-    spacing: tuple[float, ...] | None = None  # voxel size (z, y, x) in mm: a NIfTI image's header
+    spacing: tuple[float, ...] | None = None  # voxel size (z, y, x) in mm: a NIfTI header, an HDF5 `spacing`
 
 
 @dataclass
@@ -101,7 +101,11 @@ def read_raw(case: Case) -> Raw:
     if case.image == case.mask and suffix(case.image) not in (".h5", ".hdf5"):
         raise UserError("image_pattern and mask_pattern name the same file", path=case.image,
                         fix="give masks their own names (e.g. '{id}_mask.png'); only an HDF5 file holds both")
-    spacing = nifti_spacing(case.image) if suffix(case.image) in (".nii", ".nii.gz") else None
+    kind = suffix(case.image)
+    spacing = (nifti_spacing(case.image) if kind in (".nii", ".nii.gz")
+               else h5_spacing(case.image) if kind in (".h5", ".hdf5") else None)
+    if spacing is not None and len(spacing) == 2:  # one HDF5 slice: its (y, x)
+        spacing = (1.0, *spacing)
     return Raw(_read(case.image, "image"), _read(case.mask, "mask"), spacing)
 
 

@@ -1,4 +1,5 @@
-"""Reading NIfTI and HDF5 arrays with checks: slices first (Z x Y x X), errors naming the file."""
+"""Reading NIfTI and HDF5 arrays with checks: slices first (Z x Y x X), errors naming the file; their
+voxel sizes (a NIfTI header's, an HDF5 `spacing` attribute)."""
 
 from __future__ import annotations
 
@@ -79,3 +80,27 @@ def read_h5(path: Path, key: str) -> np.ndarray:
         raise UserError(f"`{key}` has shape {data.shape}, expected H x W or D x H x W", path=path,
                         fix="store one 2D slice or one volume per file")
     return data
+
+
+def h5_spacing(path: Path) -> tuple[float, ...] | None:
+    """The voxel size of an HDF5 file's `image`, in mm: a `spacing` attribute of that dataset or else of the
+    file, one positive size per axis of `image` in its axis order ((z, y, x) for a volume); None where neither
+    has one (or there is no `image`: `read_h5` says so)."""
+    try:
+        with h5py.File(path, "r") as f:
+            if "image" not in f:
+                return None
+            ndim = f["image"].ndim
+            found = [a["spacing"] for a in (f["image"].attrs, f.attrs) if "spacing" in a]
+    except OSError as exc:
+        raise UserError(f"not a readable HDF5 file ({exc})", path=path, fix=REPLACE) from exc
+    if not found:
+        return None
+    try:
+        spacing = tuple(float(v) for v in np.ravel(found[0]))
+    except (TypeError, ValueError):
+        spacing = ()
+    if len(spacing) == ndim and all(np.isfinite(spacing)) and min(spacing) > 0:
+        return spacing
+    raise UserError(f"`spacing` {found[0]!r} does not give one positive size per axis of `image` ({ndim})",
+                    path=path, fix="store the voxel size in mm in the array's axis order, or remove it")
