@@ -249,12 +249,12 @@ FOLDER_ENTRY = ("\n  mydata:\n    kind: folder\n    images: data/mine\n    image
 @pytest.mark.parametrize("entry, says, takes", [
     ("    classes: {0: background, 255: lesion}\n    split: 0.7\n",
      "data.mydata.split: 0.7 is not valid under any of the given schemas",
-     "data.mydata.split takes train : validation as two whole numbers, e.g. [7, 3], or {train: FILE, val: FILE}"),
+     "data.mydata.split is train : validation as two whole numbers, e.g. [7, 3], or {train: FILE, val: FILE}"),
     ("    classes: {background: 0, lesion: 255}\n    split: [7, 3]\n",
      "data.mydata.classes: 'background' does not match",
-     "data.mydata.classes takes mask value -> class name, at least two, e.g. {0: background, 255: lesion}"),
+     "data.mydata.classes is mask value -> class name, at least two, e.g. {0: background, 255: lesion}"),
 ], ids=["split", "classes"])
-def test_a_wrong_folder_dataset_value_says_what_the_key_takes(tmp_path, entry, says, takes):
+def test_a_wrong_folder_dataset_value_says_what_the_key_is(tmp_path, entry, says, takes):
     """Schema errors for a folder dataset's split and classes said only "not valid under any of the
     given schemas"; the fix now quotes the schema's description of the key, with an example."""
     bad = tmp_path / "params.yaml"

@@ -1,6 +1,6 @@
 """The workflow's conventions, checked as CI runs the suite: `snakefmt --check` formatting,
-`snakemake --lint` for the paper and demo profiles, and the README's word on the one command line
-Snakemake itself cannot give a clear error for."""
+`snakemake --lint` for the paper and demo profiles, a description for every key of the config
+schema, and the README's word on the one command line Snakemake itself cannot give a clear error for."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -81,3 +82,23 @@ def test_the_readme_says_why_a_target_after_resources_fails_and_what_works():
 
 def test_what_dvc_plots_show_writes_is_ignored_by_git():
     assert "/dvc_plots/" in (ROOT / ".gitignore").read_text().splitlines()   # in the repository root
+
+
+def undescribed(node, where: str = "") -> list[str]:
+    """The keys under `properties` anywhere in a schema node that have no `description` (an `if`'s are
+    conditions on keys described where they are defined)."""
+    if isinstance(node, list):
+        return [k for i, item in enumerate(node) for k in undescribed(item, f"{where}[{i}]")]
+    if not isinstance(node, dict):
+        return []
+    out = [f"{where}.{key}" for key, sub in node.get("properties", {}).items()
+           if not (isinstance(sub, dict) and sub.get("description"))]
+    return out + [k for key, sub in node.items() if key != "if"
+                  for k in undescribed(sub, f"{where}.{key}" if key != "properties" else where)]
+
+
+def test_every_key_of_the_config_schema_has_a_description():
+    """A description per key (Snakemake's template): config errors quote it as the fix for a wrong value."""
+    schema = yaml.safe_load((ROOT / "workflow" / "schemas" / "params.schema.yaml").read_text())
+    assert undescribed({"properties": {"x": {}}}) == [".x"]   # the check itself finds a bare key
+    assert undescribed(schema) == []

@@ -1,7 +1,7 @@
 """Schema violations of the configuration as messages that name where the value came from
 (params.yaml or a `--set` override) and the fix: the closest valid key for a mistyped one, quotes
 for a number where text is expected, a dot for YAML 1.1's scientific notation, and for a wrong value
-what the key takes (the schema's description of it)."""
+what the key is (the schema's description of it)."""
 
 from __future__ import annotations
 
@@ -69,7 +69,7 @@ def _wants(err, kind: str) -> bool:
 
 def expectation(root: dict, err) -> tuple[str, str] | None:
     """(the key, its description) for an error about a value: the schema's description of the innermost key
-    on the error's schema path (`$ref`s followed), or None where that key has none."""
+    on the error's schema path, the outermost one given for it (where it is used before its `$ref`'s)."""
     if err.validator not in VALUE_VALIDATORS:
         return None
     node, key, found = root, None, None
@@ -77,12 +77,12 @@ def expectation(root: dict, err) -> tuple[str, str] | None:
     for i, step in enumerate(steps):
         while isinstance(node, dict) and step not in node and "$ref" in node:
             node = root["$defs"][node["$ref"].rsplit("/", 1)[-1]]
-            found = node.get("description", found) if key is not None else None
+            found = found or (node.get("description") if key is not None else None)
         node = node[step]
         if i > 0 and steps[i - 1] == "properties":
             key, found = step, None
         if key is not None and isinstance(node, dict):
-            found = node.get("description", found)
+            found = found or node.get("description")
     if found is None:
         return None
     location = [str(p) for p in err.absolute_path]
@@ -121,5 +121,5 @@ def describe(err, overrides: list[Override], root: dict | None = None) -> tuple[
                      f"number and a sign in the exponent)")
     expected = expectation(root, err) if root is not None else None
     if expected is not None:
-        fixes.append(f"{expected[0]} takes {expected[1]}")
+        fixes.append(f"{expected[0]} is {expected[1]}")
     return line, origin, fixes
