@@ -12,7 +12,7 @@ from dataclasses import dataclass
 # A number in scientific notation without a dot (1e-3, 5E-4, -2e+1), which YAML 1.1 (PyYAML) reads
 # as text; `config` reads --set values with it as floats.
 SCIENTIFIC = re.compile(r"[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+")
-# Validators about a key's value (not about which keys an object has): their fix says what the key takes.
+# Validators about a key's value (not about which keys an object has): their fix says what the key is.
 VALUE_VALIDATORS = frozenset({"type", "oneOf", "anyOf", "pattern", "propertyNames", "minProperties", "minItems",
                               "maxItems", "minimum", "maximum", "exclusiveMinimum", "enum", "const", "minLength"})
 
