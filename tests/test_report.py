@@ -5,6 +5,8 @@ from datetime import datetime, timezone
 import io
 import json
 from dataclasses import dataclass
+import html as html_module
+import re
 from html.parser import HTMLParser
 
 import h5py
@@ -20,6 +22,7 @@ from ugpcl.config import load_config, prepared_path
 from ugpcl.data.prepared import write_prepared
 from ugpcl.engine.checkpoint import save_method
 from ugpcl.methods import build_method
+from ugpcl import choices
 from ugpcl.report import figures, html, stamp, tables
 from ugpcl.report.build import list_runs, write_report
 from ugpcl.study import find_run
@@ -289,6 +292,21 @@ def test_real_data_under_the_demo_profile_is_not_marked_synthetic():
     real = load_config(profile="demo", overrides=["data.acdc.source=official", "data.isic.source=official"])
     assert not tables.synthetic(real)
     assert tables.synthetic(load_config(profile="demo", overrides=["data.acdc.source=official"]))
+
+
+def test_a_study_off_the_papers_set_up_says_so_beside_the_comparison(tmp_path):
+    """Real data at other settings than the paper's Section 4.1 (here the demo profile's small model and
+    120 iterations): the verdict and each table's Markdown name the settings; the paper profile has none."""
+    assert choices.departures(make_cfg(tmp_path)) == []
+    cfg = make_cfg(tmp_path, "demo", "data.acdc.source=official", "data.isic.source=official")
+    said = choices.departures_text(cfg)
+    assert said.startswith("Not the paper's set-up (its Section 4.1): data.image_size 64, the paper's 224; ")
+    assert "model.pretrained false, the paper's true; train.iterations 120, the paper's 6000" in said
+    files = write_report(cfg)
+    for table in tables.TABLES:
+        assert files[f"{table}_md"].read_text().startswith(f"> {said}\n")
+    verdict = re.search(r'<p class="verdict" id="verdict">(.*?)</p>', files["html"].read_text(), re.S)[1]
+    assert html_module.unescape(said) in html_module.unescape(verdict) and "SYNTHETIC" not in files["html"].read_text()
 
 
 def test_list_runs_reports_status(tmp_path):

@@ -57,6 +57,10 @@ def test_kendall_tau_and_orderings():
     assert "UGPCL has the best mean Dice in 0 of 1 Table 1 settings (the paper: 1 of 1)" in text
     assert "acdc-136 -0.33" in text and "No paired test yet" in text
     assert "Synthetic" not in verdict.paragraph({"table1": cells}, [row], [], synthetic=False, iterations=20)
+    off = "Not the paper's set-up (its Section 4.1): train.iterations 20, the paper's 6000."
+    real = verdict.paragraph({"table1": cells}, [row], [], synthetic=False, iterations=20, departures=off)
+    assert "(0 above, 3 below). " + off + " UGPCL has the best" in real   # right after the comparison
+    assert off not in verdict.paragraph({"table1": cells}, [row], [], synthetic=True, iterations=20, departures=off)
 
 
 def test_curves_are_binned_to_at_most_the_given_points():

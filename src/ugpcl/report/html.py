@@ -198,7 +198,7 @@ def render(cfg: dict, tables: dict[str, list[Cell]], results: dict[str, dict[int
     if marked:
         parts.append(f'<div class="banner">{escape(SYNTHETIC_WARNING)}</div>')
     parts.append(f"<h1>UGPCL reproduction against the paper (profile <code>{escape(profile)}</code>)</h1>")
-    text = verdict.paragraph(tables, order, paired, marked, cfg["train"]["iterations"])
+    text = verdict.paragraph(tables, order, paired, marked, cfg["train"]["iterations"], choices.departures_text(cfg))
     parts.append(f'<p class="verdict" id="verdict"><b>Verdict.</b> {escape(text)}</p>')
     sections = [("table1", "Table 1"), ("ordering", "Method ordering"), ("per-class", "Per class"),
                 ("paired", "Paired tests"), ("table2", "Table 2"), ("table3", "Table 3"), ("figure3", "Figure 3"),

@@ -23,6 +23,7 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import choices
 from ..config import (REPO_ROOT, dataset_names, dataset_source, eval_dir, prepared_path, read_yaml, reports_dir,
                       results_dir)
 from ..errors import UserError
@@ -613,6 +614,8 @@ def markdown_document(cfg: dict, table: str, cells: list[Cell], paired: list[dic
             f"`{cfg['evaluation']['protocol']}`. {VERDICTS}\n\n{protocol_note(cfg)}\n\n{columns_note(cfg)}\n\n")
     if synthetic(cfg):
         head = f"> **{SYNTHETIC_WARNING}**\n\n" + head
+    elif any(c.paper_dice is not None for c in cells) and choices.departures_text(cfg):
+        head = f"> {choices.departures_text(cfg)}\n\n" + head
     if table == "table2":
         head += table2_note(cfg) + "\n\n"
     if table != "table1":

@@ -41,8 +41,9 @@ def _count(cells: list[Cell]) -> dict[str, int]:
 
 
 def paragraph(tables: dict[str, list[Cell]], order: list[dict], paired: list[dict], synthetic: bool,
-              iterations: int) -> str:
-    """The verdict, in plain sentences."""
+              iterations: int, departures: str = "") -> str:
+    """The verdict, in plain sentences; `departures` (choices.departures_text) follows the comparison with
+    the paper's numbers on real data."""
     cells = [c for part in tables.values() for c in part]
     compared = [c for c in cells if c.paper_dice is not None and c.run_id is not None]
     counts = _count(compared)
@@ -60,6 +61,8 @@ def paragraph(tables: dict[str, list[Cell]], order: list[dict], paired: list[dic
             f"±{TOLERANCE:g} Dice points of it ({counts.get('above', 0)} above, {counts.get('below', 0)} below"
             + (f", {missing} not finished" if missing else "") + ")."
             + ("" if done else " No cell has a result yet."))
+        if departures and not synthetic:
+            sentences.append(departures)
     ranked = [o for o in order if o["ugpcl_rank"] is not None]
     if ranked:
         first = sum(o["ugpcl_rank"] == 1 for o in ranked)
