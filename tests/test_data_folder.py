@@ -254,7 +254,7 @@ def test_inspect_of_a_clean_folder(isic_dir, tmp_path):
     assert report["errors"] == [] and report["cases"] == 8 and report["channels"] == {"grey": 0, "RGB": 8}
     masks = np.concatenate([cv2.imread(str(tmp_path / "m" / f"{i}_mask.png"), 0).ravel() for i in ids])
     assert report["classes"]["lesion"]["fraction"] == pytest.approx((masks == 255).mean(), abs=1e-6)
-    assert report["split"]["train"] == "4 images" and report["split"]["labeled"] == {"1": "1 images"}
+    assert report["split"]["train"] == "4 images" and report["split"]["labeled"] == {"1": "1 image"}
     assert report["value_range"][1] <= 255 and report["dtypes"] == {"uint8": 8}
     with pytest.raises(UserError, match="surveys folders"):
         stage.inspect(load_config(), "acdc")
@@ -346,6 +346,32 @@ def test_nifti_voxel_size_makes_distances_millimetres(acdc_dir, tmp_path):
     for spacing in p.val_spacing.values():
         assert spacing == pytest.approx((10.0, 1.25, 1.5))
     assert distance_unit(p, "volume") == "mm"
+
+
+def test_inspect_and_prepare_name_regimes_whose_runs_would_stop_and_regimes_labeling_the_same(isic_dir, tmp_path):
+    """`inspect` said "no problems found" for regimes training then refused: one labeling every training
+    image (no unlabeled half of a batch), one below train.labeled_bs; and two regimes with one labeled set."""
+    isic_pngs(isic_dir, tmp_path / "img", tmp_path / "img", 8, size=40)
+    mine = entry(images=str(tmp_path / "img"), image_pattern="{id}.png", mask_pattern="{id}_mask.png",
+                 regimes={"all": 4, "whole": 1.0, "one": 1, "2": 2})
+    cfg = folder_config("mine", mine, "data.image_size=32", "train.batch_size=4", "train.labeled_bs=2")
+    report = stage.inspect(cfg, "mine")
+    assert report["errors"] == [] and report["split"]["labeled"] == {"all": "4 images", "whole": "4 images",
+                                                                     "one": "1 image", "2": "2 images"}
+    said = [w for w in report["warnings"] if "regime" in w]
+    assert said == [
+        "regime 'all' of mine labels 4 of the 4 images for training, leaving 0 unlabeled for the unlabeled part of a "
+        "batch (train.batch_size - train.labeled_bs: 2): its runs would stop at once (fix: label at most 2 images in "
+        "it (data.mine.regimes.all, then `ugpcl prepare mine` again); the supervised baseline with "
+        "methods.supervised.batch_norm_unlabeled: false needs no unlabeled images)",
+        said[1],
+        "regimes 'all' and 'whole' of mine label the same 4 images: every method would train twice on the same data",
+        "regime 'one' of mine has 1 image labeled, fewer than the labeled part of a batch (train.labeled_bs: 2): its "
+        "runs would stop at once (fix: label at least 2 images in it (data.mine.regimes.one, then `ugpcl prepare "
+        "mine` again) or lower train.labeled_bs)"]
+    assert said[1].startswith("regime 'whole' of mine labels 4 of the 4 images")
+    summary = stage.prepare(cfg, "mine", tmp_path / "mine.h5")   # prepare writes the file and says the same
+    assert [w for w in summary["warnings"] if "regime" in w] == said
 
 
 def test_binary_masks_saved_as_0_255_with_classes_0_1_get_the_classes_to_write(isic_dir, tmp_path):

@@ -3,6 +3,7 @@ switch gives the losses of the plain step, and no training step reads a value ba
 
 import contextlib
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils import _pytree as pytree
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from ugpcl.config import load_config
+from ugpcl.config import deep_merge, load_config
 from ugpcl.engine import determinism, speed
 from ugpcl.engine.augment import augment_batch
 from ugpcl.engine.step import make_optimizer, train_step
@@ -348,10 +349,41 @@ def test_a_regime_smaller_than_the_labeled_batch_names_the_dataset_regime_and_fi
                    'data.isic.regimes={"91": 40, "181": 40}', "data.demo.isic_images=200")  # the config's own check
     info = {"run_id": "t", "method": "supervised", "dataset": "acdc", "regime": "tiny", "seed": 1,
             "profile": "demo", "overrides": {}}
-    with pytest.raises(UserError, match=f"regime 'tiny' of acdc has {labeled} labeled images") as err:
+    with pytest.raises(UserError, match=f"regime 'tiny' of acdc has {labeled} images labeled") as err:
         Trainer(cfg, info, tmp_path, data=tiny_acdc)
-    assert "data.acdc.regimes" in str(err.value) and str(tiny_acdc) in str(err.value)
+    assert "data.acdc.regimes.tiny" in str(err.value) and str(tiny_acdc) in str(err.value)
     assert not any(tmp_path.iterdir()), "nothing written"
+
+
+def test_a_regime_leaving_too_few_unlabeled_images_stops_before_any_network_is_built(tiny_acdc, tmp_path,
+                                                                                     monkeypatch):
+    """A regime that labels (almost) every training image: the sampler said 'lower train.batch_size -
+    train.labeled_bs', which the configuration refuses at 0; now the regime, the file and a fix that
+    works, before any weights are fetched. The supervised baseline without unlabeled images trains."""
+    from ugpcl.data.prepared import load_prepared
+    from ugpcl.engine import trainer as trainer_module
+
+    data = load_prepared(tiny_acdc)
+    labeled, train = len(data.labeled_indices("tiny")), len(data.train)
+    cfg = demo_cfg("train.labeled_bs=2", f"train.batch_size={2 + train - labeled + 1}",
+                   'data.isic.regimes={"91": 40, "181": 40}', "data.demo.isic_images=200")
+    info = {"run_id": "t", "method": "mt", "dataset": "acdc", "regime": "tiny", "seed": 1, "profile": "demo",
+            "overrides": {}}
+    built = trainer_module.build_method
+    monkeypatch.setattr(trainer_module, "build_method", lambda *a: pytest.fail("built before the regime check"))
+    with pytest.raises(UserError, match=re.escape(
+            f"regime 'tiny' of acdc labels {labeled} of the {train} images for training, leaving {train - labeled} "
+            f"unlabeled for the unlabeled part of a batch (train.batch_size - train.labeled_bs: "
+            f"{train - labeled + 1})")) as err:
+        Trainer(cfg, info, tmp_path, data=tiny_acdc)
+    assert str(tiny_acdc) in str(err.value) and f"label at most {labeled - 1} images in it" in err.value.fix
+    assert not any(tmp_path.iterdir()), "nothing written"
+    monkeypatch.setattr(trainer_module, "build_method", built)
+    supervised = {**info, "method": "supervised"}
+    with pytest.raises(UserError, match="leaving"):   # BN sees the unlabeled images by default
+        Trainer(cfg, supervised, tmp_path, data=tiny_acdc)
+    Trainer(deep_merge(cfg, {"methods": {"supervised": {"batch_norm_unlabeled": False}}}), supervised, tmp_path,
+            data=tiny_acdc)
 
 
 def test_a_nan_loss_stops_training_at_the_next_read_back(tiny_acdc, tmp_path):

@@ -47,7 +47,7 @@ from .imageio import read_image
 from .parallel import progress_map
 from .prepared import write_prepared
 from .resize import Resizing, resize_slices
-from .split import labeled_ids, write_split_csv
+from .split import batch_fit, counted, images, labeled_ids, write_split_csv
 from .survey import CaseStats, case_stats, dataset_warnings, grouped, survey_report
 from .volumeio import h5_spacing, nifti_spacing, read_h5, read_nifti
 
@@ -183,12 +183,12 @@ def slice_names(case: Case, depth: int) -> list[str]:
 def counts_text(cases: list[Case], slices: int) -> str:
     """'42 images', or '120 slices / 8 volumes / 4 groups': what a split or subset holds."""
     volumes = sum(c.volume for c in cases)
-    parts = [f"{slices} slices" if volumes else f"{slices} images"]
+    parts = [counted(slices, "slice" if volumes else "image")]
     if volumes:
-        parts.append(f"{len(cases)} volumes")
+        parts.append(counted(len(cases), "volume"))
     groups = len({c.group for c in cases})
     if groups != len(cases):
-        parts.append(f"{groups} groups")
+        parts.append(counted(groups, "group"))
     return " / ".join(parts)
 
 
@@ -199,9 +199,30 @@ def _unit(cases: list[Case]) -> str:
 
 
 # --- the kind's interface ----------------------------------------------------------------------
+def regime_warnings(spec: FolderSpec, train: list[Case], depth: dict[str, int], labeled: dict[str, list[str]],
+                    train_cfg: dict | None) -> list[str]:
+    """Regimes whose runs would stop at once under `train_cfg` (split.batch_fit: too few labeled or
+    unlabeled images for a batch), and regimes that label the same images as another."""
+    out, seen = [], {}
+    n_train = sum(depth.get(c.id, 0) for c in train)
+    for regime, groups in labeled.items():
+        chosen = set(groups)
+        n = sum(depth.get(c.id, 0) for c in train if c.group in chosen)
+        if train_cfg is not None:
+            labeled_bs = train_cfg["labeled_bs"]
+            out += [f"{problem}: its runs would stop at once (fix: {fix})" for problem, fix in
+                    batch_fit(spec.name, regime, n, n_train, labeled_bs, train_cfg["batch_size"] - labeled_bs)]
+        twin = seen.setdefault(frozenset(chosen), regime)
+        if twin != regime:
+            out.append(f"regimes {twin!r} and {regime!r} of {spec.name} label the same {images(n)}: every method "
+                       "would train twice on the same data")
+    return out
+
+
 def prepare_spec(spec: FolderSpec, out: str | Path, size: int, *, source: str = "folder",
-                 provenance: dict | None = None) -> dict:
-    """Read, check and convert every case of `spec`, then write `out` and `<name>_split.csv`; a summary."""
+                 provenance: dict | None = None, train_cfg: dict | None = None) -> dict:
+    """Read, check and convert every case of `spec`, then write `out` and `<name>_split.csv`; a summary
+    (its warnings name the regimes that cannot fill a batch of `train_cfg`, params.yaml's `train:`)."""
     out = Path(out)
     cases, problems = find_cases(spec)
     if problems:
@@ -256,11 +277,11 @@ def prepare_spec(spec: FolderSpec, out: str | Path, size: int, *, source: str = 
                     for r, g in chosen.items()},
         "val": counts_text(val, len(val_names)),
         "classes": {name: f["fraction"] for name, f in survey_report(stats, spec, size)["classes"].items()},
-        "warnings": dataset_warnings(stats, spec, size, side),
+        "warnings": dataset_warnings(stats, spec, size, side) + regime_warnings(spec, train, depth, labeled, train_cfg),
     }
 
 
-def inspect_spec(spec: FolderSpec, size: int) -> dict:
+def inspect_spec(spec: FolderSpec, size: int, train_cfg: dict | None = None) -> dict:
     """What `prepare` would read, without writing anything: counts, sizes, value ranges, class
     pixel fractions, and every problem (`errors`: prepare would stop; `warnings`: it would not)."""
     report: dict = {"dataset": spec.name, "errors": [], "warnings": []}
@@ -298,7 +319,8 @@ def inspect_spec(spec: FolderSpec, size: int) -> dict:
                                                      sum(depth.get(c.id, 0) for c in sub)) for r, g in labeled.items()}
     report.update(survey_report(stats, spec, size, side))
     report["errors"] = grouped(errors)
-    report["warnings"] = dataset_warnings(stats, spec, size, side)
+    report["warnings"] = dataset_warnings(stats, spec, size, side) + regime_warnings(
+        spec, [c for c in cases if side.get(c.id) == "train"], depth, labeled, train_cfg)
     return report
 
 
@@ -310,11 +332,11 @@ def fetch(cfg: dict, name: str) -> list[Path]:
 
 
 def prepare(cfg: dict, name: str, out: str | Path) -> dict:
-    return prepare_spec(spec_from_config(cfg, name), out, cfg["data"]["image_size"])
+    return prepare_spec(spec_from_config(cfg, name), out, cfg["data"]["image_size"], train_cfg=cfg["train"])
 
 
 def inspect(cfg: dict, name: str) -> dict:
-    return inspect_spec(spec_from_config(cfg, name), cfg["data"]["image_size"])
+    return inspect_spec(spec_from_config(cfg, name), cfg["data"]["image_size"], cfg["train"])
 
 
 def input_files(cfg: dict, name: str) -> list[Path]:

@@ -85,10 +85,10 @@ def prepare(cfg: dict, name: str, out: str | Path) -> dict:
     """Fetch if needed, then convert into `out` and write `<name>_split.csv` beside it."""
     input_dir, gt_dir, provenance = fetch_folders(cfg, name)
     return prepare_spec(spec(cfg, name, input_dir, gt_dir), out, cfg["data"]["image_size"],
-                        source=provenance["source"], provenance=provenance)
+                        source=provenance["source"], provenance=provenance, train_cfg=cfg["train"])
 
 
 def inspect(cfg: dict, name: str) -> dict:
     """Fetch if needed, then survey the folders (see folder.inspect_spec)."""
     input_dir, gt_dir, _ = fetch_folders(cfg, name)
-    return inspect_spec(spec(cfg, name, input_dir, gt_dir), cfg["data"]["image_size"])
+    return inspect_spec(spec(cfg, name, input_dir, gt_dir), cfg["data"]["image_size"], cfg["train"])

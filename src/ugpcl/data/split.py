@@ -65,3 +65,33 @@ def write_split_csv(path: str | Path, cases: list[tuple[str, str, str]], labeled
              for case, group, side in cases]
     write_text(path, "\n".join(rows) + "\n")
     return Path(path)
+
+
+def counted(n: int, word: str) -> str:
+    """'1 image', '2 images'."""
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def images(n: int) -> str:
+    return counted(n, "image")
+
+
+def batch_fit(dataset: str, regime: str, labeled: int, train: int, labeled_bs: int,
+              unlabeled_bs: int) -> list[tuple[str, str]]:
+    """(problem, fix) for each way regime `regime` of `dataset` (`labeled` of its `train` training images
+    labeled) cannot fill a batch: fewer labeled images than its labeled part (`labeled_bs`), or, for a
+    method that takes unlabeled images (`unlabeled_bs` > 0, train.batch_size - train.labeled_bs), fewer
+    unlabeled ones than the rest. A run of that regime would stop at once."""
+    where, out = f"data.{dataset}.regimes.{regime}", []
+    again = f"then `ugpcl prepare {dataset}` again"
+    if labeled < labeled_bs:
+        out.append((f"regime {regime!r} of {dataset} has {images(labeled)} labeled, fewer than the labeled part of "
+                    f"a batch (train.labeled_bs: {labeled_bs})",
+                    f"label at least {labeled_bs} images in it ({where}, {again}) or lower train.labeled_bs"))
+    if unlabeled_bs > 0 and train - labeled < unlabeled_bs:
+        out.append((f"regime {regime!r} of {dataset} labels {labeled} of the {images(train)} for training, leaving "
+                    f"{train - labeled} unlabeled for the unlabeled part of a batch (train.batch_size - "
+                    f"train.labeled_bs: {unlabeled_bs})",
+                    f"label at most {train - unlabeled_bs} images in it ({where}, {again}); the supervised "
+                    "baseline with methods.supervised.batch_norm_unlabeled: false needs no unlabeled images"))
+    return out

@@ -41,11 +41,12 @@ from tqdm import tqdm
 from ..config import prepared_path
 from ..data.prepared import Prepared, load_prepared
 from ..data.provenance import data_record
+from ..data.split import batch_fit
 from ..device import claim_least_busy_gpu, device_name, pick_device
 from ..errors import Interrupted, UserError
 from ..fileio import write_text
 from ..lifetime import Terminated
-from ..methods import build_method
+from ..methods import build_method, get_method, parse_hparams
 from ..methods.base import Batch
 from ..metrics import validation_dice
 from . import checkpoint, determinism, speed
@@ -127,22 +128,22 @@ class Trainer:
                             fix="prepare the data again with this configuration")
         self.info = {**info, "num_classes": self.data.num_classes, "in_channels": self.data.in_channels}
 
+        # the regime against the batch first: before the networks are built (and ImageNet weights fetched)
+        regime, labeled_bs = info["regime"], self.tr["labeled_bs"]
+        takes = get_method(info["method"]).takes_unlabeled(parse_hparams(cfg, info["method"]))
+        labeled = self.data.labeled_indices(regime)
+        unlabeled = self.data.unlabeled_indices(regime) if takes else np.array([], dtype=np.int64)
+        batch_size = self.tr["batch_size"] if takes else labeled_bs
+        for problem, fix in batch_fit(info["dataset"], regime, len(labeled), len(self.data.train), labeled_bs,
+                                      batch_size - labeled_bs)[:1]:
+            raise UserError(problem, path=self.data.path, fix=fix)
+
         seed_everything(self.tr["seed"])
         self.speed = speed.resolve(self.tr["speed"], self.device)
         method = build_method(cfg, info["method"], self.data.num_classes, self.data.in_channels).to(self.device)
         self.method = speed.apply(method, self.speed)
         self.augment = method.augmentation(self.tr["augment"])
         self.optimizer = make_optimizer(self.method, self.tr, fused=self.speed.fused_optimizer)
-        regime = info["regime"]
-        unlabeled = self.data.unlabeled_indices(regime) if self.method.uses_unlabeled else np.array([], dtype=np.int64)
-        batch_size = self.tr["batch_size"] if self.method.uses_unlabeled else self.tr["labeled_bs"]
-        labeled, labeled_bs = self.data.labeled_indices(regime), self.tr["labeled_bs"]
-        if len(labeled) < labeled_bs:
-            name = info["dataset"]
-            raise UserError(f"regime {regime!r} of {name} has {len(labeled)} labeled images, fewer than the "
-                            f"labeled half of a batch (train.labeled_bs: {labeled_bs})", path=self.data.path,
-                            fix=f"label at least {labeled_bs} images in it (data.{name}.regimes, then `ugpcl prepare "
-                                f"{name}` again) or lower train.labeled_bs")
         self.sampler = TwoStreamSampler(labeled, unlabeled, batch_size, labeled_bs, self.tr["seed"])
         self.images = torch.from_numpy(self.data.train.images).to(self.device)
         self.labels = torch.from_numpy(self.data.train.labels).to(self.device)

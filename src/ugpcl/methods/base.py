@@ -94,6 +94,12 @@ class Method(nn.Module):
     # loss-terms figure draws every other number compute_loss logs as a loss term
     diagnostics: ClassVar[tuple[str, ...]] = ("weight",)
 
+    @classmethod
+    def takes_unlabeled(cls, hp) -> bool:
+        """Whether, with hyper-parameters `hp`, its batches hold unlabeled images: known before it is built,
+        so that the engine checks a regime against the batch before fetching any weights."""
+        return cls.uses_unlabeled
+
     def __init__(self, setup: Setup, hp, model: nn.Module | None = None):
         """`model`: a ready network to use instead of `build_model()` (the seam through which the
         parity tests plug in a stub that returns recorded outputs)."""

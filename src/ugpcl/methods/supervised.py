@@ -24,9 +24,13 @@ class Supervised(Method):
         batch_norm_unlabeled: bool = hparam(
             True, "authors' unet_r50: two-stream batch of 16 with 8 labeled, loss on the 8, BN on all 16 (METHODS §3.7)")
 
+    @classmethod
+    def takes_unlabeled(cls, hp) -> bool:
+        return hp.batch_norm_unlabeled  # false: the engine hands it labeled batches only
+
     def __init__(self, setup, hp, model=None):
         super().__init__(setup, hp, model)
-        self.uses_unlabeled = hp.batch_norm_unlabeled  # false: the engine hands it labeled batches only
+        self.uses_unlabeled = self.takes_unlabeled(hp)
 
     def compute_loss(self, batch: Batch, t: int):
         logits = self.model(batch.image if self.uses_unlabeled else batch.labeled)
