@@ -49,6 +49,10 @@ rule all:
         report_files(),
 
 
+onsuccess:
+    say_where_the_report_is()
+
+
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/report.smk"

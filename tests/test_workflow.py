@@ -69,6 +69,8 @@ def demo(tmp_path_factory):
     assert result.returncode == 0, failure(result, repo)
     result = run([BIN / "snakemake", "all", "--profile", "workflow/profiles/demo"], repo, env)
     assert result.returncode == 0, failure(result, repo)
+    said = [line for line in result.stderr.splitlines() if line.startswith("The report: ")]
+    assert said == ["The report: reports/demo/report.html (open it in a browser)"], result.stderr[-2000:]
     return repo, env
 
 

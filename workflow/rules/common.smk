@@ -157,6 +157,13 @@ def report_files():
     return [rel(p) for p in report_outputs(CFG).values()]
 
 
+def say_where_the_report_is():
+    """After a successful run: the report's path, where it exists (the last line a user sees)."""
+    page = report_outputs(CFG)["html"]
+    if Path(page).is_file():
+        print(f"The report: {rel(page)} (open it in a browser)", file=sys.stderr)
+
+
 def reported(outputs):
     """Rule outputs by name (ugpcl.report.tables.figure_outputs, report_outputs), each flagged for
     `snakemake --report`: a category, a subcategory per table or figure, a caption in workflow/report/."""
