@@ -314,7 +314,10 @@ def test_readme_example_prepares_and_trains_as_written(isic_dir, tmp_path, monke
 
     train = ["train", "--run", "mydata4_supervised", *base, "--set", "train.iterations=4", "--set", "train.val_every=2",
              "--no-progress"]
-    assert main(["runs", *base]) == 0 and "mydata50pct_ugpcl" in capsys.readouterr().out
+    assert main(["runs", *base]) == 0
+    listed = capsys.readouterr().out
+    assert "mydata50pct_ugpcl" in listed   # and which profile's runs these are, where
+    assert f"seed(s) of profile demo in {tmp_path / 'results' / 'demo' / 'runs'} (--profile NAME" in listed
     assert main(train) == 0
     run_dir = tmp_path / "results" / "demo" / "runs" / "mydata4_supervised" / "seed1337"
     summary = json.loads((run_dir / "eval" / "summary.json").read_text())

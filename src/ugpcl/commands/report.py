@@ -35,6 +35,7 @@ def register(sub) -> None:
 def runs_command(args) -> int:
     from ..projection import format_duration, read_bench, run_seconds, runs_at_once, validation_images
     from ..report.build import list_runs
+    from ..config import results_dir
     from ..study import distinct_runs
 
     cfg = config_from_args(args)
@@ -56,7 +57,8 @@ def runs_command(args) -> int:
         done = sum(s["status"] == "finished" for s in r["seeds"].values())
         hours = f" {format_duration(r['projected_s']):>14}" if args.bench else ""
         print(f"{r['id']:<{width}}  {done:>4}/{len(r['seeds']):<3}{hours}  {', '.join(r['tables'])}")
-    print(f"{len(runs)} distinct runs x {len(runs[0]['seeds']) if runs else 0} seed(s)")
+    print(f"{len(runs)} distinct runs x {len(runs[0]['seeds']) if runs else 0} seed(s) of profile {cfg['profile']} "
+          f"in {results_dir(cfg) / 'runs'} (--profile NAME lists another's)")
     for r in runs:
         for seed, s in r["seeds"].items():
             if s["status"] == "other settings":
