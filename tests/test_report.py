@@ -284,6 +284,9 @@ def test_demo_report_says_it_is_synthetic(tmp_path):
     assert tables.SYNTHETIC_WARNING in files["html"].read_text()
     for table in tables.TABLES:
         assert files[f"{table}_md"].read_text().startswith(f"> **{tables.SYNTHETIC_WARNING}**")
+    # Table 3's feature-map sides at the demo's 64 px, the paper's (at 224) beside them
+    assert "| conv1 | 16 (paper: 56 at 224) |" in files["table3_md"].read_text()
+    assert tables.stage_resolution("conv4", 224, {"resolution": "7"}) == "7"
 
 
 def test_real_data_under_the_demo_profile_is_not_marked_synthetic():

@@ -27,6 +27,7 @@ from .. import choices
 from ..config import (REPO_ROOT, dataset_names, dataset_source, eval_dir, prepared_path, read_yaml, reports_dir,
                       results_dir)
 from ..errors import UserError
+from ..models.unet import EMBED_STAGES
 from ..study import Run, distinct_runs, settings_changes
 
 TOLERANCE = 2.0  # Dice points (%): |ours - paper| <= TOLERANCE reads "matches"
@@ -434,10 +435,18 @@ def build_tables(cfg: dict, results: dict[str, dict[int, dict]], paper_dir: Path
     table3 = []
     for stage in list(t3_paper) + [s for s in stages if s not in t3_paper]:
         paper = t3_paper.get(stage)
-        labels = {"feature": stage, "resolution": (paper or {}).get("resolution", "")}
+        labels = {"feature": stage, "resolution": stage_resolution(stage, cfg["data"]["image_size"], paper)}
         table3.append(cell(labels, by_tag.get(f"table3:{stage}"), paper))
 
     return {"table1": table1, "table2": table2, "table3": table3}
+
+
+def stage_resolution(stage: str, image_size: int, paper: dict | None) -> str:
+    """The side of encoder stage `stage`'s feature map at `image_size` ('16'), with the paper's where it
+    differs ('16 (paper: 56 at 224)'): the demo trains at 64 px, the paper at 224."""
+    ours = str(image_size // 2 ** EMBED_STAGES[stage])
+    theirs = (paper or {}).get("resolution", "")
+    return ours if theirs in ("", ours) else f"{ours} (paper: {theirs} at 224)"
 
 
 # --- writing ------------------------------------------------------------------------------
