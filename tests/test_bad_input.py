@@ -305,6 +305,33 @@ def test_set_lr_in_scientific_notation_is_accepted():
     assert load_config(profile="demo", overrides=["train.lr=1e-3"])["train"]["lr"] == 0.001
 
 
+@pytest.mark.parametrize("old, new, says, fix", [
+    ("\n  momentum: 0.9", "\n\tmomentum: 0.9", "in `momentum: 0.9`", "YAML indents with spaces only"),
+    ("\nprofile: paper", "\nprofile: paper\nx:\n\ty: 1", "cannot start any token, in `y: 1`", "YAML indents with spaces"),
+    ("\n  seed: 1337", '\n  seed: 1337\n  group: "^(patient\\d+)_"',
+     'found unknown escape character, in `group: "^(patient\\d+)_"`', "write that value in single quotes"),
+], ids=["tab", "tab-first", "backslash"])
+def test_a_yaml_slip_in_params_yaml_names_the_line_and_its_fix(tmp_path, old, new, says, fix):
+    """A tab in the indentation, a regex in double quotes: the line itself and the fix, not "correct the
+    YAML syntax" after PyYAML's `"<unicode string>", line 50`."""
+    bad = tmp_path / "params.yaml"
+    text = DEFAULT_CONFIG.read_text()
+    bad.write_text(text.replace(old, new, 1))
+    marker = "\t" if "\t" in new else "\\d"
+    line = next(i for i, x in enumerate(bad.read_text().splitlines(), 1) if marker in x)
+    with pytest.raises(UserError, match=f"not valid YAML at line {line}, column ") as err:
+        load_config(bad)
+    assert err.value.path == bad and says in str(err.value) and err.value.fix.startswith(fix)
+
+
+def test_scientific_notation_in_a_method_section_gets_the_spelling_yaml_1_1_reads(tmp_path):
+    bad = tmp_path / "params.yaml"
+    bad.write_text(DEFAULT_CONFIG.read_text().replace("\n    temperature: 0.07", "\n    temperature: 7e-2", 1))
+    with pytest.raises(UserError, match="methods.ugpcl.temperature: '7e-2' is not of type 'number'") as err:
+        load_study(bad)
+    assert err.value.path == bad and err.value.fix.startswith("write temperature: 7.0e-2 (YAML 1.1 reads 7e-2 as text")
+
+
 def test_scientific_notation_in_params_yaml_is_refused_with_the_spelling_yaml_1_1_reads(tmp_path):
     bad = tmp_path / "params.yaml"
     bad.write_text(DEFAULT_CONFIG.read_text().replace("\n  momentum: 0.9", "\n  momentum: 9e-1", 1))

@@ -33,14 +33,37 @@ def deep_merge(base: dict, override: dict) -> dict:
 FAST_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
+def yaml_problem(text: str, exc: yaml.YAMLError) -> tuple[str, str]:
+    """(message, fix) for a YAML syntax error in `text`: the line and column, the line itself, and the
+    fix for the two usual slips (a tab in the indentation; a backslash in double quotes, as in a regex)."""
+    mark, problem = getattr(exc, "problem_mark", None), getattr(exc, "problem", None)
+    if mark is None or problem is None:
+        return f"not valid YAML ({exc})", "correct the YAML syntax"
+    lines = text.splitlines()
+    line = lines[mark.line] if mark.line < len(lines) else ""
+    message = (f"not valid YAML at line {mark.line + 1}, column {mark.column + 1}: {problem}"
+               + (f", in `{line.strip()}`" if line.strip() else " (the end of the file)"))
+    context, start = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+    if context and start is not None:
+        message += f" ({context} begun at line {start.line + 1}, column {start.column + 1})"
+    if "\t" in line[:len(line) - len(line.lstrip())]:  # PyYAML words it in several ways
+        return message, "YAML indents with spaces only: replace the tab on that line with spaces"
+    if "unknown escape character" in problem:
+        return message, ("write that value in single quotes, e.g. group: '^(patient\\d+)_' (in double quotes YAML "
+                         "reads a backslash as the start of an escape such as \\n)")
+    return message, "correct the YAML syntax"
+
+
 def read_yaml(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise UserError("config file not found", path=path, fix="pass --config pointing at params.yaml")
+    text = path.read_text()
     try:
-        data = yaml.load(path.read_text(), Loader=FAST_SAFE_LOADER)
+        data = yaml.load(text, Loader=FAST_SAFE_LOADER)
     except yaml.YAMLError as exc:
-        raise UserError(f"not valid YAML ({exc})", path=path, fix="correct the YAML syntax") from exc
+        message, fix = yaml_problem(text, exc)
+        raise UserError(message, path=path, fix=fix) from exc
     if not isinstance(data, dict):
         raise UserError("expected a mapping at the top level", path=path)
     return data

@@ -20,6 +20,7 @@ from typing import Any, Literal
 import jsonschema
 
 from ..errors import UserError
+from ..schema_errors import SCIENTIFIC, yaml11_float
 
 
 def hparam(default, source: str, *, minimum=None, maximum=None, exclusive_minimum=None, multiple_of=None):
@@ -99,9 +100,11 @@ def parse(cls, section, method: str, source="params.yaml"):
         error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema["properties"][name])
                                                  .iter_errors(value))
         if error is not None:
-            raise UserError(f"{where}.{name}: {error.message}", path=source,
-                            fix=f"give {name} a value of the declared type and range ({_describe(schema['properties'][name])})",
-                            key=["methods", method, name])
+            fix = f"give {name} a value of the declared type and range ({_describe(schema['properties'][name])})"
+            if isinstance(value, str) and SCIENTIFIC.fullmatch(value):
+                fix = (f"write {name}: {yaml11_float(value)} (YAML 1.1 reads {value} as text: it wants a dot in the "
+                       "number and a sign in the exponent)")
+            raise UserError(f"{where}.{name}: {error.message}", path=source, fix=fix, key=["methods", method, name])
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in section.items()})
 
 
