@@ -307,7 +307,7 @@ def test_set_lr_in_scientific_notation_is_accepted():
 
 @pytest.mark.parametrize("old, new, says, fix", [
     ("\n  momentum: 0.9", "\n\tmomentum: 0.9", "in `momentum: 0.9`", "YAML indents with spaces only"),
-    ("\nprofile: paper", "\nprofile: paper\nx:\n\ty: 1", "cannot start any token, in `y: 1`", "YAML indents with spaces"),
+    ("\nprofile: paper", "\nprofile: paper\nx:\n\ty: 1", "in `y: 1`", "YAML indents with spaces"),
     ("\n  seed: 1337", '\n  seed: 1337\n  group: "^(patient\\d+)_"',
      'found unknown escape character, in `group: "^(patient\\d+)_"`', "write that value in single quotes"),
 ], ids=["tab", "tab-first", "backslash"])
