@@ -249,10 +249,12 @@ FOLDER_ENTRY = ("\n  mydata:\n    kind: folder\n    images: data/mine\n    image
 @pytest.mark.parametrize("entry, says, takes", [
     ("    classes: {0: background, 255: lesion}\n    split: 0.7\n",
      "data.mydata.split: 0.7 is not valid under any of the given schemas",
-     "data.mydata.split is train : validation as two whole numbers, e.g. [7, 3], or {train: FILE, val: FILE}"),
+     "data.mydata.split is the split: train : validation as two whole numbers, e.g. [7, 3], or {train: FILE, "
+     "val: FILE}"),
     ("    classes: {background: 0, lesion: 255}\n    split: [7, 3]\n",
      "data.mydata.classes: 'background' does not match",
-     "data.mydata.classes is mask value -> class name, at least two, e.g. {0: background, 255: lesion}"),
+     "data.mydata.classes is a map of mask value -> class name, at least two, e.g. {0: background, 255: "
+     "lesion}"),
 ], ids=["split", "classes"])
 def test_a_wrong_folder_dataset_value_says_what_the_key_is(tmp_path, entry, says, takes):
     """Schema errors for a folder dataset's split and classes said only "not valid under any of the
@@ -338,6 +340,19 @@ def test_scientific_notation_in_params_yaml_is_refused_with_the_spelling_yaml_1_
     with pytest.raises(UserError, match="train.momentum: '9e-1' is not of type 'number'") as err:
         load_config(bad, profile="demo")
     assert err.value.path == bad and "write train.momentum as 9.0e-1" in err.value.fix
+
+
+def test_a_number_in_a_list_of_text_says_to_quote_the_lists_items(tmp_path):
+    """A regime written 68 in experiments.table1.datasets: the fix said `0: "68"`, a key nobody writes."""
+    with pytest.raises(UserError, match="experiments.table1.datasets.acdc.0: 68 is not of type 'string'") as err:
+        load_config(overrides=['experiments.table1.datasets.acdc=[68, "136"]'])
+    assert "quote the items so that they stay text: --set 'experiments.table1.datasets.acdc=[\"68\", ...]'" in \
+        err.value.fix
+    bad = tmp_path / "params.yaml"
+    bad.write_text(DEFAULT_CONFIG.read_text().replace('acdc: ["68", "136"]', 'acdc: [68, "136"]', 1))
+    with pytest.raises(UserError, match="experiments.table1.datasets.acdc.0") as err:
+        load_config(bad)
+    assert 'quote the items so that they stay text: acdc: ["68", ...]' in err.value.fix and err.value.path == bad
 
 
 def test_a_number_in_set_where_text_is_expected_says_to_quote_it():

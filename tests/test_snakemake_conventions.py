@@ -97,8 +97,29 @@ def undescribed(node, where: str = "") -> list[str]:
                   for k in undescribed(sub, f"{where}.{key}" if key != "properties" else where)]
 
 
+KEYWORDS = {"$schema", "title", "description", "type", "additionalProperties", "required", "properties", "$defs",
+            "$ref", "minimum", "maximum", "exclusiveMinimum", "multipleOf", "minItems", "maxItems", "items", "minProperties",
+            "propertyNames", "pattern", "minLength", "enum", "const", "oneOf", "anyOf", "allOf", "if", "then", "else"}
+
+
+def not_keywords(node, where: str = "") -> list[str]:
+    """Keys of schema nodes that JSON Schema does not know (a comma in an unquoted flow-style description
+    makes one), below `node`; the names under `properties` and `$defs` are keys of the config, not of it."""
+    if isinstance(node, list):
+        return [k for i, item in enumerate(node) for k in not_keywords(item, f"{where}[{i}]")]
+    if not isinstance(node, dict):
+        return []
+    out = [f"{where}.{k}" for k in node if k not in KEYWORDS]
+    for key, sub in node.items():
+        named = sub.items() if key in ("properties", "$defs") and isinstance(sub, dict) else [(key, sub)]
+        out += [k for name, schema in named for k in not_keywords(schema, f"{where}.{name}")]
+    return out
+
+
 def test_every_key_of_the_config_schema_has_a_description():
     """A description per key (Snakemake's template): config errors quote it as the fix for a wrong value."""
     schema = yaml.safe_load((ROOT / "workflow" / "schemas" / "params.schema.yaml").read_text())
     assert undescribed({"properties": {"x": {}}}) == [".x"]   # the check itself finds a bare key
     assert undescribed(schema) == []
+    assert not_keywords(yaml.safe_load("properties: {x: {type: string, description: a, b}}")) == [".x.b"]
+    assert not_keywords(schema) == []

@@ -111,7 +111,12 @@ def describe(err, overrides: list[Override], root: dict | None = None) -> tuple[
         else:
             fixes.append(f"rename {key} to {close[0]} in --set {origin.text}")
     value = err.instance
-    if _wants(err, "string") and isinstance(value, (int, float, bool)):
+    in_list = bool(err.absolute_path) and isinstance(err.absolute_path[-1], int)  # an item: its list's key
+    if _wants(err, "string") and isinstance(value, (int, float, bool)) and in_list:
+        items = f'["{value}", ...]'
+        fixes.append(f"quote the items so that they stay text: --set '{'.'.join(location[:-1])}={items}'"
+                     if origin is not None else f"quote the items so that they stay text: {location[-2]}: {items}")
+    elif _wants(err, "string") and isinstance(value, (int, float, bool)):
         if origin is not None and origin.owns == location:
             fixes.append(f"quote the value so that it stays text: --set '{'.'.join(location)}=\"{origin.raw}\"'")
         else:
