@@ -98,8 +98,9 @@ def undescribed(node, where: str = "") -> list[str]:
 
 
 KEYWORDS = {"$schema", "title", "description", "type", "additionalProperties", "required", "properties", "$defs",
-            "$ref", "minimum", "maximum", "exclusiveMinimum", "multipleOf", "minItems", "maxItems", "items", "minProperties",
-            "propertyNames", "pattern", "minLength", "enum", "const", "oneOf", "anyOf", "allOf", "if", "then", "else"}
+            "$ref", "minimum", "maximum", "exclusiveMinimum", "multipleOf", "minItems", "maxItems", "items",
+            "minProperties", "propertyNames", "pattern", "minLength", "enum", "const", "oneOf", "anyOf", "allOf", "if",
+            "then", "else"}
 
 
 def not_keywords(node, where: str = "") -> list[str]:
