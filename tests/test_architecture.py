@@ -149,6 +149,18 @@ def test_help_imports_no_torch_and_still_names_the_methods():
     assert train.method == "cps"
 
 
+def test_every_command_and_option_has_help():
+    """Each command's --help opens with what it does, and every option says what it is for."""
+    from ugpcl.cli import build_parser
+
+    commands = build_parser()._subparsers._group_actions[0].choices
+    assert len(commands) == 13
+    for name, parser in commands.items():
+        assert parser.description and parser.description.endswith("."), name
+        bare = [a.option_strings or a.dest for a in parser._actions if not a.help]
+        assert bare == [], f"ugpcl {name}: {bare}"
+
+
 def test_monai_is_imported_where_it_is_used():
     """The other half: a UGPCL network builds and a case is scored without importing MONAI first."""
     import subprocess

@@ -37,6 +37,10 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     modules = [m for m, names in COMMAND_MODULES.items() if command in names] or list(COMMAND_MODULES)
     for name in modules:
         importlib.import_module(name).register(sub)
+    for action in sub._choices_actions:  # each command's --help opens with the line `ugpcl --help` gives it
+        command_parser = sub.choices[action.dest]
+        if command_parser.description is None and action.help:
+            command_parser.description = action.help[0].upper() + action.help[1:] + "."
     return parser
 
 

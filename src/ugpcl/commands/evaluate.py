@@ -14,7 +14,8 @@ def register(subparsers) -> None:
     p.add_argument("--which", "--checkpoint", dest="checkpoint", choices=("best", "last"), default="best",
                    help="checkpoint of --run-dir (default best), as in `ugpcl predict`; --checkpoint is the same option")
     p.add_argument("--data", type=Path, default=None, help="prepared HDF5 (default: the run's dataset file)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="where to run the networks (default: auto, CUDA when there is one)")
     p.add_argument("--batch-size", type=int, default=None, help="slices per forward pass (default train.val_batch)")
     p.add_argument("--out", type=Path, default=None,
                    help="output folder (default: for a workflow run results/<profile>/evaluations/<run>/seed<seed>/"

@@ -16,7 +16,8 @@ def register(subparsers) -> None:
                    help="PNG/JPEG/TIFF/BMP, .nii/.nii.gz or .h5 files, or folders of them")
     p.add_argument("--out", type=Path, default=None,
                    help="output folder (default: results/<profile>/predictions/<run>/seed<seed>/<checkpoint>/)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="where to run the network (default: auto, CUDA when there is one)")
     p.add_argument("--batch-size", type=int, default=16, help="slices per forward pass")
     p.set_defaults(func=run_predict)
 

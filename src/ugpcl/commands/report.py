@@ -11,7 +11,8 @@ from . import add_config_args, config_from_args
 def register(sub) -> None:
     r = sub.add_parser("runs", help="list the distinct training runs, the tables each serves and what has finished")
     add_config_args(r)
-    r.add_argument("--format", choices=["table", "json"], default="table")
+    r.add_argument("--format", choices=["table", "json"], default="table",
+                   help="a table to read (default) or JSON, every run and seed with its status")
     r.add_argument("--bench", type=Path, default=None, metavar="FILE",
                    help="project each run's wall time from `ugpcl bench --method all --json FILE` on the training device "
                         "(with --processes K: K runs at a time)")
@@ -24,7 +25,8 @@ def register(sub) -> None:
     f = sub.add_parser("figures", help="Figure 3, Figure 4, training curves and loss terms (PNGs in "
                                       "reports/<profile>/figures/)")
     add_config_args(f)
-    f.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
+    f.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto",
+                   help="where Figures 3 and 4 run the networks (default: auto, CUDA when there is one)")
     f.set_defaults(func=figures_command)
 
     c = sub.add_parser("choices", help="where the paper and the reference code differ, and the value in force")

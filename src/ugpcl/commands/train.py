@@ -29,7 +29,8 @@ def register(sub) -> None:
                    help="run directory (default: results/<profile>/runs/<id>/seed<seed> for --run, "
                         "results/<profile>/adhoc/<id>/seed<seed> for an ad-hoc run)")
     p.add_argument("--data", type=Path, default=None, help="prepared HDF5 file (default: the profile's)")
-    p.add_argument("--device", choices=["auto", "cuda", "cpu"], default=None)
+    p.add_argument("--device", choices=["auto", "cuda", "cpu"], default=None,
+                   help="where to train (default: train.device of the configuration)")
     p.add_argument("--fresh", action="store_true", help="discard an unfinished run in --out instead of resuming it")
     p.add_argument("--force", action="store_true", help="retrain even if --out holds a finished run")
     p.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)
@@ -40,9 +41,10 @@ def register(sub) -> None:
     add_config_args(b)
     b.add_argument("--method", choices=MethodNames("all"), metavar="METHOD", default="ugpcl",
                    help="a method, or all of them in turn: %(choices)s (default: %(default)s)")
-    b.add_argument("--steps", type=int, default=10)
-    b.add_argument("--warmup", type=int, default=2)
-    b.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
+    b.add_argument("--steps", type=int, default=10, help="timed training steps (default: 10)")
+    b.add_argument("--warmup", type=int, default=2, help="untimed steps first (default: 2; compilation, autotuning)")
+    b.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto",
+                   help="where to run (default: auto, CUDA when there is one)")
     b.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file (a list with --method all)")
     b.add_argument("--processes", type=int, default=1, metavar="K",
                    help="run K copies at once on the device and report their total throughput "
