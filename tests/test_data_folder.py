@@ -246,11 +246,13 @@ def test_inspect_counts_fractions_and_problems(isic_dir, tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["classes"]["lesion"]["value"] == 255
 
 
-def test_inspect_of_a_clean_folder(isic_dir, tmp_path):
+def test_inspect_of_a_clean_folder(isic_dir, tmp_path, capsys):
     ids = isic_pngs(isic_dir, tmp_path / "i", tmp_path / "m", 8, size=40)
     cfg = folder_config("mine", entry(images=str(tmp_path / "i"), masks=str(tmp_path / "m"), image_pattern="{id}.png",
                                       mask_pattern="{id}_mask.png"), "data.image_size=32")
+    capsys.readouterr()
     report = stage.inspect(cfg, "mine")
+    assert capsys.readouterr().err == ""   # no progress bar for work of under a second
     assert report["errors"] == [] and report["cases"] == 8 and report["channels"] == {"grey": 0, "RGB": 8}
     masks = np.concatenate([cv2.imread(str(tmp_path / "m" / f"{i}_mask.png"), 0).ravel() for i in ids])
     assert report["classes"]["lesion"]["fraction"] == pytest.approx((masks == 255).mean(), abs=1e-6)

@@ -8,12 +8,13 @@ from tqdm import tqdm
 
 
 def progress_map(fn, items: list, workers: int, desc: str) -> list:
-    """[fn(x) for x in items] on a thread pool with a progress bar; the first error (Ctrl-C included)
-    closes the bar, so that the message is printed below it, and cancels the rest."""
+    """[fn(x) for x in items] on a thread pool with a progress bar, shown once the work has taken a second
+    (a survey of a dozen files prints none); the first error (Ctrl-C included) closes the bar, so that the
+    message is printed below it, and cancels the rest."""
     with ThreadPoolExecutor(workers) as pool:
         futures = [pool.submit(fn, x) for x in items]
         try:
-            with tqdm(total=len(futures), desc=desc) as bar:
+            with tqdm(total=len(futures), desc=desc, delay=1.0) as bar:
                 results = []
                 for f in futures:
                     results.append(f.result())

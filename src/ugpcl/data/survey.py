@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
+from .split import counted
 
 SHOWN = 20  # errors listed by `describe` before "... and N more"
 NAMED = 5  # files named in one line of problems that several files share
@@ -130,8 +131,9 @@ def describe(report: dict) -> str:
     """`ugpcl inspect`'s text."""
     lines = [f"{report['dataset']}: {report.get('cases', 0)} cases"]
     if report.get("cases"):
-        lines[0] += (f" ({report['slices']} slices, {report['volumes']} volumes), {report['groups']} groups; "
-                     f"{report['distinct_sizes']} image sizes, most common "
+        lines[0] += (f" ({counted(report['slices'], 'slice')}, {counted(report['volumes'], 'volume')}), "
+                     f"{counted(report['groups'], 'group')}; {counted(report['distinct_sizes'], 'image size')}, "
+                     "most common "
                      + ", ".join(f"{k} ({n})" for k, n in list(report["sizes"].items())[:3]))
         lo, hi = report["value_range"]
         lines.append(f"  pixels: {report['channels']['grey']} grey, {report['channels']['RGB']} RGB cases; types "

@@ -134,8 +134,10 @@ class Trainer:
         labeled = self.data.labeled_indices(regime)
         unlabeled = self.data.unlabeled_indices(regime) if takes else np.array([], dtype=np.int64)
         batch_size = self.tr["batch_size"] if takes else labeled_bs
-        for problem, fix in batch_fit(info["dataset"], regime, len(labeled), len(self.data.train), labeled_bs,
-                                      batch_size - labeled_bs)[:1]:
+        unfit = batch_fit(info["dataset"], regime, len(labeled), len(self.data.train), labeled_bs,
+                          batch_size - labeled_bs)
+        if unfit:
+            problem, fix = unfit[0]
             raise UserError(problem, path=self.data.path, fix=fix)
 
         seed_everything(self.tr["seed"])
