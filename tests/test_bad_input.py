@@ -312,14 +312,15 @@ def test_set_lr_in_scientific_notation_is_accepted():
     ("\nprofile: paper", "\nprofile: paper\nx:\n\ty: 1", "in `y: 1`", "YAML indents with spaces"),
     ("\n  seed: 1337", '\n  seed: 1337\n  group: "^(patient\\d+)_"',
      'found unknown escape character, in `group: "^(patient\\d+)_"`', "write that value in single quotes"),
-], ids=["tab", "tab-first", "backslash"])
+    ("\n  seed: 1337", '\n  seed: 1337\n  where: "D:\\x-rays"', "hexdecimal", "write that value in single quotes"),
+], ids=["tab", "tab-first", "backslash", "windows-path"])
 def test_a_yaml_slip_in_params_yaml_names_the_line_and_its_fix(tmp_path, old, new, says, fix):
     """A tab in the indentation, a regex in double quotes: the line itself and the fix, not "correct the
     YAML syntax" after PyYAML's `"<unicode string>", line 50`."""
     bad = tmp_path / "params.yaml"
     text = DEFAULT_CONFIG.read_text()
     bad.write_text(text.replace(old, new, 1))
-    marker = "\t" if "\t" in new else "\\d"
+    marker = "\t" if "\t" in new else "\\"
     line = next(i for i, x in enumerate(bad.read_text().splitlines(), 1) if marker in x)
     with pytest.raises(UserError, match=f"not valid YAML at line {line}, column ") as err:
         load_config(bad)
@@ -340,6 +341,19 @@ def test_scientific_notation_in_params_yaml_is_refused_with_the_spelling_yaml_1_
     with pytest.raises(UserError, match="train.momentum: '9e-1' is not of type 'number'") as err:
         load_config(bad, profile="demo")
     assert err.value.path == bad and "write train.momentum as 9.0e-1" in err.value.fix
+
+
+def test_the_key_a_wrong_value_is_for_is_cut_where_the_schema_reached_it():
+    """A regime named `regimes` (the key's own name again) and a `multipleOf` error both get the key's
+    description, with the key named once."""
+    with pytest.raises(UserError) as err:
+        load_config(overrides=["data.image_size=100"])
+    assert "data.image_size is the side every image is resized to" in err.value.fix
+    mine = ("data.my={kind: folder, images: x, image_pattern: '{id}.png', mask_pattern: '{id}_m.png', seed: 0, "
+            "classes: {0: a, 1: b}, split: [7, 3], regimes: {regimes: 0}}")
+    with pytest.raises(UserError, match="data.my.regimes.regimes: 0 is not valid") as err:
+        load_config(overrides=[mine])
+    assert "data.my.regimes is a map of regime name" in err.value.fix
 
 
 def test_a_number_in_a_list_of_text_says_to_quote_the_lists_items(tmp_path):

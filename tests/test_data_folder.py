@@ -21,6 +21,7 @@ from ugpcl.config import DEFAULT_CONFIG, deep_merge, load_config
 from ugpcl.data import stage
 from ugpcl.data.layout import ISIC_GT_FOLDER as GT_FOLDER, ISIC_INPUT_FOLDER as INPUT_FOLDER
 from ugpcl.data.prepared import load_prepared
+from ugpcl.data.split import batch_fit
 from ugpcl.errors import UserError
 from ugpcl.metrics import score_cases, summarise
 from ugpcl.study import distinct_runs
@@ -178,8 +179,20 @@ def test_hdf5_volumes_holding_image_and_label_with_their_spacing(acdc_dir, tmp_p
         assert p.val_spacing[case] == pytest.approx((10.0, 1.25 + cases.index(case), 1.5))
     assert distance_unit(p, "volume") == "mm"
 
+    shown = sorted(p.case_slices())[0]
+    with h5py.File(folder / f"{shown}.h5", "a") as f:   # both given: the image's wins
+        f["image"].attrs["spacing"], f.attrs["spacing"] = [5.0, 1.0, 1.0], [9.0, 9.0, 9.0]
+    assert load_prepared(stage.prepare(cfg, "heart", tmp_path / "both.h5")["out"]).val_spacing[shown] == (5, 1, 1)
+    with h5py.File(folder / f"{shown}.h5", "a") as f:   # one validation volume without: voxels for all, said
+        del f["image"].attrs["spacing"], f.attrs["spacing"]
+    summary = stage.prepare(cfg, "heart", tmp_path / "mixed.h5")
+    mixed = load_prepared(summary["out"])
+    assert mixed.val_spacing == {} and distance_unit(mixed, "volume") == "voxel"
+    assert f"1 of the 2 validation volumes give a voxel size and 1 do not (e.g. {shown})" in summary["warnings"][-1]
+
     with h5py.File(folder / f"{cases[0]}.h5", "a") as f:
         f.attrs["spacing"] = [1.5, 1.5]
+        f["image"].attrs.pop("spacing", None)
     with pytest.raises(UserError, match=re.escape("does not give one positive size per axis of `image` (3)")) as err:
         stage.prepare(cfg, "heart", tmp_path / "again.h5")
     assert str(folder / f"{cases[0]}.h5") in str(err.value) and not (tmp_path / "again.h5").exists()
@@ -246,13 +259,18 @@ def test_inspect_counts_fractions_and_problems(isic_dir, tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["classes"]["lesion"]["value"] == 255
 
 
-def test_inspect_of_a_clean_folder(isic_dir, tmp_path, capsys):
+def test_no_progress_bar_for_work_of_under_a_second(capsys):
+    from ugpcl.data.parallel import progress_map
+
+    assert progress_map(lambda x: 2 * x, [1, 2, 3], 2, "cases") == [2, 4, 6]
+    assert capsys.readouterr().err == ""
+
+
+def test_inspect_of_a_clean_folder(isic_dir, tmp_path):
     ids = isic_pngs(isic_dir, tmp_path / "i", tmp_path / "m", 8, size=40)
     cfg = folder_config("mine", entry(images=str(tmp_path / "i"), masks=str(tmp_path / "m"), image_pattern="{id}.png",
                                       mask_pattern="{id}_mask.png"), "data.image_size=32")
-    capsys.readouterr()
     report = stage.inspect(cfg, "mine")
-    assert capsys.readouterr().err == ""   # no progress bar for work of under a second
     assert report["errors"] == [] and report["cases"] == 8 and report["channels"] == {"grey": 0, "RGB": 8}
     masks = np.concatenate([cv2.imread(str(tmp_path / "m" / f"{i}_mask.png"), 0).ravel() for i in ids])
     assert report["classes"]["lesion"]["fraction"] == pytest.approx((masks == 255).mean(), abs=1e-6)
@@ -366,17 +384,21 @@ def test_inspect_and_prepare_name_regimes_whose_runs_would_stop_and_regimes_labe
     said = [w for w in report["warnings"] if "regime" in w]
     assert said == [
         "regime 'all' of mine labels 4 of the 4 images for training, leaving 0 unlabeled for the unlabeled part of a "
-        "batch (train.batch_size - train.labeled_bs: 2): its runs would stop at once (fix: label at most 2 images in "
-        "it (data.mine.regimes.all, then `ugpcl prepare mine` again); the supervised baseline with "
-        "methods.supervised.batch_norm_unlabeled: false needs no unlabeled images)",
+        "batch (train.batch_size - train.labeled_bs: 2): its runs would stop at once (fix: lower "
+        "data.mine.regimes.all until at least 2 images stay unlabeled (then `ugpcl prepare mine` again); the "
+        "supervised baseline with methods.supervised.batch_norm_unlabeled: false needs none)",
         said[1],
         "regimes 'all' and 'whole' of mine label the same 4 images: every method would train twice on the same data",
         "regime 'one' of mine has 1 image labeled, fewer than the labeled part of a batch (train.labeled_bs: 2): its "
-        "runs would stop at once (fix: label at least 2 images in it (data.mine.regimes.one, then `ugpcl prepare "
-        "mine` again) or lower train.labeled_bs)"]
+        "runs would stop at once (fix: raise data.mine.regimes.one until it labels at least 2 images (then `ugpcl "
+        "prepare mine` again), or lower train.labeled_bs)"]
     assert said[1].startswith("regime 'whole' of mine labels 4 of the 4 images")
     summary = stage.prepare(cfg, "mine", tmp_path / "mine.h5")   # prepare writes the file and says the same
     assert [w for w in summary["warnings"] if "regime" in w] == said
+    # a training split too small for any regime: that, once, not "at least 4" and "at most 1" labeled
+    [(problem, fix)] = batch_fit("d", "r", 3, 5, 4, 4)
+    assert problem == "d has 5 images for training, fewer than a batch of 8 (train.batch_size)"
+    assert fix == "lower train.batch_size and train.labeled_bs, or give the training split more images"
 
 
 def test_binary_masks_saved_as_0_255_with_classes_0_1_get_the_classes_to_write(isic_dir, tmp_path):

@@ -231,14 +231,24 @@ def test_a_method_file_without_register_is_named_with_the_fix(tmp_path):
 @pytest.mark.parametrize("source, says", [
     ("import numpy\n\nx = numpy.not_there\n", "at line 3: AttributeError"),
     ("def f(:\n    pass\n", "at line 1: SyntaxError"),
-], ids=["raises", "syntax"])
-def test_a_method_module_that_fails_to_import_is_named_with_its_line(tmp_path, monkeypatch, source, says):
+    ("import os\nfrom ugpcl.methods import _half_helper\n", "at line 2: SyntaxError"),  # the helper's own line 3
+], ids=["raises", "syntax", "helper"])
+def test_a_method_module_that_fails_to_import_is_named_with_its_line(tmp_path, monkeypatch, capsys, source, says):
     """A method being written that does not import stops every command: with the file and line, not a traceback."""
     import ugpcl.methods as methods
 
     (tmp_path / "halfway.py").write_text(source)
+    (tmp_path / "_half_helper.py").write_text("x = 1\n\ndef g(:\n")
     monkeypatch.setattr(methods, "__path__", [*methods.__path__, str(tmp_path)])
     with pytest.raises(UserError, match=re.escape(says)) as err:
         methods.registry()
     assert err.value.path == tmp_path / "halfway.py" and "python -c 'import ugpcl.methods.halfway'" in err.value.fix
     assert "ugpcl.methods.halfway" not in sys.modules
+    # through the command line: --method is checked against the registry while the arguments are parsed
+    from ugpcl.cli import main
+
+    capsys.readouterr()
+    assert main(["bench", "--method", "mt", "--steps", "1"]) == 2
+    printed = capsys.readouterr().err
+    assert printed.startswith(f"error: {tmp_path / 'halfway.py'}: the method module failed")
+    assert "Traceback" not in printed

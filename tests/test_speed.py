@@ -345,7 +345,7 @@ def test_a_regime_smaller_than_the_labeled_batch_names_the_dataset_regime_and_fi
     from ugpcl.data.prepared import load_prepared
 
     labeled = len(load_prepared(tiny_acdc).labeled_indices("tiny"))
-    cfg = demo_cfg(f"train.labeled_bs={labeled + 1}", f"train.batch_size={2 * labeled + 2}",
+    cfg = demo_cfg(f"train.labeled_bs={labeled + 1}", f"train.batch_size={labeled + 2}",
                    'data.isic.regimes={"91": 40, "181": 40}', "data.demo.isic_images=200")  # the config's own check
     info = {"run_id": "t", "method": "supervised", "dataset": "acdc", "regime": "tiny", "seed": 1,
             "profile": "demo", "overrides": {}}
@@ -376,7 +376,9 @@ def test_a_regime_leaving_too_few_unlabeled_images_stops_before_any_network_is_b
             f"unlabeled for the unlabeled part of a batch (train.batch_size - train.labeled_bs: "
             f"{train - labeled + 1})")) as err:
         Trainer(cfg, info, tmp_path, data=tiny_acdc)
-    assert str(tiny_acdc) in str(err.value) and f"label at most {labeled - 1} images in it" in err.value.fix
+    assert str(tiny_acdc) in str(err.value)
+    assert err.value.fix.startswith(f"lower data.acdc.regimes.tiny until at least {train - labeled + 1} images stay "
+                                    "unlabeled (then `ugpcl prepare acdc` again)")
     assert not any(tmp_path.iterdir()), "nothing written"
     monkeypatch.setattr(trainer_module, "build_method", built)
     supervised = {**info, "method": "supervised"}
@@ -384,6 +386,33 @@ def test_a_regime_leaving_too_few_unlabeled_images_stops_before_any_network_is_b
         Trainer(cfg, supervised, tmp_path, data=tiny_acdc)
     Trainer(deep_merge(cfg, {"methods": {"supervised": {"batch_norm_unlabeled": False}}}), supervised, tmp_path,
             data=tiny_acdc)
+
+
+def test_a_method_setting_uses_unlabeled_without_takes_unlabeled_is_named(tiny_acdc, tmp_path, monkeypatch):
+    """The batches are drawn before the method is built, by takes_unlabeled(hp): a method that sets
+    uses_unlabeled in __init__ otherwise would get batches it does not expect, silently."""
+    from ugpcl.methods import base
+    from ugpcl.methods.supervised import Supervised
+
+    class Mine(Supervised):   # the pattern supervised.py used before takes_unlabeled
+        name = "mine_labeled_only"
+
+        @classmethod
+        def takes_unlabeled(cls, hp) -> bool:
+            return True
+
+        def __init__(self, setup, hp, model=None):
+            super().__init__(setup, hp, model)
+            self.uses_unlabeled = False
+
+    monkeypatch.setitem(base._REGISTRY, Mine.name, Mine)
+    cfg = demo_cfg()
+    cfg["methods"][Mine.name] = dict(cfg["methods"]["supervised"])
+    info = {"run_id": "t", "method": Mine.name, "dataset": "acdc", "regime": "tiny", "seed": 1, "profile": "demo",
+            "overrides": {}}
+    with pytest.raises(UserError, match="sets uses_unlabeled to False but its takes_unlabeled\\(\\) says True") as err:
+        Trainer(cfg, info, tmp_path, data=tiny_acdc)
+    assert err.value.path == __file__ and "override the classmethod takes_unlabeled(hp)" in err.value.fix
 
 
 def test_a_nan_loss_stops_training_at_the_next_read_back(tiny_acdc, tmp_path):

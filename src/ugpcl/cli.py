@@ -53,8 +53,9 @@ def main(argv: list[str] | None = None) -> int:
         if code is not None:
             return code
     command = next((a for a in argv if not a.startswith("-")), None)
-    args = build_parser(command).parse_args(argv)
     try:
+        # parsing checks --method against the registry, which imports every method module (one may fail)
+        args = build_parser(command).parse_args(argv)
         lifetime.install()  # SIGTERM ends cleanly; a workflow job ends with its workflow
         result = args.func(args)
     except UserError as exc:

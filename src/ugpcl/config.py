@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 from pathlib import Path
 
 import jsonschema
@@ -35,20 +36,25 @@ FAST_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 def yaml_problem(text: str, exc: yaml.YAMLError) -> tuple[str, str]:
     """(message, fix) for a YAML syntax error in `text`: the line and column, the line itself, and the
-    fix for the two usual slips (a tab in the indentation; a backslash in double quotes, as in a regex)."""
+    fix for the two usual slips (a tab in the indentation; a backslash in double quotes, as in a regex
+    or a Windows path)."""
+    if isinstance(exc, yaml.reader.ReaderError):  # a character YAML does not allow (a control character)
+        line = text.count("\n", 0, exc.position) + 1
+        return (f"not valid YAML at line {line}: the character {chr(exc.character)!r} is not allowed in YAML "
+                f"({exc.reason})", "remove that character (an editor's 'show invisibles' makes it visible)")
     mark, problem = getattr(exc, "problem_mark", None), getattr(exc, "problem", None)
     if mark is None or problem is None:
         return f"not valid YAML ({exc})", "correct the YAML syntax"
     lines = text.splitlines()
-    line = lines[mark.line] if mark.line < len(lines) else ""
+    line = lines[mark.line] if mark.line < len(lines) else None
     message = (f"not valid YAML at line {mark.line + 1}, column {mark.column + 1}: {problem}"
-               + (f", in `{line.strip()}`" if line.strip() else " (the end of the file)"))
+               + (" (the end of the file)" if line is None else f", in `{line.strip()}`" if line.strip() else ""))
     context, start = getattr(exc, "context", None), getattr(exc, "context_mark", None)
     if context and start is not None:
         message += f" ({context} begun at line {start.line + 1}, column {start.column + 1})"
-    if "\t" in line[:len(line) - len(line.lstrip())]:  # PyYAML words it in several ways
+    if line is not None and "\t" in line[:len(line) - len(line.lstrip())]:  # PyYAML words it in several ways
         return message, "YAML indents with spaces only: replace the tab on that line with spaces"
-    if "unknown escape character" in problem:
+    if "escape" in problem or "hexdecimal" in problem:  # "\d" in a regex, "C:\Users" or "D:\x-rays" in a path
         return message, ("write that value in single quotes, e.g. group: '^(patient\\d+)_' (in double quotes YAML "
                          "reads a backslash as the start of an escape such as \\n)")
     return message, "correct the YAML syntax"
@@ -108,17 +114,24 @@ def set_dotted(cfg: dict, keys: list[str], value) -> list[str]:
     return owns or list(keys)
 
 
+@functools.cache
+def schema_validator() -> tuple[dict, jsonschema.Draft202012Validator]:
+    """The configuration's schema and its validator, read once (with libyaml's loader: the schema is 25 KB)."""
+    schema = yaml.load(SCHEMA_PATH.read_text(), Loader=FAST_SAFE_LOADER)
+    return schema, jsonschema.Draft202012Validator(schema)
+
+
 def validate(cfg: dict, source: str | Path = "params.yaml", overrides: list[Override] = ()) -> None:
     """The schema (each key alone), then the constraints between keys (`config_checks`).
 
     A schema error names the --set override its value came from (`overrides`, as applied), else `source`.
     """
-    schema = yaml.safe_load(SCHEMA_PATH.read_text())
-    validator = jsonschema.Draft202012Validator(schema)
+    schema, validator = schema_validator()
     errors = sorted(validator.iter_errors(cfg), key=lambda e: list(map(str, e.absolute_path)))
-    # A map whose keys are wrong (classes written name: value) also has wrong values: name only the keys.
-    wrong_keys = {tuple(e.absolute_path) for e in errors if "propertyNames" in e.absolute_schema_path}
-    errors = [e for e in errors if not (e.validator == "type" and tuple(e.absolute_path)[:-1] in wrong_keys)]
+    # A key refused by its map's propertyNames (classes written name: value) is named once: not its value too.
+    refused = {tuple(map(str, (*e.absolute_path, e.instance))) for e in errors
+               if "propertyNames" in e.absolute_schema_path}
+    errors = [e for e in errors if not (e.validator == "type" and tuple(map(str, e.absolute_path)) in refused)]
     if errors:
         lines, fixes, from_file = [], [], False
         for err in errors[:10]:

@@ -12,9 +12,8 @@ from dataclasses import dataclass
 # A number in scientific notation without a dot (1e-3, 5E-4, -2e+1), which YAML 1.1 (PyYAML) reads
 # as text; `config` reads --set values with it as floats.
 SCIENTIFIC = re.compile(r"[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+")
-# Validators about a key's value (not about which keys an object has): their fix says what the key is.
-VALUE_VALIDATORS = frozenset({"type", "oneOf", "anyOf", "pattern", "propertyNames", "minProperties", "minItems",
-                              "maxItems", "minimum", "maximum", "exclusiveMinimum", "enum", "const", "minLength"})
+# Validators about which keys an object has; every other one is about a value: its fix says what the key is.
+KEY_VALIDATORS = frozenset({"additionalProperties", "required"})
 
 
 @dataclass
@@ -69,25 +68,29 @@ def _wants(err, kind: str) -> bool:
 
 def expectation(root: dict, err) -> tuple[str, str] | None:
     """(the key, its description) for an error about a value: the schema's description of the innermost key
-    on the error's schema path, the outermost one given for it (where it is used before its `$ref`'s)."""
-    if err.validator not in VALUE_VALIDATORS:
+    on the error's schema path, the outermost one given for it (where it is used before its `$ref`'s). The
+    key is cut from the error's instance path at the depth the schema path reached it (a name may repeat)."""
+    if err.validator in KEY_VALIDATORS:
         return None
-    node, key, found = root, None, None
+    node, depth, key_depth, found, named = root, 0, None, None, False
     steps = list(err.absolute_schema_path)
     for i, step in enumerate(steps):
         while isinstance(node, dict) and step not in node and "$ref" in node:
             node = root["$defs"][node["$ref"].rsplit("/", 1)[-1]]
-            found = found or (node.get("description") if key is not None else None)
+            found = found or (node.get("description") if key_depth is not None else None)
         node = node[step]
-        if i > 0 and steps[i - 1] == "properties":
-            key, found = step, None
-        if key is not None and isinstance(node, dict):
+        if named:  # a key of the config (or a pattern of keys): one level down the instance
+            depth += 1
+            key_depth, found, named = depth, None, False
+        elif step in ("properties", "patternProperties"):
+            named = True
+        elif step in ("additionalProperties", "items") and i < len(steps) - 1:
+            depth += 1
+        if key_depth is not None and isinstance(node, dict):
             found = found or node.get("description")
     if found is None:
         return None
-    location = [str(p) for p in err.absolute_path]
-    where = location[:len(location) - location[::-1].index(key)] if key in location else location
-    return ".".join(where), " ".join(found.split())
+    return ".".join(str(p) for p in list(err.absolute_path)[:key_depth]), " ".join(found.split())
 
 
 def describe(err, overrides: list[Override], root: dict | None = None) -> tuple[str, Override | None, list[str]]:
@@ -111,7 +114,7 @@ def describe(err, overrides: list[Override], root: dict | None = None) -> tuple[
         else:
             fixes.append(f"rename {key} to {close[0]} in --set {origin.text}")
     value = err.instance
-    in_list = bool(err.absolute_path) and isinstance(err.absolute_path[-1], int)  # an item: its list's key
+    in_list = list(err.absolute_schema_path)[-2:-1] == ["items"]  # an item of a list: its list's key
     if _wants(err, "string") and isinstance(value, (int, float, bool)) and in_list:
         items = f'["{value}", ...]'
         fixes.append(f"quote the items so that they stay text: --set '{'.'.join(location[:-1])}={items}'"

@@ -3,6 +3,7 @@ import os
 import re
 import shlex
 import sys
+import time
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
@@ -157,10 +158,13 @@ def report_files():
     return [rel(p) for p in report_outputs(CFG).values()]
 
 
+STARTED = time.time()  # when this workflow run began
+
+
 def say_where_the_report_is():
-    """After a successful run: the report's path, where it exists (the last line a user sees)."""
-    page = report_outputs(CFG)["html"]
-    if Path(page).is_file():
+    """After a successful run: the report's path, where this run wrote it (not after `snakemake data`)."""
+    page = Path(report_outputs(CFG)["html"])
+    if page.is_file() and page.stat().st_mtime >= STARTED:
         print(f"The report: {rel(page)} (open it in a browser)", file=sys.stderr)
 
 

@@ -210,8 +210,9 @@ def regime_warnings(spec: FolderSpec, train: list[Case], depth: dict[str, int], 
         n = sum(depth.get(c.id, 0) for c in train if c.group in chosen)
         if train_cfg is not None:
             labeled_bs = train_cfg["labeled_bs"]
-            out += [f"{problem}: its runs would stop at once (fix: {fix})" for problem, fix in
-                    batch_fit(spec.name, regime, n, n_train, labeled_bs, train_cfg["batch_size"] - labeled_bs)]
+            out += [said for problem, fix in batch_fit(spec.name, regime, n, n_train, labeled_bs,
+                                                       train_cfg["batch_size"] - labeled_bs)
+                    if (said := f"{problem}: its runs would stop at once (fix: {fix})") not in out]
         twin = seen.setdefault(frozenset(chosen), regime)
         if twin != regime:
             out.append(f"regimes {twin!r} and {regime!r} of {spec.name} label the same {images(n)}: every method "
@@ -249,6 +250,14 @@ def prepare_spec(spec: FolderSpec, out: str | Path, size: int, *, source: str = 
     train_groups = [c.group for c in train for _ in range(depth[c.id])]
     val_names = [s for c in val for s in slice_names(c, depth[c.id])]
     chosen = {r: set(groups) for r, groups in labeled.items()}
+    spacing = {c.id: conv.spacing for c, conv in zip(val, converted[n:]) if conv.spacing is not None}
+    volumes = [c.id for c in val if c.volume]
+    mixed = []
+    if spacing and len(spacing) < len(volumes):  # one unit for every distance: voxels, where some give none
+        missing = [v for v in volumes if v not in spacing]
+        mixed = [f"{len(spacing)} of the {len(volumes)} validation volumes give a voxel size and {len(missing)} do not "
+                 f"(e.g. {missing[0]}): HD95 and ASD are in voxels for all of them, not in mm"]
+        spacing = {}
     write_prepared(
         out,
         dataset=spec.name,
@@ -263,7 +272,7 @@ def prepare_spec(spec: FolderSpec, out: str | Path, size: int, *, source: str = 
         val_names=val_names,
         val_cases=[c.id for c in val for _ in range(depth[c.id])],
         val_original={c.id: conv.original for c, conv in zip(val, converted[n:]) if conv.original is not None},
-        val_spacing={c.id: conv.spacing for c, conv in zip(val, converted[n:]) if conv.spacing is not None},
+        val_spacing=spacing,
         source=source,
         provenance={"images": str(spec.images), "masks": str(spec.masks), "cases": len(cases), **(provenance or {})},
     )
@@ -277,7 +286,8 @@ def prepare_spec(spec: FolderSpec, out: str | Path, size: int, *, source: str = 
                     for r, g in chosen.items()},
         "val": counts_text(val, len(val_names)),
         "classes": {name: f["fraction"] for name, f in survey_report(stats, spec, size)["classes"].items()},
-        "warnings": dataset_warnings(stats, spec, size, side) + regime_warnings(spec, train, depth, labeled, train_cfg),
+        "warnings": dataset_warnings(stats, spec, size, side) + regime_warnings(spec, train, depth, labeled, train_cfg)
+        + mixed,
     }
 
 

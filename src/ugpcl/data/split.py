@@ -81,17 +81,24 @@ def batch_fit(dataset: str, regime: str, labeled: int, train: int, labeled_bs: i
     """(problem, fix) for each way regime `regime` of `dataset` (`labeled` of its `train` training images
     labeled) cannot fill a batch: fewer labeled images than its labeled part (`labeled_bs`), or, for a
     method that takes unlabeled images (`unlabeled_bs` > 0, train.batch_size - train.labeled_bs), fewer
-    unlabeled ones than the rest. A run of that regime would stop at once."""
-    where, out = f"data.{dataset}.regimes.{regime}", []
-    again = f"then `ugpcl prepare {dataset}` again"
+    unlabeled ones than the rest; or a training split too small for any regime to. A run of it would stop
+    at once. The counts are images (slices of volumes); the fixes move the regime in its own unit (images,
+    volumes, patients or groups)."""
+    where, again = f"data.{dataset}.regimes.{regime}", f"then `ugpcl prepare {dataset}` again"
+    if train < labeled_bs + unlabeled_bs:
+        size = "train.batch_size" if unlabeled_bs else "train.labeled_bs"
+        return [(f"{dataset} has {images(train)} for training, fewer than a batch of {labeled_bs + unlabeled_bs} "
+                 f"({size})", "lower train.batch_size and train.labeled_bs, or give the training split more images")]
+    out = []
     if labeled < labeled_bs:
         out.append((f"regime {regime!r} of {dataset} has {images(labeled)} labeled, fewer than the labeled part of "
                     f"a batch (train.labeled_bs: {labeled_bs})",
-                    f"label at least {labeled_bs} images in it ({where}, {again}) or lower train.labeled_bs"))
+                    f"raise {where} until it labels at least {images(labeled_bs)} ({again}), or lower "
+                    "train.labeled_bs"))
     if unlabeled_bs > 0 and train - labeled < unlabeled_bs:
         out.append((f"regime {regime!r} of {dataset} labels {labeled} of the {images(train)} for training, leaving "
                     f"{train - labeled} unlabeled for the unlabeled part of a batch (train.batch_size - "
                     f"train.labeled_bs: {unlabeled_bs})",
-                    f"label at most {train - unlabeled_bs} images in it ({where}, {again}); the supervised "
-                    "baseline with methods.supervised.batch_norm_unlabeled: false needs no unlabeled images"))
+                    f"lower {where} until at least {images(unlabeled_bs)} stay unlabeled ({again}); the "
+                    "supervised baseline with methods.supervised.batch_norm_unlabeled: false needs none"))
     return out

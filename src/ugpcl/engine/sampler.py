@@ -39,7 +39,7 @@ class TwoStreamSampler:
         if self.unlabeled_bs > 0 and len(self.unlabeled) < self.unlabeled_bs:
             raise UserError(
                 f"only {len(self.unlabeled)} unlabeled images for an unlabeled batch of {self.unlabeled_bs}",
-                fix="lower train.batch_size - train.labeled_bs",
+                fix="label fewer in the regime (data.<dataset>.regimes) so that enough images stay unlabeled",
             )
 
     def _perm(self, stream: int, epoch: int, n: int) -> np.ndarray:

@@ -143,6 +143,11 @@ class Trainer:
         seed_everything(self.tr["seed"])
         self.speed = speed.resolve(self.tr["speed"], self.device)
         method = build_method(cfg, info["method"], self.data.num_classes, self.data.in_channels).to(self.device)
+        if method.uses_unlabeled != takes:  # the batches are drawn for `takes`
+            raise UserError(f"method {info['method']!r} sets uses_unlabeled to {method.uses_unlabeled} but its "
+                            f"takes_unlabeled() says {takes}", path=sys.modules[type(method).__module__].__file__,
+                            fix="where a hyper-parameter decides uses_unlabeled, override the classmethod "
+                                "takes_unlabeled(hp) to return it, and set uses_unlabeled from it in __init__")
         self.method = speed.apply(method, self.speed)
         self.augment = method.augmentation(self.tr["augment"])
         self.optimizer = make_optimizer(self.method, self.tr, fused=self.speed.fused_optimizer)

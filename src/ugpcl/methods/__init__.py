@@ -36,9 +36,10 @@ def _import(info: pkgutil.ModuleInfo) -> None:
     try:
         importlib.import_module(name)
     except Exception as exc:
-        path = Path(info.module_finder.path) / f"{info.name}.py"
+        path = Path(info.module_finder.path) / (f"{info.name}/__init__.py" if info.ispkg else f"{info.name}.py")
         frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == str(path)]
-        line = exc.lineno if isinstance(exc, SyntaxError) else frames[-1].lineno if frames else None
+        here = isinstance(exc, SyntaxError) and exc.filename == str(path)  # not a module it imports
+        line = exc.lineno if here else frames[-1].lineno if frames else None
         raise UserError(f"the method module failed to import{f' at line {line}' if line else ''}: "
                         f"{type(exc).__name__}: {exc}", path=path,
                         fix=f"correct it (python -c 'import {name}' shows the traceback), or move it out of "

@@ -51,7 +51,7 @@ def paragraph(tables: dict[str, list[Cell]], order: list[dict], paired: list[dic
     sentences = []
     if synthetic:
         sentences.append(
-            f"Synthetic demo data: generated phantoms, a small model, {iterations} training iterations. These "
+            f"Synthetic demo data: generated phantoms, {iterations} training iterations. These "
             "results show that the pipeline runs end to end; they say nothing about UGPCL or its baselines, and "
             "how close a number comes to the paper's is coincidence.")
     if compared:
