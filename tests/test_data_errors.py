@@ -411,10 +411,13 @@ def test_truncated_jpeg_or_png_is_an_error_naming_the_file(isic_dir, tmp_path):
 
 
 @pytest.mark.parametrize("error", [UserError("case 3: bad"), KeyboardInterrupt()])
-def test_an_error_while_decoding_closes_the_progress_bar_before_it_propagates(capsys, error):
+def test_an_error_while_decoding_closes_the_progress_bar_before_it_propagates(capsys, monkeypatch, error):
     from tqdm import tqdm
 
+    from ugpcl.data import parallel
     from ugpcl.data.parallel import progress_map
+
+    monkeypatch.setattr(parallel, "BAR_DELAY", 0)   # drawn at once, as after a second of work
 
     def decode(x):
         if x == 3:

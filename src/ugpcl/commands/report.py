@@ -35,9 +35,9 @@ def register(sub) -> None:
 
 
 def runs_command(args) -> int:
+    from ..config import results_dir
     from ..projection import format_duration, read_bench, run_seconds, runs_at_once, validation_images
     from ..report.build import list_runs
-    from ..config import results_dir
     from ..study import distinct_runs
 
     cfg = config_from_args(args)

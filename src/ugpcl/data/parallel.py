@@ -6,6 +6,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from tqdm import tqdm
 
+BAR_DELAY = 1.0  # seconds of work before the bar is drawn
+
 
 def progress_map(fn, items: list, workers: int, desc: str) -> list:
     """[fn(x) for x in items] on a thread pool with a progress bar, shown once the work has taken a second
@@ -14,7 +16,7 @@ def progress_map(fn, items: list, workers: int, desc: str) -> list:
     with ThreadPoolExecutor(workers) as pool:
         futures = [pool.submit(fn, x) for x in items]
         try:
-            with tqdm(total=len(futures), desc=desc, delay=1.0) as bar:
+            with tqdm(total=len(futures), desc=desc, delay=BAR_DELAY) as bar:
                 results = []
                 for f in futures:
                     results.append(f.result())

@@ -621,10 +621,11 @@ def markdown_document(cfg: dict, table: str, cells: list[Cell], paired: list[dic
     head = (f"# {TITLES[table]}\n\n" + (f"*{stamp}.*\n\n" if stamp else "")
             + f"Profile `{cfg['profile']}`, evaluation protocol "
             f"`{cfg['evaluation']['protocol']}`. {VERDICTS}\n\n{protocol_note(cfg)}\n\n{columns_note(cfg)}\n\n")
+    departures = choices.departures_text(cfg) if any(c.paper_dice is not None for c in cells) else ""
     if synthetic(cfg):
         head = f"> **{SYNTHETIC_WARNING}**\n\n" + head
-    elif any(c.paper_dice is not None for c in cells) and choices.departures_text(cfg):
-        head = f"> {choices.departures_text(cfg)}\n\n" + head
+    elif departures:
+        head = f"> {departures}\n\n" + head
     if table == "table2":
         head += table2_note(cfg) + "\n\n"
     if table != "table1":
