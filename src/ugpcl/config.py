@@ -157,6 +157,14 @@ def flat_keys(tree: dict, prefix: str = "") -> dict:
     return out
 
 
+def changed_keys(old: dict, new: dict) -> list[tuple[str, object, object]]:
+    """(dotted key, value in `old`, value in `new`) of every leaf where two nested dicts differ, sorted by
+    key; NOT_SET where one lacks the key."""
+    before, after = flat_keys(old), flat_keys(new)
+    return sorted((k, before.get(k, NOT_SET), after.get(k, NOT_SET)) for k in before.keys() | after.keys()
+                  if before.get(k, NOT_SET) != after.get(k, NOT_SET))
+
+
 class _NotSet:
     def __repr__(self) -> str:
         return "(not set)"

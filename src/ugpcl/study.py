@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import (DEFAULT_CONFIG, NOT_SET, dataset_config, dataset_kind, dataset_names, deep_merge, flat_keys,
+from .config import (DEFAULT_CONFIG, changed_keys, dataset_config, dataset_kind, dataset_names, deep_merge,
                      load_config, parse_override, results_dir)
 from .data.demo import demo_settings
 from .data.prepared import FORMAT_VERSION
@@ -96,10 +96,8 @@ def settings_changes(trained: dict, wanted: dict, run: Run, seed: int) -> list[t
                 return outer + key[len(inner):]
         return key
 
-    old, new = flat_keys(run_settings(trained, run, seed)), flat_keys(run_settings(wanted, run, seed))
-    changes = [(key_name(k), old.get(k, NOT_SET), new.get(k, NOT_SET)) for k in old.keys() | new.keys()
-               if old.get(k, NOT_SET) != new.get(k, NOT_SET)]
-    return sorted(changes, key=lambda change: change[0])
+    changes = changed_keys(run_settings(trained, run, seed), run_settings(wanted, run, seed))
+    return sorted(((key_name(k), old, new) for k, old, new in changes), key=lambda change: change[0])
 
 
 def load_study(path: str | Path | None = None, profile: str | None = None, overrides: list[str] = ()) -> dict:

@@ -89,12 +89,11 @@ def seed_everything(seed: int) -> None:
 
 def differences(then: dict, now: dict, shown: int = 5) -> str:
     """`key: value in the unfinished run, value now; ...` of two configurations, at most `shown` keys."""
-    from ..config import NOT_SET, flat_keys
+    from ..config import changed_keys
 
-    old, new = flat_keys(then), flat_keys(now)
-    keys = sorted(k for k in old.keys() | new.keys() if old.get(k, NOT_SET) != new.get(k, NOT_SET))
-    listed = "; ".join(f"{k}: {old.get(k, NOT_SET)!r} in it, {new.get(k, NOT_SET)!r} now" for k in keys[:shown])
-    return listed + ("; ..." if len(keys) > shown else "")
+    changes = changed_keys(then, now)
+    listed = "; ".join(f"{k}: {old!r} in it, {new!r} now" for k, old, new in changes[:shown])
+    return listed + ("; ..." if len(changes) > shown else "")
 
 
 class Trainer:
