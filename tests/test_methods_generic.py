@@ -177,10 +177,13 @@ def test_new_method_file_runs_through_the_cli_with_no_other_edit(tiny_acdc, tmp_
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     env = {**os.environ, "PYTHONPATH": str(tmp_path / "src")}
 
+    printed = {}
+
     def ugpcl(*args):
         out = subprocess.run([sys.executable, "-m", "ugpcl.cli", *args], capture_output=True, text=True, env=env,
                              cwd=tmp_path, timeout=600)
         assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+        printed["stderr"] = out.stderr
         return out.stdout
 
     common = ["--config", str(tmp_path / "params.yaml"), "--profile", "demo", "--set", "train.iterations=4",
@@ -197,6 +200,11 @@ def test_new_method_file_runs_through_the_cli_with_no_other_edit(tiny_acdc, tmp_
     bench = json.loads(ugpcl("bench", *common, "--method", name, "--steps", "1", "--warmup", "0", "--device", "cpu"))
     assert bench["method"] == name and bench["median_step_s"] > 0
     assert bench["device"].startswith(processor_name() + " (")  # the processor, as tools/authors_bench.py says it
+    # stdout is the JSON; a person reads one line on stderr
+    assert re.fullmatch(rf"{name}: median step {bench['median_step_s']:.4g} s \(10-90%: \S+-\S+ s\), "
+                        rf"{bench['images_per_s']:.1f} images/s, peak memory \d+ MiB, evaluation \S+ ms/image; "
+                        rf"batch \d+ x 64 px on {re.escape(bench['device'])}, torch \S+",
+                        printed["stderr"].strip().splitlines()[-1]), printed["stderr"]
     # In Table 1 (README): one more run per setting of the matrix, nothing else to edit
     table1 = cfg["experiments"]["table1"]["methods"]
     runs = ugpcl("runs", *common, "--set", f"experiments.table1.methods=[{', '.join([*table1, name])}]")

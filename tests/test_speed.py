@@ -457,10 +457,17 @@ def test_runs_sharing_the_device_project_the_study_divided_among_them(tmp_path, 
 
     # `bench --processes 2` writes what `runs --bench` reads: each run's times while two shared the device
     shared = tmp_path / "shared.json"
-    subprocess.run([sys.executable, "-m", "ugpcl.cli", "bench", "--profile", "demo", "--method", "supervised",
-                    "--processes", "2", "--steps", "2", "--warmup", "1", "--device", "cpu", "--json", str(shared)],
-                   check=True, capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    out = subprocess.run([sys.executable, "-m", "ugpcl.cli", "bench", "--profile", "demo", "--method",
+                          "supervised", "--processes", "2", "--steps", "2", "--warmup", "1", "--device", "cpu",
+                          "--json", str(shared)],
+                         check=True, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     entry = read_bench(shared)["supervised"]
+    # for a person, on stderr: the total throughput and each process's step (stdout stays JSON)
+    each = ", ".join(f"{s:.4g}" for s in entry["median_step_s_each"])
+    assert out.stderr.strip().splitlines()[-1] == (f"supervised, 2 processes at once: "
+                                                   f"{entry['images_per_s_total']:.1f} images/s in total; "
+                                                   f"median step {each} s"), out.stderr
+    assert json.loads(out.stdout)[0] == json.loads(shared.read_text())[0]
     assert entry["processes"] == 2 == len(entry["median_step_s_each"]) and entry["images_per_s_total"] > 0
     assert entry["median_step_s"] == pytest.approx(sum(entry["median_step_s_each"]) / 2, abs=1e-4)
     assert entry["eval_s_per_image"] > 0 and runs_at_once(read_bench(shared), shared) == 2

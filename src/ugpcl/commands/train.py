@@ -152,6 +152,7 @@ def concurrent_bench(args) -> int:
     import sys
     import tempfile
 
+    from ..engine.bench import summary_line
     from ..fileio import write_json
 
     argv = [a for a in sys.argv[1:]]
@@ -183,6 +184,8 @@ def concurrent_bench(args) -> int:
                                           - max(r["timed_window"][0] for r in rs), 3)}
                for method, rs in per_method.items()]
     print(json.dumps(summary, indent=2))
+    for entry in summary:
+        print(summary_line(entry), file=sys.stderr)
     if args.json:
         write_json(args.json, summary)
     return 0
@@ -220,10 +223,13 @@ def _without(argv: list[str], *options: str) -> list[str]:
 
 
 def bench_command(args) -> int:
+    """The figures as JSON on stdout (tools read them), and one line each for a person on stderr."""
+    import sys
+
     if args.processes > 1:
         return concurrent_bench(args)
     from ..device import pick_device
-    from ..engine.bench import benchmark, file_barrier
+    from ..engine.bench import benchmark, file_barrier, summary_line
     from ..fileio import write_json
     from ..methods import names
 
@@ -235,6 +241,7 @@ def bench_command(args) -> int:
         results.append(benchmark(cfg, name, device, args.steps, args.warmup, sync_debug=args.sync_debug,
                                  barrier=barrier))
         print(json.dumps(results[-1], indent=2), flush=True)
+        print(summary_line(results[-1]), file=sys.stderr, flush=True)
     if args.json:
         write_json(args.json, results if args.method == "all" else results[0])
     return 0

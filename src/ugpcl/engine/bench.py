@@ -92,6 +92,19 @@ def benchmark(cfg: dict, method_name: str, device: torch.device, steps: int = 10
     }
 
 
+def summary_line(result: dict) -> str:
+    """One line for a person reading a `benchmark` record (or a `--processes K` entry) in a terminal."""
+    if "processes" in result:  # ugpcl bench --processes K
+        each = ", ".join(f"{s:.4g}" for s in result["median_step_s_each"])
+        return (f"{result['method']}, {result['processes']} processes at once: "
+                f"{result['images_per_s_total']:.1f} images/s in total; median step {each} s")
+    low, high = result["step_s_p10_p90"]
+    return (f"{result['method']}: median step {result['median_step_s']:.4g} s (10-90%: {low:.4g}-{high:.4g} s), "
+            f"{result['images_per_s']:.1f} images/s, peak memory {result['peak_memory_mib']:.0f} MiB, "
+            f"evaluation {1000 * result['eval_s_per_image']:.3g} ms/image; batch {result['batch_size']} "
+            f"x {result['image_size']} px on {result['device']}, torch {result['torch']}")
+
+
 def file_barrier(folder: Path, parties: int, me: int, timeout: float = 300) -> Callable[[str], None]:
     """A barrier of `parties` processes (numbered from 0; this one `me`) through empty files in `folder`:
     `wait(name)` marks this process as at `name` and returns once all `parties` are."""
