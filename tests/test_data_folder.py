@@ -22,6 +22,7 @@ from ugpcl.data import stage
 from ugpcl.data.layout import ISIC_GT_FOLDER as GT_FOLDER, ISIC_INPUT_FOLDER as INPUT_FOLDER
 from ugpcl.data.prepared import load_prepared
 from ugpcl.data.split import batch_fit
+from ugpcl.data.survey import describe
 from ugpcl.errors import UserError
 from ugpcl.metrics import score_cases, summarise
 from ugpcl.study import distinct_runs
@@ -178,6 +179,9 @@ def test_hdf5_volumes_holding_image_and_label_with_their_spacing(acdc_dir, tmp_p
         assert np.array_equal(p.val_original[case], read_h5(acdc_dir / "data" / f"{case}.h5")[1])
         assert p.val_spacing[case] == pytest.approx((10.0, 1.25 + cases.index(case), 1.5))
     assert distance_unit(p, "volume") == "mm"
+    surveyed = stage.inspect(cfg, "heart")  # inspect says the unit before anything is prepared
+    assert surveyed["voxel_sizes"]["unit"] == "mm" and not any("voxel size" in w for w in surveyed["warnings"])
+    assert "distances (HD95, ASD): in mm; all 2 validation volumes give a voxel size" in describe(surveyed)
 
     shown = sorted(p.case_slices())[0]
     with h5py.File(folder / f"{shown}.h5", "a") as f:   # both given: the image's wins
@@ -188,7 +192,17 @@ def test_hdf5_volumes_holding_image_and_label_with_their_spacing(acdc_dir, tmp_p
     summary = stage.prepare(cfg, "heart", tmp_path / "mixed.h5")
     mixed = load_prepared(summary["out"])
     assert mixed.val_spacing == {} and distance_unit(mixed, "volume") == "voxel"
-    assert f"1 of the 2 validation volumes give a voxel size and 1 do not (e.g. {shown})" in summary["warnings"][-1]
+    said = f"1 of the 2 validation volumes give a voxel size and 1 do not (e.g. {shown})"
+    assert any(said in w for w in summary["warnings"]), summary["warnings"]
+    surveyed = stage.inspect(cfg, "heart")  # and inspect, the same
+    assert any(said in w for w in surveyed["warnings"]) and surveyed["voxel_sizes"]["unit"] == "voxel"
+    assert "in voxels; 1 of the 2 validation volumes give none (see the warnings)" in describe(surveyed)
+    for case in p.case_slices():
+        with h5py.File(folder / f"{case}.h5", "a") as f:
+            f["image"].attrs.pop("spacing", None), f.attrs.pop("spacing", None)
+    surveyed = stage.inspect(cfg, "heart")
+    assert "in voxels; none of the 2 validation volumes gives a voxel size" in describe(surveyed)
+    assert not any("voxel size" in w for w in surveyed["warnings"])
 
     with h5py.File(folder / f"{cases[0]}.h5", "a") as f:
         f.attrs["spacing"] = [1.5, 1.5]
@@ -276,6 +290,7 @@ def test_inspect_of_a_clean_folder(isic_dir, tmp_path):
     assert report["classes"]["lesion"]["fraction"] == pytest.approx((masks == 255).mean(), abs=1e-6)
     assert report["split"]["train"] == "4 images" and report["split"]["labeled"] == {"1": "1 image"}
     assert report["value_range"][1] <= 255 and report["dtypes"] == {"uint8": 8}
+    assert "voxel_sizes" not in report and "distances" not in describe(report)  # images, not volumes
     with pytest.raises(UserError, match="surveys folders"):
         stage.inspect(load_config(), "acdc")
 

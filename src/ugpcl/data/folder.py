@@ -163,7 +163,7 @@ def convert(case: Case, raw: Raw, spec: FolderSpec, size: int) -> Converted:
 
 def load_case(case: Case, spec: FolderSpec, size: int) -> tuple[Converted, CaseStats]:
     raw = read_raw(case)
-    stats = case_stats(case, raw.image, raw.mask)
+    stats = case_stats(case, raw.image, raw.mask, raw.spacing)
     problems = case_problems(case, raw, stats, spec)
     if problems:
         raise problems[0]
@@ -251,13 +251,8 @@ def prepare_spec(spec: FolderSpec, out: str | Path, size: int, *, source: str = 
     val_names = [s for c in val for s in slice_names(c, depth[c.id])]
     chosen = {r: set(groups) for r, groups in labeled.items()}
     spacing = {c.id: conv.spacing for c, conv in zip(val, converted[n:]) if conv.spacing is not None}
-    volumes = [c.id for c in val if c.volume]
-    mixed = []
-    if spacing and len(spacing) < len(volumes):  # one unit for every distance: voxels, where some give none
-        missing = [v for v in volumes if v not in spacing]
-        mixed = [f"{len(spacing)} of the {len(volumes)} validation volumes give a voxel size and {len(missing)} do not "
-                 f"(e.g. {missing[0]}): HD95 and ASD are in voxels for all of them, not in mm"]
-        spacing = {}
+    if len(spacing) < sum(c.volume for c in val):  # one unit for every distance: voxels, where some give none
+        spacing = {}  # (survey.dataset_warnings says so)
     write_prepared(
         out,
         dataset=spec.name,
@@ -286,8 +281,7 @@ def prepare_spec(spec: FolderSpec, out: str | Path, size: int, *, source: str = 
                     for r, g in chosen.items()},
         "val": counts_text(val, len(val_names)),
         "classes": {name: f["fraction"] for name, f in survey_report(stats, spec, size)["classes"].items()},
-        "warnings": dataset_warnings(stats, spec, size, side) + regime_warnings(spec, train, depth, labeled, train_cfg)
-        + mixed,
+        "warnings": dataset_warnings(stats, spec, size, side) + regime_warnings(spec, train, depth, labeled, train_cfg),
     }
 
 
@@ -305,7 +299,7 @@ def inspect_spec(spec: FolderSpec, size: int, train_cfg: dict | None = None) -> 
     def survey(case: Case):
         try:
             raw = read_raw(case)
-            stats = case_stats(case, raw.image, raw.mask)
+            stats = case_stats(case, raw.image, raw.mask, raw.spacing)
             return stats, case_problems(case, raw, stats, spec)
         except UserError as exc:
             return None, [exc]

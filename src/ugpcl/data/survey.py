@@ -31,10 +31,11 @@ class CaseStats:
     vmax: float
     finite: bool
     values: dict               # mask value -> pixels (values outside the classes included)
+    spacing: tuple | None = None  # a volume's voxel size (z, y, x) in mm, where its file gives one
 
 
-def case_stats(case, image: np.ndarray, mask: np.ndarray) -> CaseStats:
-    """Statistics of one case as stored (image Z x H x W [x 3], mask Z x H x W)."""
+def case_stats(case, image: np.ndarray, mask: np.ndarray, spacing: tuple | None = None) -> CaseStats:
+    """Statistics of one case as stored (image Z x H x W [x 3], mask Z x H x W; `spacing`: its voxel size)."""
     finite = image.dtype.kind != "f" or bool(np.isfinite(image).all())
     valid = image if finite else image[np.isfinite(image)]
     vmin, vmax = (float(valid.min()), float(valid.max())) if valid.size else (float("nan"), float("nan"))
@@ -42,7 +43,18 @@ def case_stats(case, image: np.ndarray, mask: np.ndarray) -> CaseStats:
     as_key = (lambda v: int(v) if float(v).is_integer() else float(v))
     return CaseStats(case.id, case.group, case.volume, int(image.shape[0]), tuple(int(s) for s in image.shape[1:3]),
                      3 if image.ndim == 4 else 1, str(image.dtype), vmin, vmax, finite,
-                     {as_key(v): int(n) for v, n in zip(values, counts)})
+                     {as_key(v): int(n) for v, n in zip(values, counts)}, spacing if case.volume else None)
+
+
+def voxel_sizes(stats: list[CaseStats], side: dict[str, str] | None = None) -> dict | None:
+    """How many validation volumes (all volumes before a split) give a voxel size: HD95 and ASD are
+    in mm only when every one does (one unit for every distance), else in voxels. None: no volumes."""
+    volumes = [s for s in stats if s.volume and (not side or side.get(s.id) == "val")]
+    if not volumes:
+        return None
+    missing = [s.id for s in volumes if s.spacing is None]
+    return {"volumes": len(volumes), "given": len(volumes) - len(missing), "missing": missing[:1],
+            "unit": "voxel" if missing else "mm", "part": "validation volumes" if side else "volumes"}
 
 
 def survey_report(stats: list[CaseStats], spec, size: int, side: dict[str, str] | None = None) -> dict:
@@ -71,6 +83,7 @@ def survey_report(stats: list[CaseStats], spec, size: int, side: dict[str, str] 
         "dtypes": dict(Counter(s.dtype for s in stats)),
         "value_range": [min((s.vmin for s in finite), default=None), max((s.vmax for s in finite), default=None)],
         "classes": classes,
+        **({"voxel_sizes": sizes} if (sizes := voxel_sizes(stats, side)) else {}),
     }
 
 
@@ -101,6 +114,11 @@ def dataset_warnings(stats: list[CaseStats], spec, size: int, side: dict[str, st
         out.append(f"mixed pixel types {report['dtypes']}: 8-bit images are kept as they are (0..255), the "
                    "others are min-max normalised per file to 0..255, so the two are scaled differently (all "
                    "are stored as 8 bits)")
+    sizes = report.get("voxel_sizes")
+    if sizes and 0 < sizes["given"] < sizes["volumes"]:
+        out.append(f"{sizes['given']} of the {sizes['volumes']} {sizes['part']} give a voxel size and "
+                   f"{sizes['volumes'] - sizes['given']} do not (e.g. {sizes['missing'][0]}): HD95 and ASD are in "
+                   "voxels for all of them, not in mm")
     flat = [s.id for s in stats if s.finite and s.vmin == s.vmax]
     if flat:
         out.append(f"{len(flat)} images are constant: {', '.join(flat[:5])}")
@@ -142,6 +160,13 @@ def describe(report: dict) -> str:
         for name, c in report["classes"].items():
             where = f" (train {c['train_cases']}, val {c['val_cases']})" if "val_cases" in c else ""
             lines.append(f"    {name} ({c['value']}): {100 * c['fraction']:.2f}%, {c['cases']} cases{where}")
+    sizes = report.get("voxel_sizes")
+    if sizes:
+        n, given, part = sizes["volumes"], sizes["given"], sizes["part"]
+        whose = (f"all {n} {part} give a voxel size" if given == n else
+                 f"{n - given} of the {n} {part} give none (see the warnings)" if given else
+                 f"none of the {counted(n, part[:-1])} gives a voxel size (a NIfTI header, an HDF5 `spacing`)")
+        lines.append(f"  distances (HD95, ASD): in {'mm' if given == n else 'voxels'}; {whose}")
     if "split" in report:
         split = report["split"]
         lines.append(f"  split: train {split['train']}; val {split['val']}")
