@@ -431,6 +431,18 @@ def test_a_checkpoint_whose_configuration_does_not_match_its_weights(checkpoint_
     assert str(err.value).count("Fix:") == 1   # an error quoted inside it keeps its own fix out
 
 
+def test_a_method_being_written_is_not_blamed_on_a_good_checkpoint(checkpoint_file, tmp_path, monkeypatch):
+    """evaluate/predict of a finished run while another method's module does not import: that module's
+    error (fix it), not 'the file was altered: retrain the run' about a checkpoint that is fine."""
+    import ugpcl.methods as methods
+
+    (tmp_path / "halfway.py").write_text("def f(:\n")
+    monkeypatch.setattr(methods, "__path__", [*methods.__path__, str(tmp_path)])
+    with pytest.raises(UserError, match="the method module failed to import at line 1") as err:
+        load_checkpoint_file(checkpoint_file)
+    assert err.value.path == tmp_path / "halfway.py" and "retrain" not in str(err.value)
+
+
 def test_a_corrupt_run_json_is_an_error_naming_it(tmp_path, tiny_acdc):
     record = tmp_path / "run" / "run.json"
     record.parent.mkdir()

@@ -30,7 +30,7 @@ from torch import nn
 from ..config import deep_merge
 from ..errors import UserError
 from ..fileio import write_bytes
-from ..methods import build_method
+from ..methods import build_method, registry
 from ..methods.base import Method
 
 FORMAT = "ugpcl-checkpoint-2"
@@ -140,6 +140,7 @@ def restore_method(ckpt: dict, path: Path) -> Method:
     A checkpoint whose configuration does not describe its weights (another width or number of
     classes, another method's networks) or lacks parts of a configuration is a UserError.
     """
+    registry()  # a method module that does not import is its own error (naming it), not this file's
     try:
         cfg, info = ckpt["cfg"], ckpt["info"]
         method = build_method(deep_merge(cfg, {"model": {"pretrained": False}}), info["method"], info["num_classes"],
