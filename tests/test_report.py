@@ -355,9 +355,9 @@ def test_runs_trained_with_other_settings_are_named_and_left_out_of_the_report(t
 
     assert main(["runs", "--profile", "paper", "--set", f"paths.results={tmp_path}/results"]) == 0
     out = capsys.readouterr().out
-    assert ("acdc136_mt seed 1337: finished with other settings than these (methods.mt.ema_decay=0.9, "
-            "train.iterations=300), left out of the report; `ugpcl train --run acdc136_mt --seed 1337 --force` "
-            "retrains it with these") in out
+    assert ("acdc136_mt seed 1337: finished with other settings than these (trained with methods.mt.ema_decay=0.9, "
+            "train.iterations=300), left out of the report; `ugpcl train --run acdc136_mt --seed 1337 --force "
+            f"--profile paper --set paths.results={tmp_path}/results` retrains it with these") in out
 
 
 def test_runs_trained_on_a_prepared_file_made_again_since_are_left_out(tmp_path):

@@ -19,6 +19,16 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def config_options(args: argparse.Namespace, cfg: dict) -> str:
+    """' --config FILE --profile NAME --set K=V ...': the options that gave `cfg`, to repeat in a suggested
+    command (shell-quoted; the profile always, as the configuration's default may differ)."""
+    import shlex
+
+    words = ([f"--config {shlex.quote(str(args.config))}"] if args.config else []) + [
+        f"--profile {shlex.quote(cfg['profile'])}"] + [f"--set {shlex.quote(o)}" for o in args.overrides]
+    return " " + " ".join(words)
+
+
 def config_from_args(args: argparse.Namespace, *, study: bool = True) -> dict:
     """The configuration the command runs with. `study`: also check every method's hyper-parameters
     and the experiment matrix (commands that train, list or report runs)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from . import add_config_args, config_from_args
+from . import add_config_args, config_from_args, config_options
 
 
 def register(sub) -> None:
@@ -64,8 +64,9 @@ def runs_command(args) -> int:
     for r in runs:
         for seed, s in r["seeds"].items():
             if s["status"] == "other settings":
-                print(f"{r['id']} seed {seed}: finished with other settings than these ({s['settings']}), left out "
-                      f"of the report; `ugpcl train --run {r['id']} --seed {seed} --force` retrains it with these")
+                print(f"{r['id']} seed {seed}: finished with other settings than these (trained with "
+                      f"{s['settings']}), left out of the report; `ugpcl train --run {r['id']} --seed {seed} --force"
+                      f"{config_options(args, cfg)}` retrains it with these")
     if args.bench:
         seeds = len(cfg["experiments"]["seeds"])
         known = [r["projected_s"] for r in runs if r["projected_s"] is not None]
