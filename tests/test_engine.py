@@ -1,10 +1,14 @@
 """The shared engine: batches, augmentation, schedules, exact resume, the train command."""
 
+import inspect
 import json
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from ugpcl.config import load_config
 from ugpcl.device import processor_name
@@ -173,6 +177,23 @@ def test_the_gpu_generator_is_restored_onto_the_gpu_the_resumed_run_has(monkeypa
     assert len(restored) == 1
 
 
+def test_resuming_after_the_method_file_changed_says_so(tiny_acdc, tmp_path, capsys):
+    """A method author fixes a slip after a failure and reruns: the run resumes (its configuration is the
+    same), and says that the iterations before its resume point ran the old code."""
+    from ugpcl.engine import checkpoint
+
+    Trainer(tiny_cfg(iterations=8), INFO, tmp_path, data=tiny_acdc).fit(stop_after=2, progress=False)
+    assert Trainer(tiny_cfg(iterations=8), INFO, tmp_path, data=tiny_acdc).resume() == 2
+    assert "has changed" not in capsys.readouterr().err   # the same code: nothing to say
+    resume = tmp_path / "progress" / "resume.pt"
+    ckpt = checkpoint.read(resume)
+    checkpoint.save(resume, {**{k: v for k, v in ckpt.items() if k != "format"}, "method_code": "0" * 64})
+    assert Trainer(tiny_cfg(iterations=8), INFO, tmp_path, data=tiny_acdc).resume() == 2
+    said = capsys.readouterr().err
+    assert "ugpcl.py has changed since this run's resume point (iteration 2) was saved: its first 2 " \
+           "iterations ran the old code" in said and "--fresh" in said
+
+
 def test_resume_refuses_a_run_dir_with_another_configuration(tiny_acdc, tmp_path):
     Trainer(tiny_cfg(iterations=8), INFO, tmp_path, data=tiny_acdc).fit(stop_after=2, progress=False)
     with pytest.raises(UserError, match=r"different configuration \(train.iterations: 8 in it, 9 now\)"):
@@ -248,6 +269,18 @@ def test_a_compute_loss_that_returns_a_bare_tensor_is_named_with_the_fix():
     optimizer = make_optimizer(method, cfg["train"])
     loss, terms = train_step(method, optimizer, batch, 0)       # the method as written: fine
     assert loss.ndim == 0 and "sup" in terms
-    method.compute_loss = lambda batch, t, inner=method.compute_loss: inner(batch, t)[0]
-    with pytest.raises(TypeError, match=r"Supervised.*compute_loss returned Tensor, not \(loss tensor, dict"):
-        train_step(method, optimizer, batch, 1)
+    inner = method.compute_loss
+    slips = [  # (what the method returns instead, what the error says of it, what its fix says)
+        (lambda b, t: inner(b, t)[0], "returned a Tensor, not (loss tensor, dict", "return self.semi_supervised"),
+        (lambda b, t: (inner(b, t)[0].item(), inner(b, t)[1]), "returned (float, dict), not", "no .item() or float()"),
+        (lambda b, t: (F.cross_entropy(method.model(b.image[:2]), b.label, reduction="none"), {}),
+         "returned a loss of shape [2, 64, 64], not a single number", "`.mean()`"),
+        (lambda b, t: (inner(b, t)[0].detach(), {}), "returned a loss with no gradient", "torch.no_grad()"),
+    ]
+    source = Path(inspect.getsourcefile(type(method)))
+    for slip, says, fix in slips:
+        method.compute_loss = slip
+        with pytest.raises(UserError, match=re.escape(says)) as err:
+            train_step(method, optimizer, batch, 1)
+        assert err.value.path == source and fix in err.value.fix  # the method's file, not a torch traceback
+        assert re.search(r"Supervised\.compute_loss \(line \d+\) returned", str(err.value))

@@ -415,12 +415,33 @@ def test_a_method_setting_uses_unlabeled_without_takes_unlabeled_is_named(tiny_a
     assert err.value.path == __file__ and "override the classmethod takes_unlabeled(hp)" in err.value.fix
 
 
-def test_a_nan_loss_stops_training_at_the_next_read_back(tiny_acdc, tmp_path):
+def test_a_nan_loss_stops_training_at_the_next_read_back(tiny_acdc, tmp_path, monkeypatch):
+    from ugpcl.methods import base
+    from ugpcl.methods.supervised import Supervised
+
     cfg = demo_cfg("train.iterations=6", "train.log_every=2", "train.lr=1.0e+30", "train.min_lr=1.0e+30")
     info = {"run_id": "t", "method": "supervised", "dataset": "acdc", "regime": "tiny", "seed": 1,
             "profile": "demo", "overrides": {}}
-    with pytest.raises(UserError, match="loss became"):
-        Trainer(cfg, info, tmp_path, data=tiny_acdc).fit(progress=False)
+    with pytest.raises(UserError, match="loss became") as err:   # grown there: the learning rate
+        Trainer(cfg, info, tmp_path / "lr", data=tiny_acdc).fit(progress=False)
+    assert "if it grew there, lower train.lr" in err.value.fix and "--fresh" in err.value.fix
+
+    class ZeroOverZero(Supervised):   # a method author's slip: a mean over no confident pixel
+        name = "zero_over_zero"
+
+        def compute_loss(self, batch, t):
+            loss, terms = super().compute_loss(batch, t)
+            unsup = loss.new_zeros(()) / loss.new_zeros(())
+            return loss + unsup, {**terms, "unsup": unsup.detach()}
+
+    monkeypatch.setitem(base._REGISTRY, ZeroOverZero.name, ZeroOverZero)
+    cfg = demo_cfg("train.iterations=6", "train.log_every=2")
+    cfg["methods"][ZeroOverZero.name] = dict(cfg["methods"]["supervised"])
+    with pytest.raises(UserError, match=re.escape("loss became nan at iteration 0 (the first, before any update) "
+                                                  "(unsup is nan)")) as err:
+        Trainer(cfg, {**info, "method": ZeroOverZero.name}, tmp_path / "mine", data=tiny_acdc).fit(progress=False)
+    assert err.value.fix.startswith("the method's arithmetic is the likely cause: look at ZeroOverZero.compute_loss "
+                                    f"in {__file__} (line ")   # the method's file, not the learning rate
 
 
 # --- projected wall time ------------------------------------------------------------------------

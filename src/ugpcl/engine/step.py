@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+import inspect
+from pathlib import Path
+
 import torch
 
+from ..errors import UserError
 from ..methods.base import Batch, Method
 
 
@@ -30,6 +35,54 @@ def poly_lr(t: int, train_cfg: dict) -> float:
     return max(train_cfg["lr"] * decay, train_cfg["min_lr"])
 
 
+def method_source(method: Method) -> tuple[Path | None, int | None]:
+    """The file of the method's class and the line of its compute_loss, where Python knows them."""
+    try:
+        cls = type(method)
+        return Path(inspect.getsourcefile(cls)), inspect.getsourcelines(cls.compute_loss)[1]
+    except (TypeError, OSError):
+        return None, None
+
+
+def method_code(method: Method) -> str | None:
+    """SHA-256 of the method's source file (None where Python does not know it): a resume point
+    records it, so that resuming after the file changed says so."""
+    path = method_source(method)[0]
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest() if path else None
+    except OSError:
+        return None
+
+
+def check_returned(method: Method, out) -> None:
+    """What compute_loss returned must be (a single-number loss the optimiser can follow back to the
+    networks, a dict of terms): else a UserError naming the method's file and what came back instead.
+    Attribute checks only: nothing waits for the device."""
+    name = type(method).__name__
+    path, line = method_source(method)
+    where = f"{name}.compute_loss{f' (line {line})' if line else ''}"
+    ending = ("end it with `return self.semi_supervised(sup, unsup, weight)` or `return loss, {\"sup\": sup.detach(), "
+              "...}` (see methods/base.py)")
+    if not (isinstance(out, tuple) and len(out) == 2):
+        shown = (f"a {type(out).__name__} of {len(out)}" if isinstance(out, (tuple, list)) else
+                 f"a {type(out).__name__}")
+        raise UserError(f"{where} returned {shown}, not (loss tensor, dict of terms to log)", path=path, fix=ending)
+    loss, terms = out
+    if not isinstance(loss, torch.Tensor) or not isinstance(terms, dict):
+        raise UserError(f"{where} returned ({type(loss).__name__}, {type(terms).__name__}), not (loss tensor, dict of "
+                        "terms to log)", path=path,
+                        fix=ending + ("; keep the loss a tensor (no .item() or float()), the optimiser follows it back"
+                                      if isinstance(loss, (int, float)) else ""))
+    if loss.ndim != 0:
+        raise UserError(f"{where} returned a loss of shape {list(loss.shape)}, not a single number", path=path,
+                        fix="reduce it before returning it (e.g. `.mean()` over the pixels, as the losses in "
+                            "ugpcl.losses do)")
+    if not loss.requires_grad and torch.is_grad_enabled():
+        raise UserError(f"{where} returned a loss with no gradient to follow back to the networks", path=path,
+                        fix="compute it from the networks' outputs outside torch.no_grad() and without .detach() "
+                            "(detach only the terms you log, and a teacher's outputs)")
+
+
 def train_step(method: Method, optimizer: torch.optim.Optimizer, batch: Batch, t: int, *,
                lr: float | None = None, amp: bool = False) -> tuple[torch.Tensor, dict]:
     """Forward and loss (bf16 autocast when `amp`), backward, optimiser step, then the method's
@@ -40,10 +93,7 @@ def train_step(method: Method, optimizer: torch.optim.Optimizer, batch: Batch, t
             group["lr"] = lr
     with torch.autocast(batch.image.device.type, dtype=torch.bfloat16, enabled=amp):
         out = method.compute_loss(batch, t)
-    if not (isinstance(out, tuple) and len(out) == 2 and isinstance(out[0], torch.Tensor) and isinstance(out[1], dict)):
-        raise TypeError(f"{type(method).__name__}.compute_loss returned {type(out).__name__}, not (loss tensor, dict "
-                        "of terms to log): end it with `return self.semi_supervised(sup, unsup, weight)` or "
-                        "`return loss, {\"sup\": sup.detach(), ...}` (see methods/base.py)")
+    check_returned(method, out)
     loss, terms = out
     optimizer.zero_grad(set_to_none=True)
     loss.backward()

@@ -56,7 +56,7 @@ from .jsonlog import JsonLog
 from .progress import progress_line
 from .runfiles import DVCLIVE, RunFiles
 from .sampler import TwoStreamSampler
-from .step import make_optimizer, poly_lr, train_step
+from .step import make_optimizer, method_code, method_source, poly_lr, train_step
 from .tracker import Tracker
 
 
@@ -181,7 +181,8 @@ class Trainer:
         if training:
             state = dict(optimizer=self.optimizer.state_dict(), sampler=self.sampler.state_dict(),
                          rng=checkpoint.rng_state(self.device), best=self.best, elapsed=self.elapsed,
-                         best_file=self.best_path.name if self.best_path else None, data=self.data_record["sha256"])
+                         best_file=self.best_path.name if self.best_path else None, data=self.data_record["sha256"],
+                         method_code=method_code(self.method))
         checkpoint.save_method(path, self.method, self.cfg, self.info, iteration, **state)
 
     def _save_best(self, iteration: int) -> None:
@@ -223,6 +224,11 @@ class Trainer:
         if best is not None and not best.is_file():
             raise UserError(f"the best checkpoint of this unfinished run, {best.name}, is missing", path=best,
                             fix=f"restore it, or {fresh}")
+        code, source = ckpt.get("method_code"), method_source(self.method)[0]
+        if code is not None and code != method_code(self.method):  # a slip fixed after a failure, say
+            print(f"warning: {source} has changed since this run's resume point (iteration {ckpt['iteration']}) "
+                  f"was saved: its first {ckpt['iteration']} iterations ran the old code. To train every iteration "
+                  f"with the new, rerun with --fresh (or delete {self.files.progress})", file=sys.stderr, flush=True)
         self.method.load_state_dict(ckpt["state"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.sampler.load_state_dict(ckpt["sampler"])
@@ -248,14 +254,31 @@ class Trainer:
             row = {"t": t, "lr": lr}
             row.update((k, next(values) if torch.is_tensor(v) else float(v)) for k, v in (("loss", loss), *terms.items()))
             if not math.isfinite(row["loss"]):
-                raise UserError(f"loss became {row['loss']} at iteration {t}: {row}",
-                                fix="lower train.lr or check the data")
+                raise self._not_finite(row)
             log.write(json.dumps({**row, "time": iso_time(when)}) + "\n")
             tracker.log(t, when, {f"train/{k}": v for k, v in row.items() if k != "t"})
         tracker.flush()
         bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}", refresh=False)
         pending.clear()
         return row
+
+    def _not_finite(self, row: dict) -> UserError:
+        """The error for a loss that became NaN or infinite: which terms did, and where to look. A term
+        that is not finite from the first step, before any update, is the method's own arithmetic."""
+        t = row["t"]
+        terms = [k for k, v in row.items() if k not in ("t", "lr", "loss") and not math.isfinite(v)]
+        path, line = method_source(self.method)
+        code = f"{type(self.method).__name__}.compute_loss" + (f" in {path}" if path else "") + \
+            (f" (line {line})" if line else "")
+        which = f" ({', '.join(terms)} {'is' if len(terms) == 1 else 'are'} {row[terms[0]]})" if terms else ""
+        look = (f"the method's arithmetic is the likely cause: look at {code} (e.g. a division by a count that can "
+                "be 0, the log of 0)" if t == 0 else
+                f"if it is not finite from the first logged steps, look at {code} (e.g. a division by a count that "
+                "can be 0, the log of 0); if it grew there, lower train.lr or check the data")
+        first = " (the first, before any update)" if t == 0 else ""
+        return UserError(f"loss became {row['loss']} at iteration {t}{first}{which}: {row}",
+                         fix=f"{look}. After changing the code, rerun with --fresh (or delete {self.files.progress}): "
+                             "the run would otherwise resume from its last resume point, trained by the old code")
 
     def validate(self) -> float:
         return float(validation_dice(self.method.eval_network(), self.data, self.tr["val_batch"], self.device,
