@@ -284,3 +284,7 @@ def test_a_compute_loss_that_returns_a_bare_tensor_is_named_with_the_fix():
             train_step(method, optimizer, batch, 1)
         assert err.value.path == source and fix in err.value.fix  # the method's file, not a torch traceback
         assert re.search(r"Supervised\.compute_loss \(line \d+\) returned", str(err.value))
+    labeled_only = Batch(image[:2], batch.label, 2)   # what a method that says it uses no unlabeled images gets
+    with pytest.raises(UserError, match="reads batch.unlabeled, but this batch has no unlabeled images") as err:
+        labeled_only.unlabeled
+    assert "uses_unlabeled = False" in str(err.value)

@@ -16,6 +16,7 @@ from typing import ClassVar, Literal
 import torch
 from torch import nn
 
+from ..errors import UserError
 from ..losses import ce_dice, ramp_weight
 from ..models import SwinConfig, UNetConfig, build_unet
 from .hparams import hparam
@@ -53,6 +54,12 @@ class Batch:
 
     @property
     def unlabeled(self) -> torch.Tensor:
+        if self.labeled_bs >= len(self.image):  # (shapes only: nothing waits for the device)
+            raise UserError("compute_loss reads batch.unlabeled, but this batch has no unlabeled images: the method "
+                            "says it does not use them (uses_unlabeled = False, or takes_unlabeled(hp) is False), so "
+                            "the engine hands it the labeled images only",
+                            fix="drop uses_unlabeled = False from the method (or make takes_unlabeled(hp) return "
+                                "True), or do not read batch.unlabeled")
         return self.image[self.labeled_bs :]
 
 
