@@ -228,12 +228,18 @@ def test_a_method_file_without_register_is_named_with_the_fix(tmp_path):
     cfg = yaml.safe_load((REPO / "params.yaml").read_text())
     cfg["methods"].update(yaml.safe_load(params)["methods"])
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    out = subprocess.run([sys.executable, "-m", "ugpcl.cli", "runs", "--config", str(tmp_path / "params.yaml"),
-                          "--profile", "demo"], capture_output=True, text=True, cwd=tmp_path, timeout=300,
-                         env={**os.environ, "PYTHONPATH": str(tmp_path / "src")})
+    def ugpcl(*args):
+        return subprocess.run([sys.executable, "-m", "ugpcl.cli", *args], capture_output=True, text=True, cwd=tmp_path,
+                              timeout=300, env={**os.environ, "PYTHONPATH": str(tmp_path / "src")})
+
+    out = ugpcl("runs", "--config", str(tmp_path / "params.yaml"), "--profile", "demo")
     assert out.returncode != 0 and "Traceback" not in out.stderr
     assert f"methods.{name}: no such method" in out.stderr
     assert f"methods/{name}.py registers no method called '{name}'" in out.stderr and "@register" in out.stderr
+    # --method NAME is checked as the arguments are parsed: the same fix, not argparse's bare "invalid choice"
+    out = ugpcl("train", "--method", name, "--dataset", "acdc", "--regime", "136")
+    assert out.returncode == 2 and f"argument --method: '{name}' is not a registered method (registered: " in out.stderr
+    assert f"methods/{name}.py registers no method called '{name}'" in out.stderr
 
 
 @pytest.mark.parametrize("source, says", [

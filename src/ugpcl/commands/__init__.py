@@ -63,3 +63,16 @@ class MethodNames(Sequence):
 
     def __len__(self) -> int:
         return len(self._names())
+
+    def check(self, value: str) -> str:
+        """argparse `type=`: `value` when it is one of the names, else the message argparse prints, with
+        the fix (a module of that name that registers nothing, or another name, is the usual slip)."""
+        if value in self._names():
+            return value
+        from ..methods import unknown_method_fix
+
+        otherwise = (f"pick one of them, or add src/ugpcl/methods/{value}.py and its section under methods: in "
+                     "params.yaml (README, 'Adding your own method')")
+
+        raise argparse.ArgumentTypeError(f"{value!r} is not a registered method (registered: "
+                                         f"{', '.join(self._names())}). Fix: {unknown_method_fix(value, otherwise)}")

@@ -20,7 +20,7 @@ def register(sub) -> None:
     add_config_args(p)
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--run", help="a run id of the experiment matrix (see `ugpcl runs`)")
-    which.add_argument("--method", choices=MethodNames(), metavar="METHOD",
+    which.add_argument("--method", choices=(methods := MethodNames()), type=methods.check, metavar="METHOD",
                        help="an ad-hoc run: method (with --dataset and --regime), one of %(choices)s")
     p.add_argument("--dataset", help="ad-hoc run: a dataset configured under data: (e.g. acdc, isic)")
     p.add_argument("--regime", help="ad-hoc run: labeled regime, e.g. 136")
@@ -39,7 +39,8 @@ def register(sub) -> None:
 
     b = sub.add_parser("bench", help="median train-step time, images/s and peak memory of a method")
     add_config_args(b)
-    b.add_argument("--method", choices=MethodNames("all"), metavar="METHOD", default="ugpcl",
+    b.add_argument("--method", choices=(methods := MethodNames("all")), type=methods.check, metavar="METHOD",
+                   default="ugpcl",
                    help="a method, or all of them in turn: %(choices)s (default: %(default)s)")
     b.add_argument("--steps", type=int, default=10, help="timed training steps (default: 10)")
     b.add_argument("--warmup", type=int, default=2, help="untimed steps first (default: 2; compilation, autotuning)")

@@ -64,7 +64,7 @@ def check_config(cfg: dict, source="params.yaml") -> dict[str, object]:
     for name in sections:
         if name not in known:
             raise UserError(f"methods.{name}: no such method (known: {', '.join(known)})", path=source,
-                            fix=_unknown_fix(str(name)), key=["methods", str(name)])
+                            fix=unknown_method_fix(str(name)), key=["methods", str(name)])
     missing = [name for name in known if name not in sections]
     if missing:
         name = missing[0]
@@ -74,14 +74,14 @@ def check_config(cfg: dict, source="params.yaml") -> dict[str, object]:
     return {name: hparams.parse(known[name].HParams, sections[name], name, source) for name in known}
 
 
-def _unknown_fix(name: str) -> str:
-    """What to do about a params.yaml section of a method nobody registered: a module of that name
-    that registers nothing (or another name) is the usual slip."""
+def unknown_method_fix(name: str, otherwise: str | None = None) -> str:
+    """What to do about a method name nobody registered (a params.yaml section, --method): a module of
+    that name that registers nothing (or another name) is the usual slip."""
     module = Path(__file__).with_name(f"{name}.py")
     if module.is_file():
         return (f"{module} registers no method called {name!r}: decorate its Method class with @register "
                 f"and give it `name = \"{name}\"` (README, 'Adding your own method')")
-    return f"remove methods.{name}, or add its module src/ugpcl/methods/{name}.py"
+    return otherwise or f"remove methods.{name}, or add its module src/ugpcl/methods/{name}.py"
 
 
 def setup_from_config(cfg: dict, num_classes: int, in_channels: int) -> Setup:
