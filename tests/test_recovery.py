@@ -293,6 +293,7 @@ def test_wall_time_counts_an_interrupted_attempt(tiny_acdc, tmp_path, monkeypatc
     facts = trainer.facts()
     assert [a["ended"] for a in facts["attempts"]] == ["interrupted", "finished"]
     assert facts["wall_time_s"] >= 100.0 > facts["train_time_s"]
+    assert [a["threads"] for a in facts["attempts"]] == [torch.get_num_threads()] * 2  # CPU results depend on it
 
 
 def test_an_attempt_killed_soon_after_a_resume_point_is_counted_up_to_it(tiny_acdc, tmp_path, monkeypatch, capsys):

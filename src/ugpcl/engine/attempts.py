@@ -1,7 +1,7 @@
 """Wall time across every attempt at training a run, interrupted ones included.
 
 `progress/attempts.json` lists each attempt: who ran it, when it started, the code it ran (the
-commit, and whether tracked files were modified), the seconds it ran, the iterations it went from
+commit, and whether tracked files were modified), torch's CPU threads, the seconds it ran, the iterations it went from
 and reached, and how it ended (finished, stopped, failed, interrupted). A running attempt
 rewrites it every HEARTBEAT_S seconds and at each checkpoint; an attempt killed outright stays "running" and the next one marks it "interrupted", so at most
 HEARTBEAT_S seconds of a killed attempt go uncounted.
@@ -14,6 +14,8 @@ import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+
+import torch
 
 from ..errors import UserError
 from ..fileio import read_json, write_json
@@ -39,6 +41,7 @@ class Attempts:
                       f"{attempt.get('seconds', 0):.0f} s", file=sys.stderr)
         self.current = {"pid": os.getpid(), "host": host(),
                         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"), **code_state(),
+                        "threads": torch.get_num_threads(),  # CPU results depend on it (summation order)
                         "seconds": 0.0, "from": start, "reached": start, "ended": "running"}
         self.t0 = self.written = time.monotonic()
         self._write()
