@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import traceback
 
 import pytest
 from test_locks import wait_for
@@ -97,3 +98,22 @@ def test_signals_reach_the_forked_command_and_a_killed_job_stops_it(workflow, ti
     job.wait()
     wait_for(lambda: not alive(command), 15)
     wait_for(lambda: not (run_dir / ".lock").exists(), 15)
+
+
+def test_a_crash_is_printed_after_what_the_command_printed(tmp_path, monkeypatch):
+    """A job's log holds stdout and stderr (`> log 2>&1`): in a fork, whose stdout into a file is
+    block-buffered, a traceback came before the command's own `training ... ->` line."""
+    log = tmp_path / "job.log"
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT)
+    monkeypatch.setattr(sys, "stdout", open(fd, "w", closefd=False, buffering=-1))   # as the fork opens them
+    monkeypatch.setattr(sys, "stderr", open(fd, "w", closefd=False, buffering=1))
+    print("training acdc136_pseudo seed 1337 on cpu -> results/demo/runs/acdc136_pseudo/seed1337")
+    try:
+        raise RuntimeError("a slip in a method")
+    except RuntimeError:
+        forkserver.print_after_stdout(traceback.format_exc().rstrip("\n"))
+    sys.stdout.flush()
+    os.close(fd)
+    text = log.read_text()
+    assert text.startswith("training acdc136_pseudo") and text.index("training") < text.index("Traceback")
+    assert text.rstrip().endswith("RuntimeError: a slip in a method")

@@ -229,15 +229,24 @@ def _child(request: dict, fds: list[int], run) -> None:
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         if not isinstance(exc.code, int) and exc.code is not None:
-            print(exc.code, file=sys.stderr)
+            print_after_stdout(exc.code)
     except BaseException:  # noqa: BLE001 - printed as Python would, then the exit status 1
-        traceback.print_exc()
+        print_after_stdout(traceback.format_exc().rstrip("\n"))
         code = 1
     finally:
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):
                 stream.flush()
         os._exit(code)
+
+
+def print_after_stdout(text) -> None:
+    """`text` on stderr after everything the command printed on stdout: a job's log (`> log 2>&1`)
+    then holds a crash's traceback after the lines printed before it, as in a process of its own,
+    where Python flushes stdout first (a fork's stdout into a file is block-buffered)."""
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+    print(text, file=sys.stderr)
 
 
 def _fresh_process_state() -> None:
