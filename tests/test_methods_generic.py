@@ -194,7 +194,9 @@ def test_new_method_file_runs_through_the_cli_with_no_other_edit(tiny_acdc, tmp_
     finished = ugpcl(*run)  # the Dice in % as the progress line and `evaluate` print it, both checkpoints named
     assert re.search(r"finished \S+: mean Dice \d+\.\d\d% \(best checkpoint; best \d+\.\d\d%, last \d+\.\d\d%; \d+ s",
                      finished), finished
-    assert json.loads((tmp_path / "run" / "run.json").read_text())["method"] == name
+    record = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert record["method"] == name and record["overrides"] == {}   # the matrix's overrides: none for an ad-hoc run
+    assert record["set"] == ["train.iterations=4", "train.val_every=2"]   # and the command's own --set options
     ugpcl("evaluate", "--run-dir", str(tmp_path / "run"), "--data", str(tiny_acdc), "--out", str(tmp_path / "ev"))
     assert json.loads((tmp_path / "ev" / "summary.json").read_text())["method"] == name
     bench = json.loads(ugpcl("bench", *common, "--method", name, "--steps", "1", "--warmup", "0", "--device", "cpu"))

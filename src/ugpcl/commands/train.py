@@ -139,7 +139,9 @@ def train_command(args) -> int:
         if not trainer.fit(stop_after=args.stop_after, progress=not args.no_progress):
             print(f"stopped after {args.stop_after} iterations; run the same command again to resume")
             return 0
-        result = finish_run(run_dir, cfg, trainer.info, trainer.facts(), trainer.data, trainer.device)
+        # `overrides` (info) are the experiment matrix's; `set`, this command's --set options
+        result = finish_run(run_dir, cfg, trainer.info, {**trainer.facts(), "set": list(args.overrides)},
+                            trainer.data, trainer.device)
     attempts = len(result["attempts"])
     print(f"finished {run.id}: mean Dice {100 * result['dice']:.2f}% ({cfg['evaluation']['checkpoint']} checkpoint; "
           f"best {100 * result['dice_best']:.2f}%, last {100 * result['dice_last']:.2f}%; {result['wall_time_s']:.0f} s"
