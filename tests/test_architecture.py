@@ -205,6 +205,11 @@ def params_copy(tmp_path, edit) -> Path:
     (lambda c: c["methods"].pop("em"), r"methods\.em: section missing"),
     (lambda c: c["methods"].update(fancy={}), r"methods\.fancy: no such method"),
     (lambda c: c["experiments"]["table1"]["methods"].append("fancy"), r"uses method 'fancy'"),
+    (lambda c: c["experiments"]["table1"].update(paired_with="pseudo"),
+     r"experiments\.table1\.paired_with is 'pseudo', which is not one of experiments\.table1\.methods "
+     r"\(supervised, mt, uamt, em, dct, cct, cps, ugpcl\).*Fix: set experiments\.table1\.paired_with to one of"),
+    (lambda c: c["experiments"]["table1"].update(methods=["supervised", "mt"]),  # the default ugpcl not trained
+     r"paired_with is 'ugpcl', which is not one of experiments\.table1\.methods \(supervised, mt\)"),
     (lambda c: c["experiments"]["table2"]["rows"][1]["overrides"].update(contrast="all"),
      r"methods\.ugpcl\.contrast: 'all' is not one of"),
 ])

@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
 from ugpcl import dvcmatrix
 from ugpcl.config import load_config
 
@@ -35,3 +37,16 @@ def test_the_matrix_stage_tells_when_the_stages_themselves_changed(tmp_path):
     seeds = load_config(profile="demo", overrides=["experiments.seeds=[1337, 7]"])
     assert dvcmatrix.write(dvcmatrix.build(seeds), path)          # new stages: DVC must read the file again
     assert len(dvcmatrix.read(path)[dvcmatrix.KEY]["runs"]) == 80
+
+
+def test_the_paired_tests_reference_rebuilds_the_report_and_retrains_nothing():
+    """experiments.table1.paired_with is the report's alone: no run's digest changes (every train stage and
+    Snakemake job stays), the report stage depends on `experiments` (DVC) and the report rule has it as a
+    param (Snakemake's params trigger)."""
+    cfg = load_config(profile="demo")
+    other = load_config(profile="demo", overrides=["experiments.table1.paired_with=mt"])
+    assert other["experiments"]["table1"]["paired_with"] == "mt"
+    assert dvcmatrix.build(other) == dvcmatrix.build(cfg)
+    assert "experiments" in yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["report"]["params"]
+    rule = (REPO / "workflow" / "rules" / "report.smk").read_text().split("\nrule report:\n")[1].split("\nrule ")[0]
+    assert 'paired_with=CFG["experiments"]["table1"]["paired_with"]' in rule.split("params:")[1].split("shell:")[0]

@@ -220,7 +220,8 @@ def own_data(tmp_path_factory, isic_dir):
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["data"].update(example["data"])
     experiments = params["experiments"]
-    experiments["table1"] = {"methods": ["supervised", "mt"], "datasets": example["experiments"]["table1"]["datasets"]}
+    experiments["table1"] = {"methods": ["supervised", "mt"], "datasets": example["experiments"]["table1"]["datasets"],
+                             "paired_with": "mt"}
     experiments["table2"].update(dataset="mydata", regime="4", rows=[])
     experiments["table3"].update(dataset="mydata", regime="4", stages=[])
     demo = params["profiles"]["demo"]   # the demo's tiny model and 20 iterations, on real data

@@ -129,6 +129,24 @@ def check_study(cfg: dict, source="params.yaml") -> None:
     check_config(cfg, source)
     for run in distinct_runs(cfg, source):
         parse_hparams(run.config(cfg), run.method, source)  # with the overrides of Table 2/3 rows
+    check_paired_with(cfg, source)
+
+
+def check_paired_with(cfg: dict, source="params.yaml") -> None:
+    """`experiments.table1.paired_with`, the method the report's paired tests compare with every other
+    method of a Table 1 setting, must be one of `experiments.table1.methods` (unless Table 1 trains none):
+    a method that is not trained would leave the report without any paired test, silently."""
+    table1 = cfg["experiments"]["table1"]
+    methods, wanted = table1["methods"], table1["paired_with"]
+    if methods and wanted not in methods:
+        raise UserError(
+            f"experiments.table1.paired_with is {wanted!r}, which is not one of experiments.table1.methods "
+            f"({', '.join(methods)}): the report's paired tests compare that method with every other method of each "
+            "Table 1 setting",
+            path=source, key=["experiments", "table1", "paired_with"],
+            fix=f"set experiments.table1.paired_with to one of {', '.join(methods)}"
+                + (" (the paper's comparison: ugpcl)" if "ugpcl" in methods else ""),
+        )
 
 
 def _make(cfg: dict, dataset: str, regime: str, method: str, overrides: dict | None, tag: str,

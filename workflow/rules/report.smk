@@ -31,6 +31,8 @@ rule report:
         f"{RESULTS}/logs/report.log",
     params:
         profile=PROFILE,
+        # what the paired tests compare: a change rebuilds the report (Snakemake's params trigger), no run
+        paired_with=CFG["experiments"]["table1"]["paired_with"],
     shell:
         "ugpcl report --profile {params.profile} > {log} 2>&1"
 
