@@ -625,7 +625,7 @@ def test_per_class_scores_and_paired_tests(tmp_path):
     assert md.splitlines()[2].startswith("*5 finished run-seeds trained 2026-01-01 on cuda (NVIDIA H100) at 0123456; "
                                          "written ")  # what the table was made from, under its title
     assert png_text(files["table1_bars"])["Description"].startswith("5 finished run-seeds trained 2026-01-01 ")
-    assert f"## {tables.PER_CLASS_TITLE}: acdc-136" in md and f"## {tables.PAIRED_TITLE}" in md
+    assert f"## {tables.PER_CLASS_TITLE}: acdc-136" in md and f"## {tables.paired_title('ugpcl')}" in md
     assert "| ugpcl | 2/2 | 86.0 ± 1.4 | 76.0 ± 1.4 | 3.2 ± 0.0 | 1.2 ± 0.0 | 87.0 ± 1.4 |" in md
     assert "| acdc | 136 | mt | 6 | 2 / 2 | 89.00 | 81.00 | +8.00 | 0 | 0.031 |" in md
     page = files["html"].read_text()
@@ -749,3 +749,34 @@ def test_the_stamp_and_the_mark_sit_under_the_legend_and_in_the_metadata(tmp_pat
     assert legend.max() < mark.min() and mark.max() < grey.max()  # legend, then the mark, then the stamp
     plain = figures.figure4({"row 4": None}, ["background", "RV"], tmp_path / "plain.png")
     assert "Description" not in png_text(plain) and "Warning" not in png_text(plain)
+
+
+def test_paired_tests_of_a_method_of_our_own_against_every_other_one(tmp_path):
+    """experiments.table1.paired_with set to one's own method: the paired tests, their CSV columns, the tables'
+    p column, the verdict's sentence and the settings name it, and UGPCL is one of the methods it is compared
+    with; the verdict's claims of the paper stay about UGPCL."""
+    cfg = make_cfg(tmp_path, "paper", "experiments.table1.methods=[supervised, mt, ugpcl, mine]", "methods.mine={}",
+                   "experiments.table1.paired_with=mine")
+    fake_run(cfg, "acdc136_mine", 1337, 0.85)
+    fake_run(cfg, "acdc136_mt", 1337, 0.80, spread=0.5)
+    fake_run(cfg, "acdc136_ugpcl", 1337, 0.89, spread=0.5)
+    fake_run(cfg, "isic91_ugpcl", 1337, 0.80)  # no run of mine on isic-91: nothing to pair
+    files = write_report(cfg)
+
+    paired = list(csv.DictReader(files["table1_paired_csv"].open()))
+    assert [(r["dataset"], r["labeled"], r["method"]) for r in paired] == [("acdc", "136", "mt"),
+                                                                          ("acdc", "136", "ugpcl")]
+    assert [(r["seeds_mine"], float(r["mine_case_dice"]), float(r["mean_diff"])) for r in paired] == [
+        ("1", pytest.approx(85.0), pytest.approx(5.0)), ("1", pytest.approx(85.0), pytest.approx(-4.0))]
+    assert "seeds_ugpcl" not in paired[0] and float(paired[0]["p"]) == pytest.approx(2 / 2**6)
+    md = files["table1_md"].read_text()
+    assert f"## {tables.paired_title('mine')}" in md and "mine against each other method" in md
+    assert "mine is the method `experiments.table1.paired_with` names" in md
+    assert "| other method | cases | seeds (mine / other method) | case Dice mine | case Dice other method |" in md
+    page = files["html"].read_text()
+    verdict_text = page.split('id="verdict">')[1].split("</p>")[0]
+    assert "mine is better than the other method in 1 of 2 comparisons, worse in 1" in verdict_text
+    assert "UGPCL has the best mean Dice in 1 of 1 Table 1 settings" in verdict_text and "baseline" not in verdict_text
+    assert "<th>p vs mine (cases)</th>" in page.split('id="table1"')[1].split("</table>")[0]
+    settings = page.split('id="settings"')[1].split("</table>")[0]
+    assert "<td>paired tests</td><td>mine against each other method of a Table 1 setting" in settings

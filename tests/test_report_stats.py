@@ -2,11 +2,12 @@
 agreement, the verdict's wording, and the curves' binning."""
 
 import math
+import statistics
 
 import numpy as np
 import pytest
 
-from ugpcl.report import stats, verdict
+from ugpcl.report import build, stats, tables, verdict
 from ugpcl.report.figures import binned
 from ugpcl.report.tables import Cell
 
@@ -61,6 +62,56 @@ def test_kendall_tau_and_orderings():
     real = verdict.paragraph({"table1": cells}, [row], [], synthetic=False, iterations=20, departures=off)
     assert "(0 above, 3 below). " + off + " UGPCL has the best" in real   # right after the comparison
     assert off not in verdict.paragraph({"table1": cells}, [row], [], synthetic=True, iterations=20, departures=off)
+
+
+
+def test_the_paired_tests_compare_the_configured_method_with_every_other_one(tmp_path):
+    """experiments.table1.paired_with: `pseudo` (one's own method) against every other method of its setting,
+    UGPCL included, and the CSV's columns, the tables and the verdict's sentence say so; the verdict's rank
+    of UGPCL (the paper's claim) stays. The default, ugpcl, pairs and names as the paper's comparison."""
+    base = [0.70, 0.72, 0.74, 0.76, 0.78, 0.80]  # pseudo's six cases; mt 5 points below, UGPCL 1 to 6 above
+
+    def cell(dataset, method, scores, paper=None):
+        path = tmp_path / f"{dataset}_{method}.csv"
+        path.write_text("case,class,dice,network\n" + "".join(f"case{i},LV,{d},model\n" for i, d in enumerate(scores)))
+        return Cell({"dataset": dataset, "labeled": "136", "method": method}, f"{dataset}136_{method}", 1,
+                    dice=[100 * statistics.fmean(scores)], paper_dice=paper, case_files=[path])
+
+    def study():  # no pseudo run on isic: nothing to pair there
+        return [cell("acdc", "mt", [b - 0.05 for b in base], 85.75),
+                cell("acdc", "ugpcl", [b + 0.01 * (i + 1) for i, b in enumerate(base)], 88.11),
+                cell("acdc", "pseudo", base), cell("isic", "mt", base), cell("isic", "ugpcl", base)]
+
+    cells = study()
+    rows = stats.pair_cells(cells, "pseudo")
+    assert [(r["dataset"], r["reference"], r["method"]) for r in rows] == [("acdc", "pseudo", "mt"),
+                                                                          ("acdc", "pseudo", "ugpcl")]
+    assert [r["mean_diff"] for r in rows] == [pytest.approx(5.0), pytest.approx(-3.5)]
+    assert all(r["p"] == pytest.approx(2 / 2**6) and r["seeds_reference"] == 1 for r in rows)
+    assert [c.paired_with for c in cells] == ["pseudo", "pseudo", None, None, None]
+    assert build.paired_csv(rows, "pseudo").splitlines()[0] == (
+        "dataset,labeled,method,n_cases,seeds_pseudo,seeds_method,pseudo_case_dice,method_case_dice,mean_diff,"
+        "wilcoxon_w,p")
+    assert list(tables.paired_display(rows)[0])[2:7] == [
+        "other method", "cases", "seeds (pseudo / other method)", "case Dice pseudo", "case Dice other method"]
+    assert "p vs pseudo (cases)" in tables.display_rows(cells)[0]
+    text = verdict.paragraph({"table1": cells}, verdict.orderings(cells), rows, synthetic=True, iterations=20,
+                             reference="pseudo")
+    assert "pseudo is better than the other method in 1 of 2 comparisons, worse in 1," in text
+    assert "UGPCL has the best mean Dice in 1 of 1 Table 1 settings (the paper: 1 of 1)" in text
+    assert "baseline" not in text and "say nothing about any of the methods" in text
+    assert "No paired test yet: it needs finished runs of pseudo and of another" in verdict.paragraph(
+        {"table1": cells}, [], [], synthetic=False, iterations=20, reference="pseudo")
+
+    cells = study()
+    rows = stats.pair_cells(cells, "ugpcl")
+    assert [(r["dataset"], r["method"]) for r in rows] == [("acdc", "mt"), ("acdc", "pseudo"), ("isic", "mt")]
+    assert build.paired_csv(rows, "ugpcl").splitlines()[0] == (
+        "dataset,labeled,method,n_cases,seeds_ugpcl,seeds_method,ugpcl_case_dice,method_case_dice,mean_diff,"
+        "wilcoxon_w,p")
+    assert "UGPCL is better than the baseline in 2 of 3 comparisons" in verdict.paragraph(
+        {"table1": cells}, [], rows, synthetic=False, iterations=20)
+    assert list(stats.paired_columns("method"))[4:7] == ["seeds_reference", "seeds_method", "reference_case_dice"]
 
 
 def test_curves_are_binned_to_at_most_the_given_points():

@@ -37,7 +37,8 @@ def write_report(cfg: dict, paper_dir: Path = tables.PAPER_DIR) -> dict[str, Pat
     # only runs trained with cfg's settings are compared with the paper; the others are named in the page
     results, other = tables.split_by_settings(cfg, tables.collect_results(cfg))
     cells = tables.build_tables(cfg, results, paper_dir)
-    paired = stats.pair_cells(cells["table1"])
+    reference = tables.paired_with(cfg)
+    paired = stats.pair_cells(cells["table1"], reference)
     files = tables.report_outputs(cfg)
     marked = tables.synthetic(cfg)
     for name, table_cells in cells.items():
@@ -49,7 +50,7 @@ def write_report(cfg: dict, paper_dir: Path = tables.PAPER_DIR) -> dict[str, Pat
         figures.bar_chart(bar_groups(name, table_cells), title, files[f"{name}_bars"], marked,
                           stamp.describe(made_from))
     write_text(files["table1_per_class_csv"], tables.per_class_csv(cells["table1"], cfg["evaluation"]["hd95"]))
-    write_text(files["table1_paired_csv"], paired_csv(paired))
+    write_text(files["table1_paired_csv"], paired_csv(paired, reference))
     write_json(files["metrics"], tables.metrics(cells))
     with atomic_dir(tables.metrics_dir(cfg)) as folder:  # whole: a row the matrix no longer has goes
         for name, values in tables.metrics_files(cfg, cells).items():
@@ -59,10 +60,10 @@ def write_report(cfg: dict, paper_dir: Path = tables.PAPER_DIR) -> dict[str, Pat
     return files
 
 
-def paired_csv(rows: list[dict]) -> str:
-    columns = ["dataset", "labeled", "method", "n_cases", "seeds_ugpcl", "seeds_method", "ugpcl_case_dice",
-               "method_case_dice", "mean_diff", "wilcoxon_w", "p"]
-    lines = [",".join(columns)] + [",".join("" if r[c] is None else str(r[c]) for c in columns) for r in rows]
+def paired_csv(rows: list[dict], reference: str) -> str:
+    """stats.pair_cells' rows of `reference` against the other methods as table1_paired.csv."""
+    columns = stats.paired_columns(reference)
+    lines = [",".join(columns)] + [",".join("" if r[k] is None else str(r[k]) for k in columns.values()) for r in rows]
     return "\n".join(lines) + "\n"
 
 

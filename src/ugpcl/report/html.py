@@ -17,9 +17,10 @@ from .. import choices
 from ..config import dataset_source
 from ..study import distinct_runs
 from . import stamp, verdict
-from .tables import (PAIRED_TITLE, PER_CLASS_TITLE, SYNTHETIC_WARNING, TITLES, VERDICTS, WHAT_IS_PAIRED, Cell,
-                     columns_note, display_rows, paired_display, per_class_metrics, per_class_rows,
-                     per_class_sections, protocol_note, synthetic, table1_sections, table2_note, train_log)
+from .tables import (PAPER_METHOD, PER_CLASS_TITLE, SYNTHETIC_WARNING, TITLES, VERDICTS, Cell, columns_note,
+                     display_rows, no_paired_test, paired_display, paired_names, paired_title, paired_with,
+                     per_class_metrics, per_class_rows, per_class_sections, protocol_note, synthetic, table1_sections,
+                     table2_note, train_log, what_is_paired)
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 1400px; padding: 0 1em; color: #222; }
@@ -181,8 +182,8 @@ def render(cfg: dict, tables: dict[str, list[Cell]], results: dict[str, dict[int
            bars: dict[str, Path], paired: list[dict] | None = None,
            other: dict[tuple[str, int], str] | None = None) -> str:
     """The report as one HTML string. `figures`: figure_outputs(cfg); `bars`: table -> bar chart PNG;
-    `paired`: stats.pair_cells' rows; `other`: run-seeds finished with other settings than `cfg`'s
-    (tables.split_by_settings), named and left out."""
+    `paired`: stats.pair_cells' rows (experiments.table1.paired_with against the other methods); `other`:
+    run-seeds finished with other settings than `cfg`'s (tables.split_by_settings), named and left out."""
     paired = paired or []
     other = other or {}
     profile = cfg["profile"]
@@ -192,13 +193,15 @@ def render(cfg: dict, tables: dict[str, list[Cell]], results: dict[str, dict[int
     planned = len(distinct_runs(cfg)) * len(cfg["experiments"]["seeds"])
     marked = synthetic(cfg)
     order = verdict.orderings(tables["table1"])
+    reference = paired_with(cfg)
     parts = [f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
              f"<title>UGPCL reproduction: profile {escape(profile)}</title><style>{STYLE}</style></head>"
              f"<body class=\"{'synthetic' if marked else ''}\">"]
     if marked:
         parts.append(f'<div class="banner">{escape(SYNTHETIC_WARNING)}</div>')
     parts.append(f"<h1>UGPCL reproduction against the paper (profile <code>{escape(profile)}</code>)</h1>")
-    text = verdict.paragraph(tables, order, paired, marked, cfg["train"]["iterations"], choices.departures_text(cfg))
+    text = verdict.paragraph(tables, order, paired, marked, cfg["train"]["iterations"], choices.departures_text(cfg),
+                             reference)
     parts.append(f'<p class="verdict" id="verdict"><b>Verdict.</b> {escape(text)}</p>')
     sections = [("table1", "Table 1"), ("ordering", "Method ordering"), ("per-class", "Per class"),
                 ("paired", "Paired tests"), ("table2", "Table 2"), ("table3", "Table 3"), ("figure3", "Figure 3"),
@@ -236,10 +239,10 @@ def render(cfg: dict, tables: dict[str, list[Cell]], results: dict[str, dict[int
             parts.append(f'<h2 id="per-class-section">{escape(PER_CLASS_TITLE)}</h2>')
             per_class = per_class_html(cfg, cells)
             parts += per_class or ["<p>No Table 1 setting with several foreground classes has results yet.</p>"]
-            parts.append(f'<h2 id="paired-section">{escape(PAIRED_TITLE)}</h2>')
-            parts.append(f'<p class="note">{escape(WHAT_IS_PAIRED)}</p>')
+            parts.append(f'<h2 id="paired-section">{escape(paired_title(reference))}</h2>')
+            parts.append(f'<p class="note">{with_code(what_is_paired(reference))}</p>')
             parts.append(html_table(paired_display(paired), "paired") if paired else
-                         "<p>No paired test yet: it needs finished UGPCL and baseline runs of the same setting.</p>")
+                         f"<p>{escape(no_paired_test(reference))}</p>")
 
     parts.append('<h2 id="figure3-section">Figure 3: ACDC-136 validation slices (ground truth, MT, CPS, UGPCL)</h2>')
     parts.append(image_tag(figures["figure3"], "Figure 3"))
@@ -278,6 +281,11 @@ def render(cfg: dict, tables: dict[str, list[Cell]], results: dict[str, dict[int
         {"setting": "evaluation", "value": f"protocol {evaluation['protocol']}, {evaluation['checkpoint']} checkpoint "
                                            f"(both best and last evaluated), HD95 {evaluation['hd95']}"},
     ]
+    if reference != PAPER_METHOD:  # the paper's comparison is the one the paired tests' title names
+        name, other = paired_names(reference)
+        overview.append({"setting": "paired tests",
+                         "value": f"{name} against each {other} of a Table 1 setting "
+                                  f"(experiments.table1.paired_with; the paper: {PAPER_METHOD})"})
     parts.append(html_table(overview, "settings"))
     parts.append("<h3>Where the paper and the reference code differ: the value in force</h3>")
     parts.append(html_table([{k: with_code(v) for k, v in row.items()} for row in choices.rows(cfg)], "choices"))

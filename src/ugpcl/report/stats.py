@@ -1,12 +1,13 @@
-"""Statistics the report shows beside the means: UGPCL paired against each baseline over the
+"""Statistics the report shows beside the means: one method, the reference (`experiments.table1.paired_with`;
+UGPCL, the paper's comparison, by default), paired against every other method of its setting over the
 validation cases, and how our ordering of the methods agrees with the paper's.
 
 What is paired. For one Table 1 setting (dataset, labeled regime), every validation case
 (a volume for ACDC, an image for ISIC; a batch of 16 slices under protocol "slices") gets one
 score per method: its mean foreground Dice (per_case.csv of the headline checkpoint, the
 method's first network; classes absent from both truth and prediction are NaN there and left
-out of the case's mean), averaged over the method's finished seeds. UGPCL and a baseline are
-paired on the cases both have (all of them, as both are scored on the same validation set).
+out of the case's mean), averaged over the method's finished seeds. The reference and another method
+are paired on the cases both have (all of them, as both are scored on the same validation set).
 The test is scipy's two-sided Wilcoxon signed-rank test on the n paired differences (zero
 differences dropped, `zero_method="wilcox"`; exact for small n without ties). The p-values are
 not corrected for the number of comparisons shown.
@@ -27,7 +28,6 @@ from ..errors import UserError
 from .tables import Cell
 
 ALPHA = 0.05
-PAIRED_WITH = "ugpcl"
 
 
 def case_scores(path: Path) -> dict[str, float]:
@@ -90,16 +90,16 @@ def paired_test(ours: dict[str, float], theirs: dict[str, float]) -> Paired | No
     return Paired(len(cases), *means, float(result.statistic), float(result.pvalue))
 
 
-def pair_cells(cells: list[Cell]) -> list[dict]:
-    """UGPCL against every other method of each Table 1 setting (dataset, labeled) where both have
-    finished seeds: sets `cell.paired` on the baseline's cell and returns one row per test
-    (Dice in %)."""
+def pair_cells(cells: list[Cell], reference: str) -> list[dict]:
+    """The method `reference` (experiments.table1.paired_with) against every other method of each Table 1
+    setting (dataset, labeled) where both have finished seeds: sets `cell.paired` and `cell.paired_with` on
+    the other method's cell and returns one row per test (Dice in %; `paired_columns`: the CSV's columns)."""
     groups: dict[tuple, list[Cell]] = {}
     for c in cells:
         groups.setdefault((c.labels["dataset"], c.labels["labeled"]), []).append(c)
     rows = []
     for (dataset, labeled), part in groups.items():
-        ours = next((c for c in part if c.labels["method"] == PAIRED_WITH and c.case_files), None)
+        ours = next((c for c in part if c.labels["method"] == reference and c.case_files), None)
         if ours is None:
             continue
         ours_cases = seed_average([case_scores(p) for p in ours.case_files])
@@ -109,13 +109,24 @@ def pair_cells(cells: list[Cell]) -> list[dict]:
             result = paired_test(ours_cases, seed_average([case_scores(p) for p in c.case_files]))
             if result is None:
                 continue
-            c.paired = result
-            rows.append({"dataset": dataset, "labeled": labeled, "method": c.labels["method"], "n_cases": result.n,
-                         "seeds_ugpcl": len(ours.case_files), "seeds_method": len(c.case_files),
-                         "ugpcl_case_dice": round(100 * result.ours, 2),
+            c.paired, c.paired_with = result, reference
+            rows.append({"dataset": dataset, "labeled": labeled, "reference": reference, "method": c.labels["method"],
+                         "n_cases": result.n, "seeds_reference": len(ours.case_files),
+                         "seeds_method": len(c.case_files),
+                         "reference_case_dice": round(100 * result.ours, 2),
                          "method_case_dice": round(100 * result.theirs, 2),
                          "mean_diff": round(100 * result.mean_diff, 2), "wilcoxon_w": result.statistic, "p": result.p})
     return rows
+
+
+def paired_columns(reference: str) -> dict[str, str]:
+    """table1_paired.csv's columns -> the keys of pair_cells' rows: the reference's seeds and case Dice are
+    named after it (seeds_ugpcl and ugpcl_case_dice in the paper's comparison), the other method's `method`."""
+    named = "reference" if reference == "method" else reference  # a method called "method": no clash
+    return {"dataset": "dataset", "labeled": "labeled", "method": "method", "n_cases": "n_cases",
+            f"seeds_{named}": "seeds_reference", "seeds_method": "seeds_method",
+            f"{named}_case_dice": "reference_case_dice", "method_case_dice": "method_case_dice",
+            "mean_diff": "mean_diff", "wilcoxon_w": "wilcoxon_w", "p": "p"}
 
 
 def kendall_tau(ours: list[float], paper: list[float]) -> float | None:

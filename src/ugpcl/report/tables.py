@@ -45,6 +45,7 @@ SYNTHETIC_WARNING = (
     "SYNTHETIC DATA: these are smoke-test results on generated images (the demo phantoms), "
     "not a reproduction of the paper. Nothing here says anything about UGPCL or its baselines."
 )
+PAPER_METHOD = "ugpcl"  # the paper's method: the verdict's claims are about it; the paired tests' default reference
 FIGURE3_METHODS = ("mt", "cps", "ugpcl")  # the paper's Figure 3: MT and CPS against UGPCL, ACDC-136
 FIGURE3_REGIME = ("acdc", "136")          # (dataset kind, regime)
 PAPER_ABLATIONS = ("acdc", "136")         # Tables 2 and 3 of the paper: (dataset kind, regime)
@@ -261,7 +262,8 @@ class Cell:
     empty_predictions: int = 0                            # (case, class) pairs predicted empty, over the seeds
     per_class: dict = field(default_factory=dict)        # class -> metric -> values per seed (Dice/Jaccard in %)
     case_files: list[Path] = field(default_factory=list)  # per_case.csv of every finished seed (headline checkpoint)
-    paired: object | None = None                          # stats.Paired: UGPCL against this cell (stats.pair_cells)
+    paired: object | None = None                          # stats.Paired: paired_with against this cell (pair_cells)
+    paired_with: str | None = None                        # that method: experiments.table1.paired_with
 
     @property
     def dice_mean(self) -> float | None:
@@ -482,7 +484,7 @@ def table1_sections(cfg: dict, cells: list[Cell]) -> list[tuple[str, str, list[C
 
 
 def paired_text(c: Cell) -> str:
-    """The p-value of the paired test of UGPCL against this cell, and the cases it paired."""
+    """The p-value of the paired test of the reference method against this cell, and the cases it paired."""
     if c.paired is None:
         return ""
     p = c.paired.p
@@ -492,10 +494,12 @@ def paired_text(c: Cell) -> str:
 def display_rows(cells: list[Cell], hd95: str = "medpy", paper: bool = True) -> list[dict]:
     """The rows as shown in Markdown and HTML: formatted strings. "Dice ours" is the headline
     checkpoint's, the column beside it the other checkpoint's; "Dice net 2" appears when a run
-    of the table evaluates a second network, the paired test's p-value when one was made.
-    Without `paper`, the paper's columns are left out."""
+    of the table evaluates a second network, the paired test's p-value when one was made (its
+    column named after the method paired against each cell). Without `paper`, the paper's columns
+    are left out."""
     net2 = any(c.dice_net2 for c in cells)
     tests = any(c.paired is not None for c in cells)
+    against = next((paired_names(c.paired_with)[0] for c in cells if c.paired is not None), "")
     rows = []
     for c in cells:
         def shown(values):
@@ -519,7 +523,7 @@ def display_rows(cells: list[Cell], hd95: str = "medpy", paper: bool = True) -> 
             "Δ Jaccard": fmt_diff(c.jaccard_diff),
             f"HD95 ({hd95})": hd,
             **({"Dice net 2": fmt_value(c.dice_net2) if c.dice_net2 else ""} if net2 else {}),
-            **({"p vs UGPCL (cases)": paired_text(c)} if tests else {}),
+            **({f"p vs {against} (cases)": paired_text(c)} if tests else {}),
         })
         if not paper:
             for key in ("Dice paper", "Δ Dice", "verdict", "Jaccard paper", "Δ Jaccard"):
@@ -594,29 +598,67 @@ def paired_display(rows: list[dict]) -> list[dict]:
     def p_text(p):
         return "n/a" if p is None else "< 0.001" if p < 0.001 else f"{p:.3f}"
 
-    return [{"dataset": r["dataset"], "labeled": r["labeled"], "baseline": r["method"], "cases": str(r["n_cases"]),
-             "seeds (UGPCL / baseline)": f"{r['seeds_ugpcl']} / {r['seeds_method']}",
-             "case Dice UGPCL": f"{r['ugpcl_case_dice']:.2f}", "case Dice baseline": f"{r['method_case_dice']:.2f}",
-             "Δ case Dice": f"{r['mean_diff']:+.2f}",
-             "W": "n/a" if r["wilcoxon_w"] is None else f"{r['wilcoxon_w']:g}",
-             "p": p_text(r["p"])} for r in rows]
+    out = []
+    for r in rows:
+        name, other = paired_names(r["reference"])
+        out.append({"dataset": r["dataset"], "labeled": r["labeled"], other: r["method"], "cases": str(r["n_cases"]),
+                    f"seeds ({name} / {other})": f"{r['seeds_reference']} / {r['seeds_method']}",
+                    f"case Dice {name}": f"{r['reference_case_dice']:.2f}",
+                    f"case Dice {other}": f"{r['method_case_dice']:.2f}",
+                    "Δ case Dice": f"{r['mean_diff']:+.2f}",
+                    "W": "n/a" if r["wilcoxon_w"] is None else f"{r['wilcoxon_w']:g}",
+                    "p": p_text(r["p"])})
+    return out
 
 
-WHAT_IS_PAIRED = (
-    "Paired test: for each validation case (an ACDC volume, an ISIC image; a batch of 16 slices under protocol "
-    "slices), the case's mean foreground Dice (headline checkpoint, first network), averaged over each method's "
-    "finished seeds; UGPCL and the baseline paired on the same n cases; two-sided Wilcoxon signed-rank test "
-    "(scipy, zero differences dropped). Δ case Dice: mean over the cases of UGPCL minus the baseline (Dice points). "
-    "p-values are not corrected for the number of comparisons."
-)
+# --- the paired tests' reference, and how the report words it ----------------------------------
+def paired_with(cfg: dict) -> str:
+    """The method the paired tests compare with every other method of each Table 1 setting:
+    `experiments.table1.paired_with` (study.check_paired_with makes it one of Table 1's methods)."""
+    return cfg["experiments"]["table1"]["paired_with"]
+
+
+def paired_names(reference: str) -> tuple[str, str]:
+    """How the report names the paired tests' reference and each method compared with it: the paper's
+    comparison is UGPCL against its baselines; another reference (your own method, or a baseline) is
+    compared with every other method, UGPCL included, none of them its baseline."""
+    return ("UGPCL", "baseline") if reference == PAPER_METHOD else (reference, "other method")
+
+
+def paired_title(reference: str) -> str:
+    name, other = paired_names(reference)
+    return f"{name} against each {other}: paired Wilcoxon signed-rank test over the validation cases"
+
+
+def what_is_paired(reference: str) -> str:
+    """The note under the paired tests; away from the paper's comparison it names the key that chose the method."""
+    name, other = paired_names(reference)
+    text = ("Paired test: for each validation case (an ACDC volume, an ISIC image; a batch of 16 slices under "
+            "protocol slices), the case's mean foreground Dice (headline checkpoint, first network), averaged over "
+            f"each method's finished seeds; {name} and the {other} paired on the same n cases; two-sided Wilcoxon "
+            f"signed-rank test (scipy, zero differences dropped). Δ case Dice: mean over the cases of {name} minus "
+            f"the {other} (Dice points). p-values are not corrected for the number of comparisons.")
+    if reference != PAPER_METHOD:
+        text += (f" {name} is the method `experiments.table1.paired_with` names (the paper compares "
+                 f"{PAPER_METHOD} with its baselines).")
+    return text
+
+
+def no_paired_test(reference: str) -> str:
+    """What stands in for the paired tests (and their sentence of the verdict) before any could be made."""
+    if reference == PAPER_METHOD:
+        return "No paired test yet: it needs finished UGPCL and baseline runs of the same setting."
+    return f"No paired test yet: it needs finished runs of {reference} and of another method of the same setting."
+
+
 PER_CLASS_TITLE = "Per class: Dice / Jaccard (%), HD95 and ASD (mean ± std over seeds)"
-PAIRED_TITLE = "UGPCL against each baseline: paired Wilcoxon signed-rank test over the validation cases"
 
 
 def markdown_document(cfg: dict, table: str, cells: list[Cell], paired: list[dict] | None = None,
                       stamp: str = "") -> str:
     """A table's Markdown file; Table 1's also holds the per-class tables and the paired tests
-    (`paired`: stats.pair_cells' rows). `stamp` (report.stamp.describe) goes under the title."""
+    (`paired`: stats.pair_cells' rows, experiments.table1.paired_with against the other methods). `stamp`
+    (report.stamp.describe) goes under the title."""
     hd95 = cfg["evaluation"]["hd95"]
     head = (f"# {TITLES[table]}\n\n" + (f"*{stamp}.*\n\n" if stamp else "")
             + f"Profile `{cfg['profile']}`, evaluation protocol "
@@ -637,7 +679,9 @@ def markdown_document(cfg: dict, table: str, cells: list[Cell], paired: list[dic
     for setting, classes, part in per_class_sections(cells):
         text += f"\n## {PER_CLASS_TITLE}: {setting}\n\n" + markdown_table(per_class_rows(part, classes, hd95))
     if paired:
-        text += f"\n## {PAIRED_TITLE}\n\n{WHAT_IS_PAIRED}\n\n" + markdown_table(paired_display(paired))
+        reference = paired_with(cfg)
+        text += (f"\n## {paired_title(reference)}\n\n{what_is_paired(reference)}\n\n"
+                 + markdown_table(paired_display(paired)))
     return text
 
 

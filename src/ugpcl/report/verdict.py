@@ -1,11 +1,12 @@
 """The paragraph at the top of the report: how many cells match the paper, how our ordering of the
-methods compares with the paper's, what the paired tests say; and, for synthetic data, that
-none of it means anything about the methods."""
+methods compares with the paper's and where UGPCL ranks (the paper's claims, about UGPCL whatever the
+paired tests compare), what the paired tests say (about the method `experiments.table1.paired_with`
+names); and, for synthetic data, that none of it means anything about the methods."""
 
 from __future__ import annotations
 
-from .stats import ALPHA, PAIRED_WITH, kendall_tau
-from .tables import TOLERANCE, Cell
+from .stats import ALPHA, kendall_tau
+from .tables import PAPER_METHOD, TOLERANCE, Cell, no_paired_test, paired_names
 
 
 def orderings(cells: list[Cell]) -> list[dict]:
@@ -26,9 +27,9 @@ def orderings(cells: list[Cell]) -> list[dict]:
             "setting": setting, "methods": len(part),
             "ours": " > ".join(names), "paper": " > ".join(c.labels["method"] for c in paper),
             "tau": kendall_tau([c.dice_mean for c in part], [c.paper_dice for c in part]),
-            "ugpcl_rank": names.index(PAIRED_WITH) + 1 if PAIRED_WITH in names else None,
-            "ugpcl_paper_rank": ([c.labels["method"] for c in paper].index(PAIRED_WITH) + 1
-                                 if PAIRED_WITH in names else None),
+            "ugpcl_rank": names.index(PAPER_METHOD) + 1 if PAPER_METHOD in names else None,
+            "ugpcl_paper_rank": ([c.labels["method"] for c in paper].index(PAPER_METHOD) + 1
+                                 if PAPER_METHOD in names else None),
         })
     return rows
 
@@ -41,9 +42,11 @@ def _count(cells: list[Cell]) -> dict[str, int]:
 
 
 def paragraph(tables: dict[str, list[Cell]], order: list[dict], paired: list[dict], synthetic: bool,
-              iterations: int, departures: str = "") -> str:
+              iterations: int, departures: str = "", reference: str = PAPER_METHOD) -> str:
     """The verdict, in plain sentences; `departures` (choices.departures_text) follows the comparison with
-    the paper's numbers on real data."""
+    the paper's numbers on real data; `paired`: stats.pair_cells' rows of `reference`
+    (experiments.table1.paired_with) against the other methods."""
+    name, other = paired_names(reference)
     cells = [c for part in tables.values() for c in part]
     compared = [c for c in cells if c.paper_dice is not None and c.run_id is not None]
     counts = _count(compared)
@@ -52,8 +55,9 @@ def paragraph(tables: dict[str, list[Cell]], order: list[dict], paired: list[dic
     if synthetic:
         sentences.append(
             f"Synthetic demo data: generated phantoms, {iterations} training iterations. These "
-            "results show that the pipeline runs end to end; they say nothing about UGPCL or its baselines, and "
-            "how close a number comes to the paper's is coincidence.")
+            "results show that the pipeline runs end to end; they say nothing about "
+            + ("UGPCL or its baselines" if reference == PAPER_METHOD else "any of the methods")
+            + ", and how close a number comes to the paper's is coincidence.")
     if compared:
         missing = counts.get("missing", 0)
         sentences.append(
@@ -79,8 +83,8 @@ def paragraph(tables: dict[str, list[Cell]], order: list[dict], paired: list[dic
         n = sorted({r["n_cases"] for r in paired})
         sentences.append(
             f"Paired over the validation cases (Wilcoxon signed-rank, n = {'/'.join(map(str, n))} cases, uncorrected "
-            f"p < {ALPHA:g}), UGPCL is better than the baseline in {better} of {len(paired)} comparisons, worse in "
+            f"p < {ALPHA:g}), {name} is better than the {other} in {better} of {len(paired)} comparisons, worse in "
             f"{worse}, and not distinguishable in {len(paired) - better - worse}.")
     elif compared:
-        sentences.append("No paired test yet: it needs finished UGPCL and baseline runs of the same setting.")
+        sentences.append(no_paired_test(reference))
     return " ".join(sentences)
