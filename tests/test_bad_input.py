@@ -272,6 +272,7 @@ def test_a_wrong_folder_dataset_value_says_what_the_key_is(tmp_path, entry, says
     ("methods.mt.consistency=-1", "-1 is less than the minimum of 0"),
     ("methods.mt={consistency: 0.1}", "methods.mt.ramp_epoch: missing"),
     ("methods.fo.x=1", "methods.fo: no such method"),
+    ("methods.mtt.ema_decay=0.9", "methods.mtt: no such method (did you mean mt?)"),
 ])
 def test_a_wrong_method_hyper_parameter_in_set_names_the_override_not_params_yaml(override, says):
     with pytest.raises(UserError, match=re.escape(says)) as err:

@@ -248,7 +248,9 @@ def test_a_method_file_without_register_is_named_with_the_fix(tmp_path):
     ("import numpy\n\nx = numpy.not_there\n", "at line 3: AttributeError"),
     ("def f(:\n    pass\n", "at line 1: SyntaxError"),
     ("import os\nfrom ugpcl.methods import _half_helper\n", "at line 2: SyntaxError"),  # the helper's own line 3
-], ids=["raises", "syntax", "helper"])
+    ("from dataclasses import dataclass\n\n\n@dataclass\nclass HParams:\n    a: int = 1\n    b: float\n",
+     "TypeError: non-default argument 'b' follows default argument"),  # a hyper-parameter without a default
+], ids=["raises", "syntax", "helper", "no-default"])
 def test_a_method_module_that_fails_to_import_is_named_with_its_line(tmp_path, monkeypatch, capsys, source, says):
     """A method being written that does not import stops every command: with the file and line, not a traceback."""
     import ugpcl.methods as methods
@@ -259,6 +261,7 @@ def test_a_method_module_that_fails_to_import_is_named_with_its_line(tmp_path, m
     with pytest.raises(UserError, match=re.escape(says)) as err:
         methods.registry()
     assert err.value.path == tmp_path / "halfway.py" and "python -c 'import ugpcl.methods.halfway'" in err.value.fix
+    assert ("every hyper-parameter needs a default" in err.value.fix) == ("non-default" in says)
     assert "ugpcl.methods.halfway" not in sys.modules
     # through the command line: --method is checked against the registry while the arguments are parsed
     from ugpcl.cli import main

@@ -7,6 +7,7 @@ typed arguments (the one place that reads `model:` and `methods.<name>:` for the
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import pkgutil
 import traceback
@@ -40,9 +41,11 @@ def _import(info: pkgutil.ModuleInfo) -> None:
         frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == str(path)]
         here = isinstance(exc, SyntaxError) and exc.filename == str(path)  # not a module it imports
         line = exc.lineno if here else frames[-1].lineno if frames else None
+        hint = ("every hyper-parameter needs a default, `name: type = hparam(default, \"its source\")`; "
+                if isinstance(exc, TypeError) and "non-default argument" in str(exc) else "")
         raise UserError(f"the method module failed to import{f' at line {line}' if line else ''}: "
                         f"{type(exc).__name__}: {exc}", path=path,
-                        fix=f"correct it (python -c 'import {name}' shows the traceback), or move it out of "
+                        fix=f"{hint}correct it (python -c 'import {name}' shows the traceback), or move it out of "
                             f"{path.parent} while you work on it: every module there is imported as a method") from exc
 
 
@@ -63,7 +66,9 @@ def check_config(cfg: dict, source="params.yaml") -> dict[str, object]:
     known, sections = registry(), cfg["methods"]
     for name in sections:
         if name not in known:
-            raise UserError(f"methods.{name}: no such method (known: {', '.join(known)})", path=source,
+            close = difflib.get_close_matches(str(name), known, n=1)
+            raise UserError(f"methods.{name}: no such method{f' (did you mean {close[0]}?)' if close else ''} "
+                            f"(known: {', '.join(known)})", path=source,
                             fix=unknown_method_fix(str(name)), key=["methods", str(name)])
     missing = [name for name in known if name not in sections]
     if missing:
