@@ -194,6 +194,20 @@ def test_resuming_after_the_method_file_changed_says_so(tiny_acdc, tmp_path, cap
            "iterations ran the old code" in said and "--fresh" in said
 
 
+def test_a_run_trained_again_from_the_start_drops_the_curves_the_replaced_run_published(tiny_acdc, tmp_path):
+    """--force, or Snakemake after a settings change (which deletes the declared outputs, not dvclive/):
+    a retrain that fails must not leave the replaced run's logs and DVCLive folder as if they were its own."""
+    from ugpcl.engine.runfiles import RunFiles
+
+    cfg = tiny_cfg(iterations=4)
+    Trainer(cfg, INFO, tmp_path, data=tiny_acdc).fit(progress=False)
+    published = [tmp_path / "log.jsonl", tmp_path / "val.jsonl", tmp_path / "dvclive"]
+    assert all(p.exists() for p in published)
+    RunFiles(tmp_path).discard()   # as `ugpcl train --force` does
+    assert not Trainer(cfg, INFO, tmp_path, data=tiny_acdc).fit(stop_after=2, progress=False)
+    assert not any(p.exists() for p in published) and (tmp_path / "progress" / "log.jsonl").is_file()
+
+
 def test_resume_refuses_a_run_dir_with_another_configuration(tiny_acdc, tmp_path):
     Trainer(tiny_cfg(iterations=8), INFO, tmp_path, data=tiny_acdc).fit(stop_after=2, progress=False)
     with pytest.raises(UserError, match=r"different configuration \(train.iterations: 8 in it, 9 now\)"):

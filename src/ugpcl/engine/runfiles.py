@@ -20,7 +20,8 @@ Snakemake deletes a failed job's declared outputs (workflow/rules/common.smk RUN
 again before rerunning an incomplete one; `progress/` is not an output, so it survives, and
 it holds everything a rerun needs: resume.pt, the best checkpoint resume.pt's score belongs to,
 and the logs. The outputs are published from it (hard links, or copies) only once training is
-complete, and `progress/` is deleted once run.json is written.
+complete, and `progress/` is deleted once run.json is written. A run trained again from its first
+iteration first deletes the logs and dvclive/ a replaced run published (`drop_published`).
 """
 
 from __future__ import annotations
@@ -107,6 +108,23 @@ class RunFiles:
         """Forget the unfinished run (--fresh, --force): its progress and checkpoints."""
         shutil.rmtree(self.progress, ignore_errors=True)
         shutil.rmtree(self.checkpoints, ignore_errors=True)
+
+    def drop_published(self) -> list[str]:
+        """Delete the logs and the DVCLive folder published by a run this directory held before (a
+        run trained again from its first iteration: --force, --fresh, or Snakemake after a settings
+        change, which deletes its declared outputs but not dvclive/), so that neither `dvc plots` nor
+        the report shows the replaced run's curves as this one's. Returns the names deleted."""
+        gone = []
+        for name in ("log.jsonl", "val.jsonl", DVCLIVE):
+            path = self.run_dir / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
+            else:
+                continue
+            gone.append(name)
+        return gone
 
     def publish(self, best: Path) -> None:
         """The outputs from progress/: checkpoints/best.pt, the two logs and the DVCLive folder."""

@@ -296,6 +296,8 @@ class Trainer:
     def _fit(self, stop_after: int | None, progress: bool) -> bool:
         self.files.clean_start()
         start = self.resume()
+        if start == 0:  # a run from its first iteration: what a replaced run published goes
+            self.files.drop_published()
         self.files.keep_best([self.committed])  # a better best found after the resume point is redone
         write_text(self.run_dir / "config.yaml", yaml.safe_dump(self.cfg, sort_keys=False))
         total = self.tr["iterations"]
