@@ -25,7 +25,9 @@ use_forkserver(config.pop("forkserver", False))
 # params.yaml with the profile in force merged in (`profile:`, or --config profile=NAME), checked.
 CFG = resolve(config, profile=config.get("profile"))
 validate(CFG, "workflow/schemas/params.schema.yaml")
-check_study(CFG)  # every method's hyper-parameters and the experiment matrix, before any job starts
+# every method's hyper-parameters and the experiment matrix, before any job starts; an error names the key
+# where params.yaml writes it (profiles.NAME.KEY where a profile sets it), and every profile is checked
+check_study(CFG, raw=config)
 check_same_as_params(CFG)
 PROFILE = CFG["profile"]
 RESULTS = rel(results_dir(CFG))  # results/<profile>: data/, runs/, logs/

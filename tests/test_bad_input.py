@@ -22,6 +22,7 @@ from test_evaluation import make_acdc, run_cli, save_run
 from test_recovery import assert_same_run, straight_run  # noqa: F401 (a fixture)
 
 from ugpcl import fileio
+from ugpcl.cli import main
 from ugpcl.commands import data as data_command, evaluate as evaluate_command, predict as predict_command
 from ugpcl.commands import train as train_command
 from ugpcl.config import DEFAULT_CONFIG, load_config, parse_override
@@ -270,6 +271,7 @@ def test_a_wrong_folder_dataset_value_says_what_the_key_is(tmp_path, entry, says
 @pytest.mark.parametrize("override, says", [
     ("methods.mt.consistensy=0.2", "unknown hyper-parameter of mt (did you mean consistency?)"),
     ("methods.mt.consistency=-1", "-1 is less than the minimum of 0"),
+    ("methods.mt.gate_iterations=-1", "-1 is less than the minimum of 0"),  # a key the demo profile sets too
     ("methods.mt={consistency: 0.1}", "methods.mt.ramp_epoch: missing"),
     ("methods.fo.x=1", "methods.fo: no such method"),
     ("methods.mtt.ema_decay=0.9", "methods.mtt: no such method (did you mean mt?)"),
@@ -287,6 +289,66 @@ def test_a_wrong_method_hyper_parameter_in_params_yaml_still_names_the_file(tmp_
     with pytest.raises(UserError, match="ema_decai: unknown hyper-parameter") as err:
         load_study(bad, profile="demo", overrides=["methods.mt.consistency=0.2"])
     assert err.value.path == bad
+
+def demo_profile_with(tmp_path, old: str, new: str):
+    """A copy of params.yaml whose demo profile has `old` replaced by `new`."""
+    text = DEFAULT_CONFIG.read_text()
+    start = text.index("\nprofiles:\n")
+    bad = tmp_path / "params.yaml"
+    bad.write_text(text[:start] + text[start:].replace(old, new, 1))
+    assert bad.read_text() != text
+    return bad
+
+
+TYPOS_IN_THE_DEMO_PROFILE = [
+    ("      mt: {gate_iterations: 20}", "      mt: {gate_iterations: 20, consistecy: 0.2}",
+     "profiles.demo.methods.mt.consistecy: unknown hyper-parameter of mt (did you mean consistency?)",
+     "remove or rename it; mt takes consistency,"),
+    ("      iterations: 120", "      iteratons: 120",
+     "profiles.demo.train: Additional properties are not allowed ('iteratons' was unexpected) (did you mean "
+     "profiles.demo.train.iterations?)", "rename profiles.demo.train.iteratons to profiles.demo.train.iterations"),
+    ("      lr: 0.03", "      lr: -0.03", "profiles.demo.train.lr: -0.03 is less than or equal to the minimum of 0",
+     "profiles.demo.train.lr is the SGD learning rate"),
+]
+
+
+@pytest.mark.parametrize("old, new, says, fix", TYPOS_IN_THE_DEMO_PROFILE, ids=["method", "schema-key", "value"])
+def test_a_mistake_in_the_profile_in_force_names_the_key_where_the_profile_writes_it(tmp_path, old, new, says, fix):
+    """`methods.mt.consistecy` sent the user to `methods: mt:`, which has no such key: it is written
+    under `profiles: demo: methods: mt:`."""
+    bad = demo_profile_with(tmp_path, old, new)
+    with pytest.raises(UserError) as err:
+        load_study(bad, profile="demo")
+    assert err.value.path == bad and says in err.value.message and fix in err.value.fix, str(err.value)
+
+
+@pytest.mark.parametrize("old, new, says, fix", TYPOS_IN_THE_DEMO_PROFILE, ids=["method", "schema-key", "value"])
+def test_a_mistake_in_a_profile_not_in_force_is_an_error_now_not_when_it_is_chosen(tmp_path, capsys, old, new, says,
+                                                                                  fix):
+    bad = demo_profile_with(tmp_path, old, new)
+    assert main(["runs", "--config", str(bad)]) == 2  # params.yaml's profile: paper
+    text = capsys.readouterr().err
+    assert f"{bad}: " in text and "in the profile demo, not the one in force" in text, text
+    assert says in text and fix in text and "Traceback" not in text
+
+
+def test_a_profile_not_in_force_is_not_blamed_for_the_base_or_for_what_set_settles(tmp_path):
+    """An unused profile is checked for the keys its section writes: a base that --set completes for
+    this command (data.acdc.local_dir), or that the profile in force replaces, is no error of another."""
+    text = DEFAULT_CONFIG.read_text()
+    bad = tmp_path / "params.yaml"
+    bad.write_text(text.replace("    source: official ", "    source: local ", 1).replace("  lr: 0.01", "  lr: -1", 1))
+    assert bad.read_text().count("    source: local ") == 1 and "  lr: -1" in bad.read_text()
+    assert load_study(bad, profile="demo")["train"]["lr"] == 0.03  # the paper profile keeps the base's lr -1
+    cfg = load_study(bad, profile="paper", overrides=["train.lr=0.01", f"data.acdc.local_dir={tmp_path}"])
+    assert cfg["data"]["acdc"]["source"] == "local"  # the demo profile writes a source of its own
+
+
+def test_a_profile_that_is_not_a_mapping_is_named(tmp_path):
+    bad = demo_profile_with(tmp_path, "  paper: {}", "  paper: [train]")
+    with pytest.raises(UserError, match=r"profiles\.paper must be a mapping of the keys it overrides, not list"):
+        load_config(bad, profile="demo")
+
 
 def test_a_mistake_in_params_yaml_still_names_the_file_beside_one_in_set(tmp_path):
     bad = tmp_path / "params.yaml"

@@ -11,7 +11,7 @@ import yaml
 
 from . import config_checks
 from .errors import UserError
-from .schema_errors import SCIENTIFIC, Override, describe
+from .schema_errors import SCIENTIFIC, Override, describe, error_keys
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "params.schema.yaml"
@@ -114,6 +114,47 @@ def set_dotted(cfg: dict, keys: list[str], value) -> list[str]:
     return owns or list(keys)
 
 
+_MISSING = object()
+
+
+def _child(node, key: str):
+    """node[key] where the key's text is `key` (YAML keys may be numbers), else _MISSING."""
+    return next((v for k, v in node.items() if str(k) == key), _MISSING) if isinstance(node, dict) else _MISSING
+
+
+class Origins:
+    """Where params.yaml writes each key of the configuration resolved from it with profile `profile`:
+    under `profiles.<profile>` where that profile's section sets the key (or replaced a key above it,
+    as a list or a new mapping, which `deep_merge` copies whole), else at the top level. The keys of
+    --set overrides (`overrides`, key paths) are named as the configuration names them: the error
+    about one names the override."""
+
+    def __init__(self, raw: dict, profile: str, overrides: list[list[str]] = ()):
+        self.profile = profile
+        self.base = {k: v for k, v in raw.items() if k != "profiles"}
+        self.section = (raw.get("profiles") or {}).get(profile) or {}
+        self.overrides = [[str(k) for k in keys] for keys in overrides]
+
+    def in_profile(self, keys: list) -> bool:
+        """Whether the profile's section writes the key `keys` (or its value)."""
+        keys = [str(k) for k in keys]
+        if any(keys[:len(o)] == o or o[:len(keys)] == keys for o in self.overrides):
+            return False
+        node, base = self.section, self.base
+        for key in keys:
+            node, base = _child(node, key), _child(base, key)
+            if node is _MISSING:
+                return False
+            if not (isinstance(node, dict) and isinstance(base, dict)):
+                return True  # the profile's value replaced the base's (or the base has none)
+        return False  # a mapping merged from both: the base's keys and the profile's
+
+    def written(self, keys: list) -> list[str]:
+        """`keys` as params.yaml writes them: profiles.<profile>.<keys> where the profile sets the key."""
+        keys = [str(k) for k in keys]
+        return ["profiles", self.profile, *keys] if self.in_profile(keys) else keys
+
+
 @functools.cache
 def schema_validator() -> tuple[dict, jsonschema.Draft202012Validator]:
     """The configuration's schema and its validator, read once (with libyaml's loader: the schema is 25 KB)."""
@@ -121,31 +162,45 @@ def schema_validator() -> tuple[dict, jsonschema.Draft202012Validator]:
     return schema, jsonschema.Draft202012Validator(schema)
 
 
-def validate(cfg: dict, source: str | Path = "params.yaml", overrides: list[Override] = ()) -> None:
-    """The schema (each key alone), then the constraints between keys (`config_checks`).
-
-    A schema error names the --set override its value came from (`overrides`, as applied), else `source`.
-    """
+def schema_errors(cfg: dict) -> list:
+    """The schema's errors in `cfg`, by key; a key refused by its map's propertyNames (classes written
+    name: value) once, not its value too."""
     schema, validator = schema_validator()
     errors = sorted(validator.iter_errors(cfg), key=lambda e: list(map(str, e.absolute_path)))
-    # A key refused by its map's propertyNames (classes written name: value) is named once: not its value too.
     refused = {tuple(map(str, (*e.absolute_path, e.instance))) for e in errors
                if "propertyNames" in e.absolute_schema_path}
-    errors = [e for e in errors if not (e.validator == "type" and tuple(map(str, e.absolute_path)) in refused)]
+    return [e for e in errors if not (e.validator == "type" and tuple(map(str, e.absolute_path)) in refused)]
+
+
+def validate(cfg: dict, source: str | Path = "params.yaml", overrides: list[Override] = (),
+             origins: Origins | None = None) -> None:
+    """The schema (each key alone), then the constraints between keys (`config_checks`).
+
+    A schema error names the --set override its value came from (`overrides`, as applied), else the key
+    where `source` writes it (under profiles.NAME where `origins`, the profile in force, sets it).
+    """
+    errors = schema_errors(cfg)
     if errors:
-        lines, fixes, from_file = [], [], False
-        for err in errors[:10]:
-            line, origin, specific = describe(err, list(overrides), schema)
-            lines.append(f"  --set {origin.text}: {line}" if origin else f"  {line}")
-            from_file |= origin is None
-            fixes += [f for f in specific if f not in fixes]
-        what = "the keys above" if from_file else "the --set overrides above"
-        raise UserError(
-            "invalid configuration:\n" + "\n".join(lines),
-            path=source if from_file else None,
-            fix="; ".join(fixes + [f"correct {what} (the schema is {SCHEMA_PATH.relative_to(REPO_ROOT)})"]),
-        )
+        raise _invalid(errors, source, overrides, origins)
     config_checks.check(cfg, source, [o.text for o in overrides])
+
+
+def _invalid(errors: list, source, overrides: list[Override] = (), origins: Origins | None = None,
+             what: str = "invalid configuration") -> UserError:
+    schema = schema_validator()[0]
+    written = origins.written if origins is not None else None
+    lines, fixes, from_file = [], [], False
+    for err in errors[:10]:
+        line, origin, specific = describe(err, list(overrides), schema, written)
+        lines.append(f"  --set {origin.text}: {line}" if origin else f"  {line}")
+        from_file |= origin is None
+        fixes += [f for f in specific if f not in fixes]
+    keys = "the keys above" if from_file else "the --set overrides above"
+    return UserError(
+        f"{what}:\n" + "\n".join(lines),
+        path=source if from_file else None,
+        fix="; ".join(fixes + [f"correct {keys} (the schema is {SCHEMA_PATH.relative_to(REPO_ROOT)})"]),
+    )
 
 
 def flat_keys(tree: dict, prefix: str = "") -> dict:
@@ -183,9 +238,32 @@ def load_config(path: str | Path | None = None, profile: str | None = None, over
     return resolve(raw, profile=profile, overrides=overrides, source=path)
 
 
-def resolve(raw: dict, profile: str | None = None, overrides: list[str] = (), source="params.yaml") -> dict:
-    """Merge a profile into an already-read configuration (Snakemake passes its `config`)."""
+def profiles_of(raw: dict, source="params.yaml") -> dict:
+    """The `profiles:` section (each profile a mapping of the keys it overrides; null for none)."""
     profiles = raw.get("profiles") or {}
+    if not isinstance(profiles, dict):
+        raise UserError(f"profiles must be a mapping of profile name -> the keys it overrides, not "
+                        f"{type(profiles).__name__}", path=source, fix="write e.g. `profiles: {paper: {}}`")
+    for name, section in profiles.items():
+        if section is not None and not isinstance(section, dict):
+            raise UserError(f"profiles.{name} must be a mapping of the keys it overrides, not "
+                            f"{type(section).__name__}", path=source,
+                            fix=f"write profiles.{name} as e.g. `{name}: {{train: {{iterations: 100}}}}`, or `{{}}`")
+    return profiles
+
+
+def merged(raw: dict, profile: str) -> dict:
+    """params.yaml with `profiles[profile]` merged in (unchecked, without `profiles:`)."""
+    base = {k: v for k, v in raw.items() if k != "profiles"}
+    cfg = deep_merge(base, (raw.get("profiles") or {}).get(profile) or {})
+    cfg["profile"] = profile
+    return cfg
+
+
+def resolve(raw: dict, profile: str | None = None, overrides: list[str] = (), source="params.yaml") -> dict:
+    """Merge a profile into an already-read configuration (Snakemake passes its `config`) and check it;
+    the keys every other profile sets are checked too (`check_other_profiles`)."""
+    profiles = profiles_of(raw, source)
     name = profile or raw.get("profile", "paper")
     if name not in profiles:
         raise UserError(
@@ -193,15 +271,33 @@ def resolve(raw: dict, profile: str | None = None, overrides: list[str] = (), so
             path=source,
             fix="choose one of the profiles listed under `profiles:`",
         )
-    base = {k: v for k, v in raw.items() if k != "profiles"}
-    cfg = deep_merge(base, profiles[name] or {})
-    cfg["profile"] = name
+    cfg = merged(raw, name)
     applied = []
     for text in overrides:
         keys, value = parse_override(text)
         applied.append(Override(text, keys, set_dotted(cfg, keys, value)))
-    validate(cfg, source, applied)
+    validate(cfg, source, applied, Origins(raw, name, [o.keys for o in applied]))
+    check_other_profiles(raw, name, source)
     return cfg
+
+
+def other_profile(name: str) -> str:
+    """The words telling that an error is of profile `name`, which is not in force."""
+    return f"in the profile {name}, not the one in force (every profile is checked, so that each works when chosen)"
+
+
+def check_other_profiles(raw: dict, in_force: str, source="params.yaml") -> None:
+    """Every profile but `in_force`: a key its section writes that the schema refuses is an error now,
+    not when the profile is chosen (hours later, perhaps on a cluster). What its section does not write
+    (the base, checked with the profile in force) and the constraints between keys (which --set may
+    settle for one command) are left to the command that uses it. Milliseconds per profile."""
+    for name in profiles_of(raw, source):
+        if name == in_force:
+            continue
+        origins = Origins(raw, name)
+        errors = [e for e in schema_errors(merged(raw, name)) if origins.in_profile(error_keys(e))]
+        if errors:
+            raise _invalid(errors, source, origins=origins, what=f"invalid configuration {other_profile(name)}")
 
 
 def results_dir(cfg: dict) -> Path:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 # A number in scientific notation without a dot (1e-3, 5E-4, -2e+1), which YAML 1.1 (PyYAML) reads
@@ -93,22 +94,35 @@ def expectation(root: dict, err) -> tuple[str, str] | None:
     return ".".join(str(p) for p in list(err.absolute_path)[:key_depth]), " ".join(found.split())
 
 
-def describe(err, overrides: list[Override], root: dict | None = None) -> tuple[str, Override | None, list[str]]:
-    """(the message line, the override the offending value came from or None, specific fixes); `root`,
-    the whole schema, gives the description of the key a wrong value is for."""
+def error_keys(err) -> list[str]:
+    """The key an error is about: its location, and for an unexpected or refused key that key."""
     location = [str(p) for p in err.absolute_path]
-    where = ".".join(location) or "(top level)"
     extra = unexpected_keys(err)
     named = [str(extra[0])] if extra else [str(err.instance)] if "propertyNames" in err.absolute_schema_path else []
-    origin = _origin(location + named, overrides)
+    return location + named
+
+
+def describe(err, overrides: list[Override], root: dict | None = None,
+             written: Callable[[list[str]], list[str]] | None = None) -> tuple[str, Override | None, list[str]]:
+    """(the message line, the override the offending value came from or None, specific fixes); `root`,
+    the whole schema, gives the description of the key a wrong value is for; `written` gives the key
+    as the file writes it (under profiles.NAME where the profile in force sets it)."""
+    location = [str(p) for p in err.absolute_path]
+    extra = unexpected_keys(err)
+    keys = error_keys(err)
+    origin = _origin(keys, overrides)
+    at = written(keys) if written is not None and origin is None else keys
+    prefix = at[:len(at) - len(keys)]  # profiles.NAME where the profile's section writes the key
+    shown = prefix + location
+    where = ".".join(shown) or "(top level)"
     line, fixes = f"{where}: {err.message}", []
     for key in extra:
         close = difflib.get_close_matches(str(key), list(err.schema.get("properties", {})), n=1)
         if not close:
             continue
-        line += f" (did you mean {'.'.join(location + [close[0]])}?)"
+        line += f" (did you mean {'.'.join(shown + [close[0]])}?)"
         if origin is None:
-            fixes.append(f"rename {'.'.join(location + [str(key)])} to {'.'.join(location + [close[0]])}")
+            fixes.append(f"rename {'.'.join(shown + [str(key)])} to {'.'.join(shown + [close[0]])}")
         elif origin.keys[:len(location) + 1] == location + [str(key)]:
             fixes.append(f"write {origin.with_key(location + [close[0]] + origin.keys[len(location) + 1:])}")
         else:
@@ -129,5 +143,5 @@ def describe(err, overrides: list[Override], root: dict | None = None) -> tuple[
                      f"number and a sign in the exponent)")
     expected = expectation(root, err) if root is not None else None
     if expected is not None:
-        fixes.append(f"{expected[0]} is {expected[1]}")
+        fixes.append(f"{'.'.join(prefix + [expected[0]])} is {expected[1]}")
     return line, origin, fixes

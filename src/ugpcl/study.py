@@ -14,8 +14,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import (DEFAULT_CONFIG, changed_keys, dataset_config, dataset_kind, dataset_names, deep_merge,
-                     load_config, parse_override, results_dir)
+from .config import (DEFAULT_CONFIG, Origins, changed_keys, dataset_config, dataset_kind, dataset_names, deep_merge,
+                     merged, other_profile, parse_override, profiles_of, read_yaml, resolve, results_dir)
 from .data.demo import demo_settings
 from .data.prepared import FORMAT_VERSION
 from .errors import UserError
@@ -102,11 +102,13 @@ def settings_changes(trained: dict, wanted: dict, run: Run, seed: int) -> list[t
 
 def load_study(path: str | Path | None = None, profile: str | None = None, overrides: list[str] = ()) -> dict:
     """params.yaml with the profile and overrides merged in, fully checked before anything runs:
-    the schema, every method's hyper-parameters (against its HParams) and the experiment matrix."""
+    the schema, every method's hyper-parameters (against its HParams) and the experiment matrix; and
+    the keys every other profile writes (`check_study`, `config.check_other_profiles`)."""
     source = Path(path) if path else DEFAULT_CONFIG
-    cfg = load_config(source, profile, overrides)
+    raw = read_yaml(source)
+    cfg = resolve(raw, profile, overrides, source)
     try:
-        check_study(cfg, source)
+        check_study(cfg, source, raw, overrides)
     except UserError as err:
         origin = _override_of(err.key, overrides)
         if origin is None:
@@ -124,11 +126,24 @@ def _override_of(key: list[str] | None, overrides: list[str]) -> str | None:
     return None
 
 
-def check_study(cfg: dict, source="params.yaml") -> None:
-    """The checks of `load_study` on an already resolved configuration (the Snakefile's)."""
-    check_config(cfg, source)
+def check_study(cfg: dict, source="params.yaml", raw: dict | None = None, overrides: list[str] = ()) -> None:
+    """The checks of `load_study` on an already resolved configuration (the Snakefile's). With `raw`, the
+    file as read (profiles and all), an error names the key where the file writes it (under
+    profiles.NAME where the profile in force sets it), and every other profile's method sections are
+    checked too (its UserError has no `key`: no --set of this command wrote it)."""
+    origins = Origins(raw, cfg["profile"], [parse_override(o)[0] for o in overrides]) if raw is not None else None
+    check_config(cfg, source, origins.written if origins else None)
     for run in distinct_runs(cfg, source):
         parse_hparams(run.config(cfg), run.method, source)  # with the overrides of Table 2/3 rows
+    for name, section in profiles_of(raw, source).items() if raw is not None else ():
+        if name == cfg["profile"] or "methods" not in (section or {}):
+            continue  # a profile without methods: takes the base's sections, checked above
+        other = Origins(raw, name)
+        try:
+            check_config(merged(raw, name), source, other.written)
+        except UserError as err:
+            if err.key is not None and other.in_profile(err.key):  # else a key of the base: checked in force
+                raise UserError(f"{other_profile(name)}: {err.message}", path=source, fix=err.fix) from None
     check_paired_with(cfg, source)
 
 

@@ -11,6 +11,7 @@ import difflib
 import importlib
 import pkgutil
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 from ..config import resolve_path
@@ -61,32 +62,35 @@ def get_method(name: str) -> type[Method]:
     return known[name]
 
 
-def check_config(cfg: dict, source="params.yaml") -> dict[str, object]:
-    """Every method section of `cfg` parsed into its HParams; UserError naming the key otherwise."""
+def check_config(cfg: dict, source="params.yaml", written: Callable[[list[str]], list[str]] | None = None
+                 ) -> dict[str, object]:
+    """Every method section of `cfg` parsed into its HParams; UserError naming the key otherwise, as the
+    file writes it (`written`: under profiles.NAME where the profile in force sets it)."""
     known, sections = registry(), cfg["methods"]
     for name in sections:
         if name not in known:
+            where = ".".join(written(["methods", str(name)]) if written else ["methods", str(name)])
             close = difflib.get_close_matches(str(name), known, n=1)
-            raise UserError(f"methods.{name}: no such method{f' (did you mean {close[0]}?)' if close else ''} "
+            raise UserError(f"{where}: no such method{f' (did you mean {close[0]}?)' if close else ''} "
                             f"(known: {', '.join(known)})", path=source,
-                            fix=unknown_method_fix(str(name)), key=["methods", str(name)])
+                            fix=unknown_method_fix(str(name), where=where), key=["methods", str(name)])
     missing = [name for name in known if name not in sections]
     if missing:
         name = missing[0]
         raise UserError(f"methods.{name}: section missing for the method {name}", path=source,
                         fix=f"add `{name}:` under methods: with its hyper-parameters "
                             f"{hparams.defaults(known[name].HParams)}")
-    return {name: hparams.parse(known[name].HParams, sections[name], name, source) for name in known}
+    return {name: hparams.parse(known[name].HParams, sections[name], name, source, written) for name in known}
 
 
-def unknown_method_fix(name: str, otherwise: str | None = None) -> str:
-    """What to do about a method name nobody registered (a params.yaml section, --method): a module of
-    that name that registers nothing (or another name) is the usual slip."""
+def unknown_method_fix(name: str, otherwise: str | None = None, where: str | None = None) -> str:
+    """What to do about a method name nobody registered (a params.yaml section at `where`, --method): a
+    module of that name that registers nothing (or another name) is the usual slip; else `otherwise`."""
     module = Path(__file__).with_name(f"{name}.py")
     if module.is_file():
         return (f"{module} registers no method called {name!r}: decorate its Method class with @register "
                 f"and give it `name = \"{name}\"` (README, 'Adding your own method')")
-    return otherwise or f"remove methods.{name}, or add its module src/ugpcl/methods/{name}.py"
+    return otherwise or f"remove {where or 'methods.' + name}, or add its module src/ugpcl/methods/{name}.py"
 
 
 def setup_from_config(cfg: dict, num_classes: int, in_channels: int) -> Setup:

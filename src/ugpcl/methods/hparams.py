@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import typing
+from collections.abc import Callable
 from typing import Any, Literal
 
 import jsonschema
@@ -73,28 +74,33 @@ def defaults(cls) -> dict[str, Any]:
     return {f.name: list(f.default) if isinstance(f.default, tuple) else f.default for f in fields(cls)}
 
 
-def parse(cls, section, method: str, source="params.yaml"):
-    """`section` (the dict under methods.<method>) as an instance of `cls`, or a UserError naming the key."""
-    where = f"methods.{method}"
+def parse(cls, section, method: str, source="params.yaml", written: Callable[[list[str]], list[str]] | None = None):
+    """`section` (the dict under methods.<method>) as an instance of `cls`, or a UserError naming the key
+    as the file writes it (`written`, e.g. under profiles.NAME where a profile sets it)."""
+
+    def where(*keys: str) -> str:
+        path = ["methods", method, *keys]
+        return ".".join(written(path) if written is not None else path)
+
     if section is None:
         section = {}
     if not isinstance(section, dict):
-        raise UserError(f"{where} must be a mapping of hyper-parameters, not {type(section).__name__}", path=source,
-                        fix=f"write the keys of {method} under {where}", key=["methods", method])
+        raise UserError(f"{where()} must be a mapping of hyper-parameters, not {type(section).__name__}", path=source,
+                        fix=f"write the keys of {method} under {where()}", key=["methods", method])
     known = {f.name: f for f in fields(cls)}
     for key in section:
         if key not in known:
             close = difflib.get_close_matches(str(key), known, n=1)
             hint = f" (did you mean {close[0]}?)" if close else ""
-            raise UserError(f"{where}.{key}: unknown hyper-parameter of {method}{hint}", path=source,
+            raise UserError(f"{where(str(key))}: unknown hyper-parameter of {method}{hint}", path=source,
                             fix=f"remove or rename it; {method} takes {', '.join(known) or 'none'}",
                             key=["methods", method, str(key)])
     for name, f in known.items():
         if name not in section:
             default = defaults(cls)[name]
-            raise UserError(f"{where}.{name}: missing (the method's default is {default!r}, from "
+            raise UserError(f"{where(name)}: missing (the method's default is {default!r}, from "
                             f"{f.metadata.get('source', 'its definition')})", path=source,
-                            fix=f"add `{name}: {default!r}` under {where}", key=["methods", method, name])
+                            fix=f"add `{name}: {default!r}` under {where()}", key=["methods", method, name])
     schema = schema_of(cls)
     for name, value in section.items():
         error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema["properties"][name])
@@ -104,7 +110,7 @@ def parse(cls, section, method: str, source="params.yaml"):
             if isinstance(value, str) and SCIENTIFIC.fullmatch(value):
                 fix = (f"write {name}: {yaml11_float(value)} (YAML 1.1 reads {value} as text: it wants a dot in the "
                        "number and a sign in the exponent)")
-            raise UserError(f"{where}.{name}: {error.message}", path=source, fix=fix, key=["methods", method, name])
+            raise UserError(f"{where(name)}: {error.message}", path=source, fix=fix, key=["methods", method, name])
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in section.items()})
 
 
