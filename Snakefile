@@ -19,6 +19,9 @@ report: "workflow/report/workflow.rst"  # `snakemake --report report.zip`: the t
 include: "workflow/rules/common.smk"
 
 
+# Only --config profile=NAME and forkserver=true: the jobs read params.yaml themselves.
+check_command_line_config()
+
 # Jobs run in forks of one process that has imported torch once (ugpcl.forkserver): set by the
 # demo profile (`config: [..., forkserver=true]`), where jobs train for seconds.
 use_forkserver(config.pop("forkserver", False))

@@ -1,6 +1,7 @@
 """The workflow's conventions, checked as CI runs the suite: `snakefmt --check` formatting,
 `snakemake --lint` for the paper and demo profiles, a description for every key of the config
-schema, and the README's word on the one command line Snakemake itself cannot give a clear error for."""
+schema, the refusal of --config values the jobs would not see, and the README's word on the one command line
+Snakemake itself cannot give a clear error for."""
 
 from __future__ import annotations
 
@@ -61,6 +62,22 @@ def test_snakemake_lint_finds_only_the_justified(profile):
     unjustified = [t for t in titles if t not in JUSTIFIED]
     assert not unjustified, f"snakemake --lint {' '.join(profile)}:\n{text}"
     assert out.returncode == (1 if titles else 0), text
+
+
+def test_config_values_on_the_command_line_are_refused_before_they_are_checked_as_params_yaml(tmp_path):
+    """`--config methods=...` was validated as params.yaml's value, and Snakemake reads it as text:
+    "params.yaml: methods.mt.ema_decay: '0.5' is not of type 'number'". The jobs read params.yaml, so only
+    profile=NAME (and the demo profile's forkserver=true) is taken; a --configfile only where it agrees."""
+    other = tmp_path / "other.yaml"
+    other.write_text("profile: demo\ntrain: {iterations: 6000, lr: 0.5}\n")  # iterations as params.yaml
+    out = run([tool("snakemake"), "-n", "--nolock", "--profile", "workflow/profiles/demo",
+               "--config", 'methods={"mt":{"ema_decay":0.5}}', "--configfile", str(other)])
+    text = out.stdout + out.stderr
+    assert out.returncode == 1 and "Traceback" not in text, text
+    said = f"--config methods=..., --configfile {other}: train.lr: only --config profile=NAME (and forkserver=true"
+    assert said in text
+    assert "Fix: edit params.yaml (or add a profile under `profiles:`)" in text and "train.iterations" not in text
+    assert "params.yaml: methods" not in text and "is not of type" not in text
 
 
 def test_the_readme_says_why_a_target_after_resources_fails_and_what_works():

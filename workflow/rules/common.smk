@@ -21,7 +21,7 @@ SRC = os.path.join(workflow.basedir, "src")
 sys.path.insert(0, SRC)
 export("PYTHONPATH", os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH")) if p))
 
-from ugpcl.config import dataset_names, load_config, prepared_path, reports_dir, resolve, results_dir
+from ugpcl.config import DEFAULT_CONFIG, dataset_names, load_config, prepared_path, reports_dir, resolve, results_dir
 from ugpcl.data.stage import input_files
 from ugpcl.forkserver import ENV as FORKSERVER
 from ugpcl.lifetime import ENV as EXIT_WITH, token
@@ -76,14 +76,45 @@ RUN_FILES = {
 }
 
 
+# The --config keys the workflow takes: the jobs read params.yaml themselves (`ugpcl ... --profile P`), so any
+# other value would change Snakemake's config but not what they train.
+PASSED_ON = ("profile", "forkserver")
+ONLY_PROFILE = (
+    "only --config profile=NAME (and forkserver=true, which the demo profile sets) is passed on to the ugpcl "
+    "commands, which read params.yaml themselves: a value given here would not reach them"
+)
+EDIT_PARAMS = (
+    "Fix: edit params.yaml (or add a profile under `profiles:`) instead of other --config/--configfile values."
+)
+
+
+def check_command_line_config(params=DEFAULT_CONFIG, shown=5):
+    """Refuse --config KEY=VALUE for any key but PASSED_ON, and --configfile values that differ from
+    params.yaml, before the configuration is checked: else their values are checked as params.yaml's
+    (Snakemake reads --config values as text: "'0.5' is not of type 'number'", blamed on params.yaml)."""
+    from snakemake.common.configfile import load_configfile
+    from ugpcl.config import NOT_SET, flat_keys
+
+    found = [f"--config {key}=..." for key in workflow.config_settings.config if key not in PASSED_ON]
+    if workflow.config_settings.configfiles:
+        file = flat_keys(load_configfile(params))
+        for path in workflow.config_settings.configfiles:
+            given = flat_keys({k: v for k, v in load_configfile(path).items() if k not in PASSED_ON})
+            found += [
+                f"--configfile {rel(path)}: {key}" for key, value in given.items() if file.get(key, NOT_SET) != value
+            ]
+    if found:
+        listed = ", ".join(found[:shown]) + (", ..." if len(found) > shown else "")
+        raise WorkflowError(f"{listed}: {ONLY_PROFILE}.\n{EDIT_PARAMS}")
+
+
 def check_same_as_params(cfg):
     """The jobs read params.yaml themselves (`ugpcl ... --profile P`): refuse Snakemake config
     changes they would not see, rather than train something else than Snakemake tracks."""
     if cfg != load_config(profile=cfg["profile"]):
         raise WorkflowError(
             "the Snakemake config differs from params.yaml with profile "
-            f"{cfg['profile']!r}; only --config profile=NAME is passed on to the ugpcl commands.\n"
-            "Fix: edit params.yaml (or add a profile under `profiles:`) instead of other --config/--configfile values."
+            f"{cfg['profile']!r}; {ONLY_PROFILE}.\n{EDIT_PARAMS}"
         )
 
 
