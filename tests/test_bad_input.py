@@ -5,6 +5,7 @@ simulated with a writer that runs out of space everywhere."""
 
 import errno
 import json
+import math
 import os
 import re
 import shutil
@@ -25,7 +26,7 @@ from ugpcl import fileio
 from ugpcl.cli import main
 from ugpcl.commands import data as data_command, evaluate as evaluate_command, predict as predict_command
 from ugpcl.commands import train as train_command
-from ugpcl.config import DEFAULT_CONFIG, load_config, parse_override
+from ugpcl.config import DEFAULT_CONFIG, flat_keys, load_config, parse_override
 from ugpcl.data import stage
 from ugpcl.data.download import download
 from ugpcl.data.prepared import load_prepared
@@ -34,6 +35,7 @@ from ugpcl.engine.jsonlog import JsonLog
 from ugpcl.engine.trainer import Trainer
 from ugpcl.errors import UserError
 from ugpcl.evaluation import evaluate_run
+from ugpcl.methods import hparams, registry
 from ugpcl.study import load_study
 
 PY = [sys.executable, "-m", "ugpcl.cli"]
@@ -368,6 +370,53 @@ def test_set_reads_scientific_notation_as_a_number(text, value):
 
 def test_set_lr_in_scientific_notation_is_accepted():
     assert load_config(profile="demo", overrides=["train.lr=1e-3"])["train"]["lr"] == 0.001
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+@pytest.mark.parametrize("bad, read", [(".nan", "nan"), ("-.inf", "-inf")])
+def test_not_a_number_or_infinity_is_refused_for_every_number_of_the_configuration(bad, read):
+    """`--set train.lr=.nan` passed `exclusiveMinimum: 0` (NaN compares false) and trained on NaN; an
+    infinity passed every key without a maximum. No key takes either: each names the key and the fix."""
+    cfg = load_config(profile="demo")
+    numbers = {key: value for key, value in flat_keys({k: v for k, v in cfg.items() if k != "methods"}).items()
+               if _number(value) or isinstance(value, list) and value and all(map(_number, value))}
+    assert {"train.lr", "train.iterations", "model.blocks", "data.acdc.regimes.68"} <= numbers.keys()
+    for key, value in numbers.items():
+        text = f"[{bad}, {', '.join(map(str, value[1:]))}]" if isinstance(value, list) else bad
+        with pytest.raises(UserError) as err:
+            load_config(profile="demo", overrides=[f"{key}={text}"])
+        said = f"--set {key}={text}: {key}{'.0' if isinstance(value, list) else ''}: {read} is not a finite number"
+        assert said in str(err.value) and "YAML reads .nan as not-a-number" in err.value.fix, str(err.value)
+        assert str(err.value).count("\n  ") == 1, "one line, not one more for each bound"
+
+
+def test_not_a_number_or_infinity_is_refused_for_every_method_hyper_parameter():
+    checked = 0
+    for method, registered in registry().items():
+        cls = registered.HParams
+        for name, value in hparams.defaults(cls).items():
+            if not (_number(value) or isinstance(value, list) and all(map(_number, value))):
+                continue
+            for bad in (math.nan, math.inf):
+                section = {**hparams.defaults(cls), name: [*value[:-1], bad] if isinstance(value, list) else bad}
+                says = f"methods.{method}.{name}: {bad} is not a finite number"
+                with pytest.raises(UserError, match=re.escape(says)):
+                    hparams.parse(cls, section, method)
+            checked += 1
+    assert checked >= 40  # every number of the eight methods
+
+
+def test_set_not_a_number_for_a_hyper_parameter_names_the_override_and_trains_nothing():
+    """It trained, and the same command again was refused as "trained with other settings (nan in the
+    finished run, nan now)": NaN differs from itself."""
+    with pytest.raises(UserError) as err:
+        load_study(profile="demo", overrides=["methods.mt.ema_decay=.nan"])
+    said = ("--set methods.mt.ema_decay=.nan: methods.mt.ema_decay: nan is not a finite number. Fix: correct this "
+            "override: give ema_decay a finite value")
+    assert str(err.value).startswith(said), str(err.value)
 
 
 @pytest.mark.parametrize("old, new, says, fix", [

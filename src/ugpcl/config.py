@@ -11,7 +11,7 @@ import yaml
 
 from . import config_checks
 from .errors import UserError
-from .schema_errors import SCIENTIFIC, Override, describe, error_keys
+from .schema_errors import SCIENTIFIC, FiniteValidator, Override, describe, error_keys, non_finite
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "params.schema.yaml"
@@ -157,19 +157,22 @@ class Origins:
 
 @functools.cache
 def schema_validator() -> tuple[dict, jsonschema.Draft202012Validator]:
-    """The configuration's schema and its validator, read once (with libyaml's loader: the schema is 25 KB)."""
+    """The configuration's schema and its validator, read once (with libyaml's loader: the schema is 25 KB);
+    a number must be finite (`schema_errors.FiniteValidator`: NaN would pass every bound)."""
     schema = yaml.load(SCHEMA_PATH.read_text(), Loader=FAST_SAFE_LOADER)
-    return schema, jsonschema.Draft202012Validator(schema)
+    return schema, FiniteValidator(schema)
 
 
 def schema_errors(cfg: dict) -> list:
     """The schema's errors in `cfg`, by key; a key refused by its map's propertyNames (classes written
-    name: value) once, not its value too."""
+    name: value) once, not its value too; a value that is not a finite number once, not its bounds too."""
     schema, validator = schema_validator()
     errors = sorted(validator.iter_errors(cfg), key=lambda e: list(map(str, e.absolute_path)))
     refused = {tuple(map(str, (*e.absolute_path, e.instance))) for e in errors
                if "propertyNames" in e.absolute_schema_path}
-    return [e for e in errors if not (e.validator == "type" and tuple(map(str, e.absolute_path)) in refused)]
+    infinite = {tuple(map(str, e.absolute_path)) for e in errors if e.validator == "type" and non_finite(e.instance)}
+    return [e for e in errors if not (e.validator == "type" and tuple(map(str, e.absolute_path)) in refused)
+            and not (e.validator != "type" and tuple(map(str, e.absolute_path)) in infinite)]
 
 
 def validate(cfg: dict, source: str | Path = "params.yaml", overrides: list[Override] = (),

@@ -6,15 +6,39 @@ what the key is (the schema's description of it)."""
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+
+import jsonschema
 
 # A number in scientific notation without a dot (1e-3, 5E-4, -2e+1), which YAML 1.1 (PyYAML) reads
 # as text; `config` reads --set values with it as floats.
 SCIENTIFIC = re.compile(r"[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+")
 # Validators about which keys an object has; every other one is about a value: its fix says what the key is.
 KEY_VALIDATORS = frozenset({"additionalProperties", "required"})
+
+
+def non_finite(value) -> bool:
+    """Whether `value` is a float that is not a number or infinite: YAML's .nan, .inf and -.inf (--set
+    train.lr=.nan). No key of the configuration takes one: each number is a count, a size, a rate, a
+    weight, a probability or an angle, and NaN passes every bound (it compares false), then trains on
+    NaN and differs from itself in the finished-run check."""
+    return isinstance(value, float) and not math.isfinite(value)
+
+
+NON_FINITE_FIX = "YAML reads .nan as not-a-number and .inf as infinity, which no key takes"
+
+
+def _finite_number(checker, value) -> bool:
+    return jsonschema.Draft202012Validator.TYPE_CHECKER.is_type(value, "number") and not non_finite(value)
+
+
+# JSON Schema 2020-12 where `type: number` (and so `integer`, `minimum`, ...) holds finite numbers only
+FiniteValidator = jsonschema.validators.extend(
+    jsonschema.Draft202012Validator,
+    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine("number", _finite_number))
 
 
 @dataclass
@@ -116,6 +140,9 @@ def describe(err, overrides: list[Override], root: dict | None = None,
     shown = prefix + location
     where = ".".join(shown) or "(top level)"
     line, fixes = f"{where}: {err.message}", []
+    if err.validator == "type" and non_finite(err.instance):
+        line = f"{where}: {err.instance} is not a finite number"
+        fixes.append(f"write a finite number for {where} ({NON_FINITE_FIX})")
     for key in extra:
         close = difflib.get_close_matches(str(key), list(err.schema.get("properties", {})), n=1)
         if not close:

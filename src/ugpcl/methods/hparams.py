@@ -21,7 +21,7 @@ from typing import Any, Literal
 import jsonschema
 
 from ..errors import UserError
-from ..schema_errors import SCIENTIFIC, yaml11_float
+from ..schema_errors import NON_FINITE_FIX, SCIENTIFIC, FiniteValidator, non_finite, yaml11_float
 
 
 def hparam(default, source: str, *, minimum=None, maximum=None, exclusive_minimum=None, multiple_of=None):
@@ -103,10 +103,16 @@ def parse(cls, section, method: str, source="params.yaml", written: Callable[[li
                             fix=f"add `{name}: {default!r}` under {where()}", key=["methods", method, name])
     schema = schema_of(cls)
     for name, value in section.items():
-        error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema["properties"][name])
-                                                 .iter_errors(value))
+        declared = _describe(schema["properties"][name])
+        bad = [v for v in (value if isinstance(value, list) else [value]) if non_finite(v)]
+        if bad:  # NaN passes every bound: it compares false
+            within = f", in {value}" if isinstance(value, list) else ""
+            raise UserError(f"{where(name)}: {bad[0]} is not a finite number{within}", path=source,
+                            fix=f"give {name} a finite value of the declared type and range ({declared}); "
+                                f"{NON_FINITE_FIX}", key=["methods", method, name])
+        error = jsonschema.exceptions.best_match(FiniteValidator(schema["properties"][name]).iter_errors(value))
         if error is not None:
-            fix = f"give {name} a value of the declared type and range ({_describe(schema['properties'][name])})"
+            fix = f"give {name} a value of the declared type and range ({declared})"
             if isinstance(value, str) and SCIENTIFIC.fullmatch(value):
                 fix = (f"write {name}: {yaml11_float(value)} (YAML 1.1 reads {value} as text: it wants a dot in the "
                        "number and a sign in the exponent)")
