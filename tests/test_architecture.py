@@ -210,8 +210,10 @@ def params_copy(tmp_path, edit) -> Path:
      r"\(supervised, mt, uamt, em, dct, cct, cps, ugpcl\).*Fix: set experiments\.table1\.paired_with to one of"),
     (lambda c: c["experiments"]["table1"].update(methods=["supervised", "mt"]),  # the default ugpcl not trained
      r"paired_with is 'ugpcl', which is not one of experiments\.table1\.methods \(supervised, mt\)"),
-    (lambda c: c["experiments"]["table2"]["rows"][1]["overrides"].update(contrast="all"),
-     r"methods\.ugpcl\.contrast: 'all' is not one of"),
+    (lambda c: c["experiments"]["table2"]["rows"][1]["overrides"].update(contrast="all"),   # where the row writes it
+     r"experiments\.table2\.rows\[1\] \(row 2\)\.overrides\.contrast: 'all' is not one of"),
+    (lambda c: c["experiments"]["table2"]["rows"].append({"row": 8, "method": "mt", "overrides": {"ema_decay": 1.5}}),
+     r"experiments\.table2\.rows\[7\] \(row 8\)\.overrides\.ema_decay: 1\.5 is greater than the maximum of 1"),
 ])
 def test_bad_method_hyperparameter_fails_at_config_load_naming_the_key(tmp_path, edit, message):
     path = params_copy(tmp_path, edit)

@@ -134,7 +134,10 @@ def check_study(cfg: dict, source="params.yaml", raw: dict | None = None, overri
     origins = Origins(raw, cfg["profile"], [parse_override(o)[0] for o in overrides]) if raw is not None else None
     check_config(cfg, source, origins.written if origins else None)
     for run in distinct_runs(cfg, source):
-        parse_hparams(run.config(cfg), run.method, source)  # with the overrides of Table 2/3 rows
+        try:
+            parse_hparams(run.config(cfg), run.method, source)  # with the overrides of Table 2/3 rows
+        except UserError as err:
+            raise _at_the_row(err, cfg, run, source) from None
     for name, section in profiles_of(raw, source).items() if raw is not None else ():
         if name == cfg["profile"] or "methods" not in (section or {}):
             continue  # a profile without methods: takes the base's sections, checked above
@@ -145,6 +148,29 @@ def check_study(cfg: dict, source="params.yaml", raw: dict | None = None, overri
             if err.key is not None and other.in_profile(err.key):  # else a key of the base: checked in force
                 raise UserError(f"{other_profile(name)}: {err.message}", path=source, fix=err.fix) from None
     check_paired_with(cfg, source)
+
+
+def _at_the_row(err: UserError, cfg: dict, run: Run, source) -> UserError:
+    """A hyper-parameter error caused by a Table 2 row's or Table 3 stage's override, named where the
+    matrix writes it (experiments.table2.rows[i].overrides.KEY), not as methods.METHOD.KEY, where the
+    file has no such value; other errors as they are."""
+    key = err.key or []
+    if len(key) != 3 or key[:2] != ["methods", run.method] or key[2] not in run.overrides:
+        return err
+    exp, name = cfg["experiments"], key[2]
+    for tag in run.tables:
+        table, _, which = tag.partition(":")
+        if table == "table2":
+            index = next(i for i, row in enumerate(exp["table2"]["rows"]) if str(row["row"]) == which)
+            where, written = (f"experiments.table2.rows[{index}] (row {which}).overrides.{name}",
+                              ["experiments", "table2", "rows", str(index), "overrides", name])
+        elif table == "table3" and name == "embed_stage":
+            where, written = (f"experiments.table3.stages ({which})", ["experiments", "table3", "stages"])
+        else:
+            continue
+        return UserError(err.message.replace(f"methods.{run.method}.{name}", where, 1), path=source,
+                         fix=err.fix, key=written)
+    return err
 
 
 def check_paired_with(cfg: dict, source="params.yaml") -> None:
