@@ -285,7 +285,7 @@ def test_a_compute_loss_that_returns_a_bare_tensor_is_named_with_the_fix():
     assert loss.ndim == 0 and "sup" in terms
     inner = method.compute_loss
     slips = [  # (what the method returns instead, what the error says of it, what its fix says)
-        (lambda b, t: inner(b, t)[0], "returned a Tensor, not (loss tensor, dict", "return self.semi_supervised"),
+        (lambda b, t: inner(b, t)[0], "returned Tensor, not (loss tensor, dict", "return self.semi_supervised"),
         (lambda b, t: (inner(b, t)[0].item(), inner(b, t)[1]), "returned (float, dict), not", "no .item() or float()"),
         (lambda b, t: (F.cross_entropy(method.model(b.image[:2]), b.label, reduction="none"), {}),
          "returned a loss of shape [2, 64, 64], not a single number", "`.mean()`"),
@@ -298,6 +298,18 @@ def test_a_compute_loss_that_returns_a_bare_tensor_is_named_with_the_fix():
             train_step(method, optimizer, batch, 1)
         assert err.value.path == source and fix in err.value.fix  # the method's file, not a torch traceback
         assert re.search(r"Supervised\.compute_loss \(line \d+\) returned", str(err.value))
+    # the step looks nothing up unless something is wrong: a method file saved half-edited while runs of it
+    # train (which inspect would fail to tokenise) cannot break them
+    import ugpcl.engine.step as step
+
+    method.compute_loss = inner
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(step, "method_source", lambda m: 1 / 0)
+        train_step(method, optimizer, batch, 2)
+    # an inherited compute_loss is named where it is written: UA-MT's is MeanTeacher's, in mt.py
+    path, line, name = step.method_source(build_method(cfg, "uamt", 4, 1))
+    assert (path.name, name) == ("mt.py", "MeanTeacher.compute_loss")
+    assert path.read_text().splitlines()[line - 1].lstrip().startswith("def compute_loss")
     labeled_only = Batch(image[:2], batch.label, 2)   # what a method that says it uses no unlabeled images gets
     with pytest.raises(UserError, match="reads batch.unlabeled, but this batch has no unlabeled images") as err:
         labeled_only.unlabeled

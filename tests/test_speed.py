@@ -438,7 +438,7 @@ def test_a_nan_loss_stops_training_at_the_next_read_back(tiny_acdc, tmp_path, mo
     cfg = demo_cfg("train.iterations=6", "train.log_every=2")
     cfg["methods"][ZeroOverZero.name] = dict(cfg["methods"]["supervised"])
     with pytest.raises(UserError, match=re.escape("loss became nan at iteration 0 (the first, before any update) "
-                                                  "(unsup is nan)")) as err:
+                                                  "(unsup nan)")) as err:
         Trainer(cfg, {**info, "method": ZeroOverZero.name}, tmp_path / "mine", data=tiny_acdc).fit(progress=False)
     assert err.value.fix.startswith("the method's arithmetic is the likely cause: look at ZeroOverZero.compute_loss "
                                     f"in {__file__} (line ")   # the method's file, not the learning rate

@@ -35,18 +35,22 @@ def poly_lr(t: int, train_cfg: dict) -> float:
     return max(train_cfg["lr"] * decay, train_cfg["min_lr"])
 
 
-def method_source(method: Method) -> tuple[Path | None, int | None]:
-    """The file of the method's class and the line of its compute_loss, where Python knows them."""
+def method_source(method: Method) -> tuple[Path | None, int | None, str]:
+    """Where the method's compute_loss is written (an inherited one in its own class's file): the file,
+    the line, and its name as `Class.compute_loss`; read from the function's code object, no file I/O.
+    Called only to word an error or at a resume point, never raises."""
+    owner = next((c for c in type(method).__mro__ if "compute_loss" in vars(c)), type(method))
+    name = f"{owner.__name__}.compute_loss"
     try:
-        cls = type(method)
-        return Path(inspect.getsourcefile(cls)), inspect.getsourcelines(cls.compute_loss)[1]
-    except (TypeError, OSError):
-        return None, None
+        code = inspect.unwrap(vars(owner)["compute_loss"]).__code__
+        return Path(code.co_filename), code.co_firstlineno, name
+    except Exception:  # noqa: BLE001 - a message about an error must not raise one of its own
+        return None, None, name
 
 
 def method_code(method: Method) -> str | None:
-    """SHA-256 of the method's source file (None where Python does not know it): a resume point
-    records it, so that resuming after the file changed says so."""
+    """SHA-256 of the file holding the method's compute_loss (None where it cannot be read): a resume
+    point records it, so that resuming after the file changed says so."""
     path = method_source(method)[0]
     try:
         return hashlib.sha256(path.read_bytes()).hexdigest() if path else None
@@ -54,33 +58,32 @@ def method_code(method: Method) -> str | None:
         return None
 
 
+def _wrong(method: Method, what: str, fix: str) -> UserError:
+    path, line, name = method_source(method)
+    return UserError(f"{name}{f' (line {line})' if line else ''} returned {what}", path=path, fix=fix)
+
+
 def check_returned(method: Method, out) -> None:
     """What compute_loss returned must be (a single-number loss the optimiser can follow back to the
     networks, a dict of terms): else a UserError naming the method's file and what came back instead.
-    Attribute checks only: nothing waits for the device."""
-    name = type(method).__name__
-    path, line = method_source(method)
-    where = f"{name}.compute_loss{f' (line {line})' if line else ''}"
+    Attribute checks only: nothing waits for the device, and nothing is looked up unless one fails."""
     ending = ("end it with `return self.semi_supervised(sup, unsup, weight)` or `return loss, {\"sup\": sup.detach(), "
               "...}` (see methods/base.py)")
     if not (isinstance(out, tuple) and len(out) == 2):
-        shown = (f"a {type(out).__name__} of {len(out)}" if isinstance(out, (tuple, list)) else
-                 f"a {type(out).__name__}")
-        raise UserError(f"{where} returned {shown}, not (loss tensor, dict of terms to log)", path=path, fix=ending)
+        shown = f"{type(out).__name__} of {len(out)}" if isinstance(out, (tuple, list)) else type(out).__name__
+        raise _wrong(method, f"{shown}, not (loss tensor, dict of terms to log)", ending)
     loss, terms = out
     if not isinstance(loss, torch.Tensor) or not isinstance(terms, dict):
-        raise UserError(f"{where} returned ({type(loss).__name__}, {type(terms).__name__}), not (loss tensor, dict of "
-                        "terms to log)", path=path,
-                        fix=ending + ("; keep the loss a tensor (no .item() or float()), the optimiser follows it back"
-                                      if isinstance(loss, (int, float)) else ""))
+        raise _wrong(method, f"({type(loss).__name__}, {type(terms).__name__}), not (loss tensor, dict of terms to "
+                             "log)", ending + ("; keep the loss a tensor (no .item() or float()), the optimiser "
+                                               "follows it back" if isinstance(loss, (int, float)) else ""))
     if loss.ndim != 0:
-        raise UserError(f"{where} returned a loss of shape {list(loss.shape)}, not a single number", path=path,
-                        fix="reduce it before returning it (e.g. `.mean()` over the pixels, as the losses in "
-                            "ugpcl.losses do)")
+        raise _wrong(method, f"a loss of shape {list(loss.shape)}, not a single number",
+                     "reduce it before returning it (e.g. `.mean()` over the pixels, as the losses in ugpcl.losses do)")
     if not loss.requires_grad and torch.is_grad_enabled():
-        raise UserError(f"{where} returned a loss with no gradient to follow back to the networks", path=path,
-                        fix="compute it from the networks' outputs outside torch.no_grad() and without .detach() "
-                            "(detach only the terms you log, and a teacher's outputs)")
+        raise _wrong(method, "a loss with no gradient to follow back to the networks",
+                     "compute it from the networks' outputs outside torch.no_grad() and without .detach() (detach "
+                     "only the terms you log, and a teacher's outputs)")
 
 
 def train_step(method: Method, optimizer: torch.optim.Optimizer, batch: Batch, t: int, *,

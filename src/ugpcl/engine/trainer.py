@@ -267,10 +267,9 @@ class Trainer:
         that is not finite from the first step, before any update, is the method's own arithmetic."""
         t = row["t"]
         terms = [k for k, v in row.items() if k not in ("t", "lr", "loss") and not math.isfinite(v)]
-        path, line = method_source(self.method)
-        code = f"{type(self.method).__name__}.compute_loss" + (f" in {path}" if path else "") + \
-            (f" (line {line})" if line else "")
-        which = f" ({', '.join(terms)} {'is' if len(terms) == 1 else 'are'} {row[terms[0]]})" if terms else ""
+        path, line, name = method_source(self.method)
+        code = name + (f" in {path}" if path else "") + (f" (line {line})" if line else "")
+        which = f" ({', '.join(f'{k} {row[k]}' for k in terms)})" if terms else ""
         look = (f"the method's arithmetic is the likely cause: look at {code} (e.g. a division by a count that can "
                 "be 0, the log of 0)" if t == 0 else
                 f"if it is not finite from the first logged steps, look at {code} (e.g. a division by a count that "
