@@ -109,11 +109,14 @@ def test_poly_lr_starts_at_lr_and_decays_to_the_floor():
     assert poly_lr(99, tr) == pytest.approx(0.001)
 
 
+def tiny_overrides(iterations=8, **train) -> list[str]:
+    return [f"train.iterations={iterations}", "train.val_every=4", "train.checkpoint_every=100",
+            "methods.ugpcl.contrast_start=2", "methods.ugpcl.memory_size=8", "train.batch_size=4",
+            "train.labeled_bs=2"] + [f"train.{k}={v}" for k, v in train.items()]
+
+
 def tiny_cfg(iterations=8, **train):
-    overrides = [f"train.iterations={iterations}", "train.val_every=4", "train.checkpoint_every=100",
-                 "methods.ugpcl.contrast_start=2", "methods.ugpcl.memory_size=8", "train.batch_size=4",
-                 "train.labeled_bs=2"] + [f"train.{k}={v}" for k, v in train.items()]
-    return load_config(profile="demo", overrides=overrides)
+    return load_config(profile="demo", overrides=tiny_overrides(iterations, **train))
 
 
 INFO = {"run_id": "tiny_ugpcl", "method": "ugpcl", "dataset": "acdc", "regime": "tiny", "seed": 1337,
@@ -212,6 +215,13 @@ def test_resume_refuses_a_run_dir_with_another_configuration(tiny_acdc, tmp_path
     Trainer(tiny_cfg(iterations=8), INFO, tmp_path, data=tiny_acdc).fit(stop_after=2, progress=False)
     with pytest.raises(UserError, match=r"different configuration \(train.iterations: 8 in it, 9 now\)"):
         Trainer(tiny_cfg(iterations=9), INFO, tmp_path, data=tiny_acdc).resume()
+    # what this run does not train with changes without retraining it (Snakemake, DVC): it resumes
+    elsewhere = ["experiments.table1.paired_with=mt", "methods.cps.consistency=0.2", "data.isic.split=[8, 2]"]
+    cfg = load_config(profile="demo", overrides=[*tiny_overrides(8), *elsewhere])
+    assert Trainer(cfg, INFO, tmp_path, data=tiny_acdc).resume() == 2
+    with pytest.raises(UserError, match=r"methods.ugpcl.temperature: 0.07 in it, 0.2 now"):  # its own method: not
+        Trainer(load_config(profile="demo", overrides=[*tiny_overrides(8), "methods.ugpcl.temperature=0.2"]),
+                INFO, tmp_path, data=tiny_acdc).resume()
 
 
 def test_paper_profile_refuses_cpu_training_unless_allowed(tiny_acdc, tmp_path):

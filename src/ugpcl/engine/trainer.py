@@ -87,6 +87,16 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def trained_with(cfg: dict, info: dict) -> dict:
+    """The part of a configuration that a resume must find unchanged: all of it but the experiment matrix
+    (a run's own overrides are in its method's section already), other methods' sections and other
+    datasets' entries, which the workflows let change without retraining this run (study.run_settings)."""
+    data = {k: v for k, v in cfg["data"].items()
+            if k == info.get("dataset") or k in ("image_size", "demo") or not isinstance(v, dict)}
+    return {**{k: v for k, v in cfg.items() if k != "experiments"}, "data": data,
+            "methods": {info.get("method"): cfg["methods"].get(info.get("method"))}}
+
+
 def differences(then: dict, now: dict, shown: int = 5) -> str:
     """`key: value in the unfinished run, value now; ...` of two configurations, at most `shown` keys."""
     from ..config import changed_keys
@@ -212,9 +222,10 @@ class Trainer:
             return 0
         ckpt = checkpoint.read(path, map_location="cpu")  # RNG states must stay CPU tensors
         fresh = f"use --fresh to discard it (or delete {self.files.progress}), or choose another --out"
-        if ckpt["cfg"] != self.cfg or ckpt["info"] != self.info:
+        then, now = trained_with(ckpt["cfg"], ckpt["info"]), trained_with(self.cfg, self.info)
+        if then != now or ckpt["info"] != self.info:
             raise UserError("this run directory holds an unfinished run with a different configuration ("
-                            f"{differences({**ckpt['cfg'], 'run': ckpt['info']}, {**self.cfg, 'run': self.info})})",
+                            f"{differences({**then, 'run': ckpt['info']}, {**now, 'run': self.info})})",
                             path=path, fix=fresh)
         if ckpt.get("data") != self.data_record["sha256"]:
             raise UserError(f"this unfinished run was trained on other data (SHA-256 {ckpt.get('data')}) than "
