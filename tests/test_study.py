@@ -75,8 +75,7 @@ def test_the_slurm_profile_submits_each_training_job_with_a_gpu_and_the_paper_se
     resources = dict(kv.split("=", 1) for kv in re.search(r"resources: (.*)", train).group(1).split(", "))
     assert resources["gpu"] == "1" and resources["runtime"] == "720" and resources["mem_mb"] == "64000"
     assert "ugpcl train --profile paper --run acdc136_ugpcl --seed 1337" in train
-    # the profile's 8 threads, not the head node's core count (Snakemake caps threads at --cores, which
-    # defaults to the cores of the machine it runs on: 1 to 4 on many login nodes)
+    # the profile's 8 threads (a dry run without the profile's `cores:` shows 1: Snakemake 9 takes 1 core there)
     assert "OMP_NUM_THREADS=8 ugpcl train" in train and re.search(r"threads: 8\n", train), train[:1500]
     # (`executor: slurm` is checked too: without snakemake-executor-plugin-slurm the arguments are refused)
 
