@@ -409,6 +409,16 @@ def test_not_a_number_or_infinity_is_refused_for_every_method_hyper_parameter():
     assert checked >= 40  # every number of the eight methods
 
 
+@pytest.mark.parametrize("override, says", [
+    ("paths.results=.inf", "paths.results: inf is not of type 'string'"),
+    ("methods.ugpcl.contrast=.nan", "methods.ugpcl.contrast: nan is not one of ['none', 'sup', 'pseudo', 'ugpcl']"),
+])
+def test_not_a_number_for_a_text_key_is_a_value_of_the_wrong_type_not_a_number_that_is_not_finite(override, says):
+    with pytest.raises(UserError, match=re.escape(says)) as err:
+        load_study(profile="demo", overrides=[override])
+    assert "finite" not in str(err.value)
+
+
 def test_set_not_a_number_for_a_hyper_parameter_names_the_override_and_trains_nothing():
     """It trained, and the same command again was refused as "trained with other settings (nan in the
     finished run, nan now)": NaN differs from itself."""

@@ -28,6 +28,12 @@ def non_finite(value) -> bool:
     return isinstance(value, float) and not math.isfinite(value)
 
 
+def wants_number(declared) -> bool:
+    """Whether a schema's `type` (a name or a list of them) takes numbers: only there is .nan or .inf a
+    number that is not finite; for text it is a value of the wrong type, to be quoted."""
+    return bool({"number", "integer"} & set([declared] if isinstance(declared, str) else declared or []))
+
+
 NON_FINITE_FIX = "YAML reads .nan as not-a-number and .inf as infinity, which no key takes"
 
 
@@ -140,7 +146,7 @@ def describe(err, overrides: list[Override], root: dict | None = None,
     shown = prefix + location
     where = ".".join(shown) or "(top level)"
     line, fixes = f"{where}: {err.message}", []
-    if err.validator == "type" and non_finite(err.instance):
+    if err.validator == "type" and non_finite(err.instance) and wants_number(err.validator_value):
         line = f"{where}: {err.instance} is not a finite number"
         fixes.append(f"write a finite number for {where} ({NON_FINITE_FIX})")
     for key in extra:

@@ -21,7 +21,7 @@ from typing import Any, Literal
 import jsonschema
 
 from ..errors import UserError
-from ..schema_errors import NON_FINITE_FIX, SCIENTIFIC, FiniteValidator, non_finite, yaml11_float
+from ..schema_errors import NON_FINITE_FIX, SCIENTIFIC, FiniteValidator, non_finite, wants_number, yaml11_float
 
 
 def hparam(default, source: str, *, minimum=None, maximum=None, exclusive_minimum=None, multiple_of=None):
@@ -104,7 +104,9 @@ def parse(cls, section, method: str, source="params.yaml", written: Callable[[li
     schema = schema_of(cls)
     for name, value in section.items():
         declared = _describe(schema["properties"][name])
-        bad = [v for v in (value if isinstance(value, list) else [value]) if non_finite(v)]
+        numeric = wants_number(schema["properties"][name].get("type")) or wants_number(
+            schema["properties"][name].get("items", {}).get("type"))
+        bad = [v for v in (value if isinstance(value, list) else [value]) if non_finite(v)] if numeric else []
         if bad:  # NaN passes every bound: it compares false
             within = f", in {value}" if isinstance(value, list) else ""
             raise UserError(f"{where(name)}: {bad[0]} is not a finite number{within}", path=source,
