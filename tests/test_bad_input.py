@@ -311,10 +311,15 @@ TYPOS_IN_THE_DEMO_PROFILE = [
      "profiles.demo.train.iterations?)", "rename profiles.demo.train.iteratons to profiles.demo.train.iterations"),
     ("      lr: 0.03", "      lr: -0.03", "profiles.demo.train.lr: -0.03 is less than or equal to the minimum of 0",
      "profiles.demo.train.lr is the SGD learning rate"),
+    ("    methods:\n      ugpcl:", "    experiments:\n      table1: {methods: [supervised, mt]}\n    methods:\n      ugpcl:",
+     "profiles.demo.experiments.table1.paired_with is 'ugpcl', which is not one of "
+     "profiles.demo.experiments.table1.methods (supervised, mt)",   # not the top-level key: the paper's comparison
+     "set profiles.demo.experiments.table1.paired_with to one of supervised, mt"),
 ]
 
 
-@pytest.mark.parametrize("old, new, says, fix", TYPOS_IN_THE_DEMO_PROFILE, ids=["method", "schema-key", "value"])
+@pytest.mark.parametrize("old, new, says, fix", TYPOS_IN_THE_DEMO_PROFILE,
+                         ids=["method", "schema-key", "value", "paired-with"])
 def test_a_mistake_in_the_profile_in_force_names_the_key_where_the_profile_writes_it(tmp_path, old, new, says, fix):
     """`methods.mt.consistecy` sent the user to `methods: mt:`, which has no such key: it is written
     under `profiles: demo: methods: mt:`."""
@@ -324,7 +329,8 @@ def test_a_mistake_in_the_profile_in_force_names_the_key_where_the_profile_write
     assert err.value.path == bad and says in err.value.message and fix in err.value.fix, str(err.value)
 
 
-@pytest.mark.parametrize("old, new, says, fix", TYPOS_IN_THE_DEMO_PROFILE, ids=["method", "schema-key", "value"])
+@pytest.mark.parametrize("old, new, says, fix", TYPOS_IN_THE_DEMO_PROFILE,
+                         ids=["method", "schema-key", "value", "paired-with"])
 def test_a_mistake_in_a_profile_not_in_force_is_an_error_now_not_when_it_is_chosen(tmp_path, capsys, old, new, says,
                                                                                   fix):
     bad = demo_profile_with(tmp_path, old, new)
@@ -332,6 +338,14 @@ def test_a_mistake_in_a_profile_not_in_force_is_an_error_now_not_when_it_is_chos
     text = capsys.readouterr().err
     assert f"{bad}: " in text and "in the profile demo, not the one in force" in text, text
     assert says in text and fix in text and "Traceback" not in text
+
+
+def test_a_table2_row_of_a_profile_is_named_where_the_profile_writes_it(tmp_path):
+    bad = demo_profile_with(tmp_path, "    methods:\n      ugpcl:", "    experiments:\n      table2: {rows: [{row: 1, "
+                            "method: ugpcl, overrides: {contrast: all}}]}\n    methods:\n      ugpcl:")
+    with pytest.raises(UserError, match=re.escape("profiles.demo.experiments.table2.rows[0] (row 1).overrides."
+                                                  "contrast: 'all' is not one of")):
+        load_study(bad, profile="demo")
 
 
 def test_a_profile_not_in_force_is_not_blamed_for_the_base_or_for_what_set_settles(tmp_path):

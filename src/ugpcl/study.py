@@ -129,31 +129,39 @@ def _override_of(key: list[str] | None, overrides: list[str]) -> str | None:
 def check_study(cfg: dict, source="params.yaml", raw: dict | None = None, overrides: list[str] = ()) -> None:
     """The checks of `load_study` on an already resolved configuration (the Snakefile's). With `raw`, the
     file as read (profiles and all), an error names the key where the file writes it (under
-    profiles.NAME where the profile in force sets it), and every other profile's method sections are
-    checked too (its UserError has no `key`: no --set of this command wrote it)."""
+    profiles.NAME where the profile in force sets it), and every other profile's method sections and
+    paired-tests reference are checked too (its UserError has no `key`: no --set of this command wrote it)."""
     origins = Origins(raw, cfg["profile"], [parse_override(o)[0] for o in overrides]) if raw is not None else None
     check_config(cfg, source, origins.written if origins else None)
     for run in distinct_runs(cfg, source):
         try:
             parse_hparams(run.config(cfg), run.method, source)  # with the overrides of Table 2/3 rows
         except UserError as err:
-            raise _at_the_row(err, cfg, run, source) from None
+            raise _at_the_row(err, cfg, run, source, origins) from None
+    check_paired_with(cfg, source, origins)
     for name, section in profiles_of(raw, source).items() if raw is not None else ():
-        if name == cfg["profile"] or "methods" not in (section or {}):
-            continue  # a profile without methods: takes the base's sections, checked above
-        other = Origins(raw, name)
+        if name == cfg["profile"]:
+            continue
+        other, cfg_other = Origins(raw, name), merged(raw, name)
         try:
-            check_config(merged(raw, name), source, other.written)
+            if "methods" in (section or {}):  # else it takes the base's sections, checked above
+                check_config(cfg_other, source, other.written)
+            check_paired_with(cfg_other, source, other)
         except UserError as err:
-            if err.key is not None and other.in_profile(err.key):  # else a key of the base: checked in force
+            if err.key is not None and (other.in_profile(err.key) or err.key == PAIRED_WITH
+                                        and other.in_profile(TABLE1_METHODS)):  # else a key of the base
                 raise UserError(f"{other_profile(name)}: {err.message}", path=source, fix=err.fix) from None
-    check_paired_with(cfg, source)
 
 
-def _at_the_row(err: UserError, cfg: dict, run: Run, source) -> UserError:
+PAIRED_WITH = ["experiments", "table1", "paired_with"]
+TABLE1_METHODS = ["experiments", "table1", "methods"]
+
+
+def _at_the_row(err: UserError, cfg: dict, run: Run, source, origins: Origins | None = None) -> UserError:
     """A hyper-parameter error caused by a Table 2 row's or Table 3 stage's override, named where the
-    matrix writes it (experiments.table2.rows[i].overrides.KEY), not as methods.METHOD.KEY, where the
-    file has no such value; other errors as they are."""
+    matrix writes it (experiments.table2.rows[i].overrides.KEY, under profiles.NAME where the profile in
+    force writes the rows), not as methods.METHOD.KEY, where the file has no such value; other errors as
+    they are."""
     key = err.key or []
     if len(key) != 3 or key[:2] != ["methods", run.method] or key[2] not in run.overrides:
         return err
@@ -168,26 +176,33 @@ def _at_the_row(err: UserError, cfg: dict, run: Run, source) -> UserError:
             where, written = (f"experiments.table3.stages ({which})", ["experiments", "table3", "stages"])
         else:
             continue
+        if origins is not None and origins.in_profile(written[:3]):
+            where = f"profiles.{origins.profile}.{where}"
         return UserError(err.message.replace(f"methods.{run.method}.{name}", where, 1), path=source,
                          fix=err.fix, key=written)
     return err
 
 
-def check_paired_with(cfg: dict, source="params.yaml") -> None:
+def check_paired_with(cfg: dict, source="params.yaml", origins: Origins | None = None) -> None:
     """`experiments.table1.paired_with`, the method the report's paired tests compare with every other
     method of a Table 1 setting, must be one of `experiments.table1.methods` (unless Table 1 trains none):
-    a method that is not trained would leave the report without any paired test, silently."""
+    a method that is not trained would leave the report without any paired test, silently. Where the
+    profile `origins` names writes Table 1's methods (or the key), the key is named in that profile:
+    setting it at the top level would change the paper profile's comparison too."""
     table1 = cfg["experiments"]["table1"]
     methods, wanted = table1["methods"], table1["paired_with"]
-    if methods and wanted not in methods:
-        raise UserError(
-            f"experiments.table1.paired_with is {wanted!r}, which is not one of experiments.table1.methods "
-            f"({', '.join(methods)}): the report's paired tests compare that method with every other method of each "
-            "Table 1 setting",
-            path=source, key=["experiments", "table1", "paired_with"],
-            fix=f"set experiments.table1.paired_with to one of {', '.join(methods)}"
-                + (" (the paper's comparison: ugpcl)" if "ugpcl" in methods else ""),
-        )
+    if not methods or wanted in methods:
+        return
+    in_profile = origins is not None and (origins.in_profile(PAIRED_WITH) or origins.in_profile(TABLE1_METHODS))
+    where = ".".join((["profiles", origins.profile] if in_profile else []) + PAIRED_WITH)
+    listed = ".".join(origins.written(TABLE1_METHODS) if origins is not None else TABLE1_METHODS)
+    raise UserError(
+        f"{where} is {wanted!r}, which is not one of {listed} ({', '.join(methods)}): the report's paired tests "
+        "compare that method with every other method of each Table 1 setting",
+        path=source, key=PAIRED_WITH,
+        fix=f"set {where} to one of {', '.join(methods)}" + (" (the paper's comparison: ugpcl)" if "ugpcl" in methods
+                                                              else ""),
+    )
 
 
 def _make(cfg: dict, dataset: str, regime: str, method: str, overrides: dict | None, tag: str,
