@@ -340,6 +340,23 @@ def test_a_mistake_in_a_profile_not_in_force_is_an_error_now_not_when_it_is_chos
     assert says in text and fix in text and "Traceback" not in text
 
 
+def test_a_workflow_job_leaves_other_profiles_to_its_workflow(tmp_path, monkeypatch):
+    """A profile edited (and broken) while a study of another one runs must not stop that study's later
+    jobs: the workflow checked every profile when it started; a job checks the one it runs."""
+    from ugpcl import lifetime
+
+    bad = demo_profile_with(tmp_path, *TYPOS_IN_THE_DEMO_PROFILE[0][:2])
+    with pytest.raises(UserError, match="in the profile demo, not the one in force"):
+        load_study(bad, profile="paper")
+    monkeypatch.setenv(lifetime.ENV, lifetime.token())   # the workflow process itself: it checks them all
+    with pytest.raises(UserError, match="in the profile demo, not the one in force"):
+        load_study(bad, profile="paper")
+    monkeypatch.setenv(lifetime.ENV, lifetime.token(os.getppid()))   # one of its jobs
+    assert lifetime.workflow_job() and load_study(bad, profile="paper")["profile"] == "paper"
+    with pytest.raises(UserError, match="profiles.demo.methods.mt.consistecy"):   # the profile it runs: checked
+        load_study(bad, profile="demo")
+
+
 def test_a_table2_row_of_a_profile_is_named_where_the_profile_writes_it(tmp_path):
     bad = demo_profile_with(tmp_path, "    methods:\n      ugpcl:", "    experiments:\n      table2: {rows: [{row: 1, "
                             "method: ugpcl, overrides: {contrast: all}}]}\n    methods:\n      ugpcl:")

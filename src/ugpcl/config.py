@@ -9,7 +9,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from . import config_checks
+from . import config_checks, lifetime
 from .errors import UserError
 from .schema_errors import SCIENTIFIC, FiniteValidator, Override, describe, error_keys, non_finite
 
@@ -280,7 +280,8 @@ def resolve(raw: dict, profile: str | None = None, overrides: list[str] = (), so
         keys, value = parse_override(text)
         applied.append(Override(text, keys, set_dotted(cfg, keys, value)))
     validate(cfg, source, applied, Origins(raw, name, [o.keys for o in applied]))
-    check_other_profiles(raw, name, source)
+    if not lifetime.workflow_job():  # a job's workflow checked them when it started: a profile edited
+        check_other_profiles(raw, name, source)  # since, not the one in force, must not stop its later jobs
     return cfg
 
 

@@ -144,6 +144,13 @@ def watched(environ=os.environ) -> tuple[int, str | None] | None:
     return int(parts[1]), parts[2] or None
 
 
+def workflow_job(environ=os.environ) -> bool:
+    """Whether this process is a job of a workflow (Snakemake, DVC through it): UGPCL_EXIT_WITH names
+    another process, the workflow's, here or on another host (a cluster job)."""
+    parts = environ.get(ENV, "").split(":", 2)
+    return len(parts) == 3 and not (parts[0] == host() and parts[1] == str(os.getpid()))
+
+
 def watch(environ=os.environ) -> threading.Event | None:
     """Send this process SIGTERM when the process UGPCL_EXIT_WITH names is gone (from a thread);
     returns the watcher's stop event, or None when there is nothing to watch."""

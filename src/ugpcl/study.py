@@ -19,6 +19,7 @@ from .config import (DEFAULT_CONFIG, Origins, changed_keys, dataset_config, data
 from .data.demo import demo_settings
 from .data.prepared import FORMAT_VERSION
 from .errors import UserError
+from .lifetime import workflow_job
 from .methods import check_config, parse_hparams
 
 SHORT = {"consistency_loss": "con", "equivariance_loss": "eqv", "embed_stage": "embed"}
@@ -139,8 +140,8 @@ def check_study(cfg: dict, source="params.yaml", raw: dict | None = None, overri
         except UserError as err:
             raise _at_the_row(err, cfg, run, source, origins) from None
     check_paired_with(cfg, source, origins)
-    for name, section in profiles_of(raw, source).items() if raw is not None else ():
-        if name == cfg["profile"]:
+    for name, section in profiles_of(raw, source).items() if raw is not None and not workflow_job() else ():
+        if name == cfg["profile"]:  # (a workflow's jobs leave the other profiles to the workflow: config.resolve)
             continue
         other, cfg_other = Origins(raw, name), merged(raw, name)
         try:
