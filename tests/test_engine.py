@@ -209,6 +209,10 @@ def test_a_run_trained_again_from_the_start_drops_the_curves_the_replaced_run_pu
     RunFiles(tmp_path).discard()   # as `ugpcl train --force` does
     assert not Trainer(cfg, INFO, tmp_path, data=tiny_acdc).fit(stop_after=2, progress=False)
     assert not any(p.exists() for p in published) and (tmp_path / "progress" / "log.jsonl").is_file()
+    theirs = tmp_path / "own" / "dvclive" / "metrics.json"   # an --out that holds a DVCLive folder of the user's
+    theirs.parent.mkdir(parents=True)
+    theirs.write_text("{}")
+    assert RunFiles(tmp_path / "own").drop_published() == [] and theirs.is_file()
 
 
 def test_resume_refuses_a_run_dir_with_another_configuration(tiny_acdc, tmp_path):

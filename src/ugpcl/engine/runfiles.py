@@ -118,6 +118,8 @@ class RunFiles:
         for name in ("log.jsonl", "val.jsonl", DVCLIVE):
             path = self.run_dir / name
             if path.is_dir():
+                if not (path / "plots" / "metrics" / "val" / "dice.tsv").is_file():
+                    continue  # a DVCLive folder of something else (an ad-hoc --out of the user's): not ours
                 shutil.rmtree(path)
             elif path.exists():
                 path.unlink()

@@ -282,9 +282,9 @@ def render(cfg: dict, tables: dict[str, list[Cell]], results: dict[str, dict[int
                                            f"(both best and last evaluated), HD95 {evaluation['hd95']}"},
     ]
     if reference != PAPER_METHOD:  # the paper's comparison is the one the paired tests' title names
-        name, other = paired_names(reference)
+        name, each = paired_names(reference)   # (not `other`: that is the left-out run-seeds)
         overview.append({"setting": "paired tests",
-                         "value": f"{name} against each {other} of a Table 1 setting "
+                         "value": f"{name} against each {each} of a Table 1 setting "
                                   f"(experiments.table1.paired_with; the paper: {PAPER_METHOD})"})
     parts.append(html_table(overview, "settings"))
     parts.append("<h3>Where the paper and the reference code differ: the value in force</h3>")
