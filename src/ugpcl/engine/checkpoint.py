@@ -9,7 +9,7 @@ with `torch.load(weights_only=True)`: a file cannot run code when it is loaded.
     state        the method's state_dict: every network, EMA teacher and memory queue
     training-only keys (progress/resume.pt): optimizer, sampler, rng, best (score), best_file (the
                  progress/best-<t>.pt holding it), elapsed (seconds), data (SHA-256 of the prepared file),
-                 method_code (SHA-256 of the method's source file, to say when a resume runs other code)
+                 method_code (SHA-256 of the file holding the method's compute_loss: a resume says when it changed)
 
 It is serialised in memory and written with plain file I/O under a temporary name, so that a
 full disk is a clear error (torch.save straight to a file reports it as an opaque RuntimeError)
