@@ -102,6 +102,9 @@ def test_the_paired_tests_compare_the_configured_method_with_every_other_one(tmp
     assert "baseline" not in text and "say nothing about any of the methods" in text
     assert "No paired test yet: it needs finished runs of pseudo and of another" in verdict.paragraph(
         {"table1": cells}, [], [], synthetic=False, iterations=20, reference="pseudo")
+    alone = [c for c in cells if c.labels["method"] == "ugpcl"]   # Table 1 trains the reference only: never any
+    assert "No paired test: Table 1 trains no method besides UGPCL (experiments.table1.methods)." in \
+        verdict.paragraph({"table1": alone}, [], [], synthetic=False, iterations=20, reference="ugpcl")
 
     cells = study()
     rows = stats.pair_cells(cells, "ugpcl")

@@ -242,7 +242,7 @@ def render(cfg: dict, tables: dict[str, list[Cell]], results: dict[str, dict[int
             parts.append(f'<h2 id="paired-section">{escape(paired_title(reference))}</h2>')
             parts.append(f'<p class="note">{with_code(what_is_paired(reference))}</p>')
             parts.append(html_table(paired_display(paired), "paired") if paired else
-                         f"<p>{escape(no_paired_test(reference))}</p>")
+                         f"<p>{escape(no_paired_test(reference, cells))}</p>")
 
     parts.append('<h2 id="figure3-section">Figure 3: ACDC-136 validation slices (ground truth, MT, CPS, UGPCL)</h2>')
     parts.append(image_tag(figures["figure3"], "Figure 3"))

@@ -644,8 +644,12 @@ def what_is_paired(reference: str) -> str:
     return text
 
 
-def no_paired_test(reference: str) -> str:
-    """What stands in for the paired tests (and their sentence of the verdict) before any could be made."""
+def no_paired_test(reference: str, cells: list[Cell] = ()) -> str:
+    """What stands in for the paired tests (and their sentence of the verdict) before any could be made;
+    `cells` (Table 1's): where it trains no method besides the reference, none ever can be."""
+    if cells and not {c.labels["method"] for c in cells} - {reference}:
+        return (f"No paired test: Table 1 trains no method besides {paired_names(reference)[0]} "
+                "(experiments.table1.methods).")
     if reference == PAPER_METHOD:
         return "No paired test yet: it needs finished UGPCL and baseline runs of the same setting."
     return f"No paired test yet: it needs finished runs of {reference} and of another method of the same setting."

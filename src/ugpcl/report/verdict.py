@@ -86,5 +86,5 @@ def paragraph(tables: dict[str, list[Cell]], order: list[dict], paired: list[dic
             f"p < {ALPHA:g}), {name} is better than the {other} in {better} of {len(paired)} comparisons, worse in "
             f"{worse}, and not distinguishable in {len(paired) - better - worse}.")
     elif compared:
-        sentences.append(no_paired_test(reference))
+        sentences.append(no_paired_test(reference, tables.get("table1", [])))
     return " ".join(sentences)
